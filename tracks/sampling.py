@@ -16,6 +16,7 @@ go forward in time when the video has room after the query frame, else backward.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Iterable
 
 import numpy as np
@@ -93,3 +94,29 @@ def split_scenes(names: Iterable[str], val_frac: float = 0.1, test_frac: float =
         u = _unit_hash(name, seed)
         out["test" if u < test_frac else "val" if u < test_frac + val_frac else "train"].append(name)
     return out
+
+
+def plan_sequences(num_frames: int, scene_name: str, frames: str = "sampled", split: str = "train",
+                   n_sequences: int = 1, seed: int = 0, first_index: int = 0) -> list[np.ndarray]:
+    """Frame ids (query frame first) of each sequence to cut from one scene.
+
+    ``frames="all"``: one sequence over every frame, query frame 0. ``"sampled"``: the
+    train or eval sampler, drawn from a per-scene random stream that depends only on
+    ``seed`` and the scene name, so reruns and reorderings give the same sequences.
+    ``first_index`` is the dataset-wide number of this scene's first sequence: eval
+    offsets advance with it, so Δt coverage holds across scenes, not just within one.
+    """
+    if frames == "all":
+        if num_frames < 2:
+            raise SamplingError(f"scene {scene_name!r} has {num_frames} frame(s); a sequence needs at least 2")
+        return [np.arange(num_frames, dtype=np.int64)]
+    if frames != "sampled" or split not in ("train", "eval"):
+        raise ValueError(f"frames must be 'all' or 'sampled' and split 'train' or 'eval', got {frames!r}, {split!r}")
+    rng = np.random.default_rng([seed, zlib.crc32(scene_name.encode())])
+    try:
+        if split == "train":
+            return [sample_train_frames(num_frames, rng) for _ in range(n_sequences)]
+        return [eval_frames(num_frames, rng, sequence_index=first_index + i, seed=seed)
+                for i in range(n_sequences)]
+    except SamplingError as e:
+        raise SamplingError(f"scene {scene_name!r}: cannot sample {split} sequences: {e}") from None
