@@ -1,0 +1,159 @@
+"""The model-adapter contract: what differs between VLM families, and nothing else.
+
+Shape vocabulary: F input frames, H x W frame pixels, h x w token grid per frame,
+L sequence length, D hidden width.
+
+An adapter turns F frames into model inputs with one token grid per frame and returns a
+`VisualLayout` saying which sequence position holds the visual token of which
+(frame, row, col) and which pixels of the original frame that token covers. It also
+names the decoder layers and the LoRA targets (the LLM only, never the vision tower).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class VisualLayout:
+    """Where each frame's visual tokens sit in the sequence and which pixels they cover.
+
+    Pixel convention: pixel (0, 0) has its centre at (0, 0); token (r, c) covers
+    x in [c*tw - 0.5, (c+1)*tw - 0.5) and y in [r*th - 0.5, (r+1)*th - 0.5) of the
+    ORIGINAL frame (the resize scale is folded into th, tw), so its centre is at
+    ((c+0.5)*tw - 0.5, (r+0.5)*th - 0.5).
+    """
+
+    positions: torch.LongTensor  # (F', h, w) sequence index of the token for (grid f, row, col)
+    frame_ids: torch.LongTensor  # (F',) index of the input frame that grid f stands for
+    grid: tuple[int, int]  # (h, w) tokens per frame
+    image_size: tuple[int, int]  # (H, W) original frame size in pixels
+    token_size: tuple[float, float]  # (th, tw) original-frame pixels per token
+
+    def __post_init__(self) -> None:
+        h, w = self.grid
+        if self.positions.ndim != 3 or tuple(self.positions.shape[1:]) != (h, w):
+            raise ValueError(f"positions {tuple(self.positions.shape)} do not match grid {self.grid}")
+        if self.frame_ids.shape != (self.positions.shape[0],):
+            raise ValueError(f"frame_ids {tuple(self.frame_ids.shape)} vs {self.positions.shape[0]} grids")
+
+    @property
+    def num_grids(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def flat_positions(self) -> torch.LongTensor:
+        """(F'*h*w,) sequence indices, grid-major then row-major."""
+        return self.positions.reshape(-1)
+
+    def token_boxes(self) -> torch.Tensor:
+        """(h, w, 4) box x0, y0, x1, y1 of every token in original-frame pixels."""
+        h, w = self.grid
+        th, tw = self.token_size
+        r = torch.arange(h, dtype=torch.float64)
+        c = torch.arange(w, dtype=torch.float64)
+        y0, x0 = (r * th - 0.5)[:, None].expand(h, w), (c * tw - 0.5)[None, :].expand(h, w)
+        return torch.stack([x0, y0, x0 + tw, y0 + th], dim=-1)
+
+    def to_token_units(self, xy):
+        """Pixel (x, y) (..., 2) -> token-grid (col, row) coords in which token centres are integers."""
+        th, tw = self.token_size
+        if isinstance(xy, np.ndarray):
+            scale = np.asarray([tw, th], dtype=np.float64)
+        else:
+            xy = torch.as_tensor(xy)
+            xy = xy if xy.is_floating_point() else xy.double()
+            scale = torch.tensor([tw, th], dtype=xy.dtype, device=xy.device)
+        return (xy + 0.5) / scale - 0.5
+
+
+class ModelAdapter:
+    """Per-family knowledge. Subclasses set `model_type`, `frames_modes` and implement `prepare_inputs`."""
+
+    model_type: str = ""
+    frames_modes: tuple[str, ...] = ()
+    # Vision tower attribute of the inner model (`model.model.<name>`).
+    vision_attr: str = "visual"
+
+    def __init__(self, config=None):
+        # The model's config fixes patch sizes and special-token ids; without one the
+        # adapter assumes the released checkpoints' values.
+        if config is not None and getattr(config, "model_type", None) != self.model_type:
+            raise ValueError(f"{type(self).__name__} got a {getattr(config, 'model_type', None)!r} config")
+        self.config = config
+
+    def prepare_inputs(
+        self,
+        frames: np.ndarray,
+        *,
+        processor_or_tokenizer,
+        prompt: str = "",
+        frames_mode: str | None = None,
+        fps: float = 1.0,
+        size: tuple[int, int] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], VisualLayout]:
+        """(F, H, W, 3) uint8 RGB frames -> (model inputs with batch 1, layout)."""
+        raise NotImplementedError
+
+    # ---- model structure -------------------------------------------------------------
+    @staticmethod
+    def unwrap(model):
+        """The transformers model under any peft wrapper."""
+        get_base = getattr(model, "get_base_model", None)
+        return get_base() if callable(get_base) else model
+
+    def inner_model(self, model):
+        """`model.model` of a *ForConditionalGeneration (holds language_model and the vision tower)."""
+        m = self.unwrap(model)
+        inner = getattr(m, "model", m)
+        if not hasattr(inner, "language_model"):
+            raise TypeError(f"{type(m).__name__} has no language_model; is it a {self.model_type} VLM?")
+        return inner
+
+    def decoder_layers(self, model) -> torch.nn.ModuleList:
+        """The LLM decoder layers, on the plain model or a peft-wrapped one."""
+        return self.inner_model(model).language_model.layers
+
+    def vision_tower(self, model) -> torch.nn.Module:
+        return getattr(self.inner_model(model), self.vision_attr)
+
+    def text_config(self, model):
+        cfg = getattr(self.unwrap(model), "config", model)
+        return cfg.get_text_config()
+
+    def lora_target_modules(self, model=None) -> str:
+        """Regex (peft full-match) for the LLM's attention and MLP projections, never the vision tower."""
+        return r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+    # ---- helpers shared by the families ------------------------------------------------
+    def _check_mode(self, frames_mode: str | None) -> str:
+        mode = frames_mode or self.frames_modes[0]
+        if mode not in self.frames_modes:
+            raise ValueError(
+                f"frames_mode {mode!r} is not supported by {self.model_type}; choose one of {self.frames_modes}"
+            )
+        return mode
+
+    @staticmethod
+    def _tokenizer(processor_or_tokenizer):
+        return getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
+
+    @staticmethod
+    def _encode(tokenizer, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @staticmethod
+    def _token_id(tokenizer, token: str, config_id: int | None = None) -> int:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no {token!r} token")
+        if config_id is not None and tid != config_id:
+            raise ValueError(f"tokenizer id of {token!r} is {tid} but the model config says {config_id}")
+        return tid
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_type={self.model_type!r}, frames_modes={self.frames_modes})"

@@ -1,0 +1,108 @@
+"""Frame preprocessing done by the project, without torchvision.
+
+Shape vocabulary: F frames, H x W pixels, C = 3 channels, p patch size, tp temporal patch
+size, m spatial merge size, gh x gw patch grid.
+
+Mirrors the transformers PIL image-processor path (`Qwen2VLImageProcessorPil`,
+`CLIPImageProcessorPil`, `SiglipImageProcessorPil`): PIL resize of the uint8 image
+(bicubic by default), rescale by 1/255 in float64 then float32, per-channel normalise,
+and for Qwen the flat patch layout of its vision tower. tests/test_preprocess.py checks
+the result against those processors to 1e-5. (The transformers *video* processors
+resize with torchvision, which rounds slightly differently; we match the image path.)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF_MEAN_STD = (0.5, 0.5, 0.5)
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Validate (F, H, W, 3) uint8 RGB frames."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (F, H, W, 3) RGB, got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    if frames.shape[0] == 0:
+        raise ValueError("no frames given")
+    return frames
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen's rule: both sides a multiple of `factor`, area in [min_pixels, max_pixels], aspect kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio of {height}x{width} is above 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int], resample: str = "bicubic") -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, h, w, 3) uint8 with PIL, as the image processors' PIL backend does."""
+    frames = check_frames(frames)
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    mode = _RESAMPLE[resample]
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), resample=mode)) for f in frames])
+
+
+def normalize_frames(frames: np.ndarray, mean, std, rescale: float = 1 / 255) -> np.ndarray:
+    """(F, h, w, 3) uint8 -> (F, 3, h, w) float32: x * rescale, then (x - mean) / std."""
+    x = (frames.astype(np.float64) * rescale).astype(np.float32)  # same rounding as transformers' rescale
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def qwen_patchify(
+    video: np.ndarray, patch_size: int, temporal_patch_size: int, merge_size: int
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(F, C, H, W) float32 -> (T*gh*gw, C*tp*p*p) patches and the grid (T, gh, gw), T = F / tp.
+
+    Row order is (t, gh/m, gw/m, m, m): the m x m patches of one merged token are
+    consecutive, so merged token k of a block is (t, r, c) with
+    t = k // (h*w), r = (k // w) % h, c = k % w for h = gh/m, w = gw/m.
+    Columns are (C, tp, p, p), as in the Qwen processors.
+    """
+    f, c, hh, ww = video.shape
+    if f % temporal_patch_size:
+        raise ValueError(f"{f} frames is not a multiple of temporal_patch_size={temporal_patch_size}")
+    factor = patch_size * merge_size
+    if hh % factor or ww % factor:
+        raise ValueError(f"frame size {hh}x{ww} is not a multiple of {factor}")
+    t, gh, gw = f // temporal_patch_size, hh // patch_size, ww // patch_size
+    x = video.reshape(t, temporal_patch_size, c, gh // merge_size, merge_size, patch_size,
+                      gw // merge_size, merge_size, patch_size)
+    # (t, gh/m, gw/m, m, m, C, tp, p, p)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return np.ascontiguousarray(x.reshape(t * gh * gw, c * temporal_patch_size * patch_size ** 2)), (t, gh, gw)
+
+
+def processor_mean_std(processor_or_tokenizer, default_mean, default_std):
+    """Mean/std of the processor's image (or video) processor, else the family default."""
+    for attr in ("video_processor", "image_processor"):
+        proc = getattr(processor_or_tokenizer, attr, None)
+        if proc is not None and getattr(proc, "image_mean", None) is not None:
+            return tuple(proc.image_mean), tuple(proc.image_std)
+    return tuple(default_mean), tuple(default_std)

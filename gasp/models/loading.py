@@ -1,0 +1,264 @@
+"""Load a VLM strictly offline: a tiny built-in model, a local folder, or an alias / id in the HF cache.
+
+    model, processor_or_tokenizer, adapter = load_model("qwen2.5-vl-7b", dtype="bf16", device="cuda")
+
+Nothing is ever downloaded (`local_files_only=True`); a missing checkpoint raises
+`ModelNotFoundError` saying where we looked and how to point at local weights. `adapter=DIR`
+applies a peft LoRA adapter after checking that its targets fit the model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gasp.adapters import ModelAdapter, get_adapter, supported_model_types
+from gasp.models.aliases import ALIASES, known_names, resolve_alias
+from gasp.models.tiny import TINY_NAMES, build_tiny
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No local checkpoint for the requested model (we never download)."""
+
+
+class UnknownModelError(ValueError):
+    """A name that is neither an alias, a tiny model, a path nor an `org/name` id, or an unsupported family."""
+
+
+class AdapterMismatchError(ValueError):
+    """A LoRA adapter that does not fit the loaded model."""
+
+
+@dataclass
+class ProcessorBundle:
+    """Tokenizer plus image processor, for checkpoints whose full processor needs torchvision."""
+
+    tokenizer: Any
+    image_processor: Any = None
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _cache_dirs() -> list[str]:
+    from huggingface_hub import constants
+
+    dirs = [constants.HF_HUB_CACHE]
+    legacy = os.environ.get("TRANSFORMERS_CACHE")
+    if legacy and legacy not in dirs:
+        dirs.append(legacy)
+    return dirs
+
+
+def _find_in_cache(repo_id: str) -> tuple[str | None, list[str]]:
+    """The cached snapshot folder holding `repo_id`'s config.json, and the places looked at."""
+    from huggingface_hub import try_to_load_from_cache
+
+    looked = []
+    for cache in _cache_dirs():
+        looked.append(os.path.join(cache, "models--" + repo_id.replace("/", "--")))
+        hit = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return os.path.dirname(hit), looked
+    return None, looked
+
+
+def _not_found(what: str, looked: list[str]) -> ModelNotFoundError:
+    where = "\n".join(f"  - {p}" for p in looked)
+    return ModelNotFoundError(
+        f"no local checkpoint for {what}. Looked in:\n{where}\n"
+        "Models are loaded offline and never downloaded. Point to local weights with "
+        "`--model /path/to/dir` (a folder with config.json and the weights), or set HF_HOME "
+        "(or HF_HUB_CACHE) to a Hugging Face cache that holds the model."
+    )
+
+
+def resolve_checkpoint(name_or_path: str) -> str:
+    """A local folder with config.json for a path, an alias or an `org/name` id, else a clear error."""
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, "config.json")):
+            raise _not_found(f"{name_or_path!r} (the folder has no config.json)", [os.path.abspath(expanded)])
+        return expanded
+    repo_id = resolve_alias(name_or_path)
+    is_id = repo_id != name_or_path or (repo_id.count("/") == 1 and not repo_id.startswith((".", "/", "~")))
+    if not is_id:
+        if os.sep in name_or_path or name_or_path.startswith((".", "~")):
+            raise _not_found(f"path {name_or_path!r}", [os.path.abspath(expanded)])
+        raise UnknownModelError(
+            f"unknown model {name_or_path!r}: not a folder, an alias or an org/name id. "
+            f"Known names: {', '.join(known_names())}"
+        )
+    snapshot, looked = _find_in_cache(repo_id)
+    if snapshot is None:
+        label = f"{name_or_path!r} ({repo_id})" if repo_id != name_or_path else repr(repo_id)
+        raise _not_found(label, looked)
+    return snapshot
+
+
+def _load_processor(path: str, trust_remote_code: bool):
+    """The checkpoint's processor; without torchvision, its tokenizer and PIL image processor."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    try:
+        proc = AutoProcessor.from_pretrained(path, **kw)
+        if hasattr(proc, "tokenizer") or hasattr(proc, "convert_tokens_to_ids"):
+            return proc
+    except Exception as err:  # video processors need torchvision; fall back to the parts we use
+        logger.info("AutoProcessor failed for %s (%s); using tokenizer + image processor", path, err)
+    tok = AutoTokenizer.from_pretrained(path, **kw)
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(path, **kw)
+    except Exception as err:
+        logger.info("no image processor in %s (%s); adapters use the family defaults", path, err)
+        return tok
+    return ProcessorBundle(tokenizer=tok, image_processor=image_processor)
+
+
+def _adapter_files(adapter_dir: str) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """adapter_config.json and the shapes of the saved LoRA tensors."""
+    cfg_path = os.path.join(adapter_dir, "adapter_config.json")
+    if not os.path.isfile(cfg_path):
+        raise ModelNotFoundError(f"no LoRA adapter at {os.path.abspath(adapter_dir)} (missing adapter_config.json)")
+    with open(cfg_path) as fh:
+        cfg = json.load(fh)
+    shapes: dict[str, tuple[int, ...]] = {}
+    st = os.path.join(adapter_dir, "adapter_model.safetensors")
+    if os.path.isfile(st):
+        from safetensors import safe_open
+
+        with safe_open(st, framework="pt") as fh:
+            for key in fh.keys():
+                shapes[key] = tuple(fh.get_slice(key).get_shape())
+    elif os.path.isfile(os.path.join(adapter_dir, "adapter_model.bin")):
+        state = torch.load(os.path.join(adapter_dir, "adapter_model.bin"), map_location="cpu", weights_only=True)
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return cfg, shapes
+
+
+def check_adapter_fits(model, adapter_dir: str, model_name: str) -> None:
+    """Raise AdapterMismatchError unless every saved LoRA tensor matches a module of `model`."""
+    cfg, shapes = _adapter_files(adapter_dir)
+    base = cfg.get("base_model_name_or_path")
+    problems = []
+    for key, shape in shapes.items():
+        for part, dim in ((".lora_A.", 1), (".lora_B.", 0)):
+            if part not in key:
+                continue
+            path = key.split(part)[0].removeprefix("base_model.model.")
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                problems.append(f"{path} does not exist")
+                break
+            want = module.in_features if dim == 1 else module.out_features
+            if shape[dim] != want:
+                side = "in" if dim == 1 else "out"
+                problems.append(f"{path}: adapter {side}_features {shape[dim]} != model {want}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+        raise AdapterMismatchError(
+            f"the LoRA adapter at {adapter_dir} (trained on base model {base!r}) does not fit the loaded "
+            f"model {model_name!r}: {shown}"
+        )
+    if base:
+        _check_base_name(base, model_name, adapter_dir)
+
+
+def _identity(name: str) -> str | None:
+    """A tiny name or Hugging Face id that `name` stands for; None for a local folder."""
+    if name.lower() in TINY_NAMES:
+        return name.lower()
+    rid = resolve_alias(name)
+    if rid.count("/") == 1 and not rid.startswith((".", "/", "~")) and not os.path.isdir(rid):
+        return rid
+    return None
+
+
+def _check_base_name(base: str, model_name: str, adapter_dir: str) -> None:
+    a, b = _identity(base), _identity(model_name)
+    if a is not None and b is not None:
+        if a != b:
+            raise AdapterMismatchError(
+                f"the LoRA adapter at {adapter_dir} was trained on base model {base!r} ({a}), "
+                f"not on the loaded model {model_name!r} ({b})"
+            )
+        return
+    # A local folder carries no hub id: compare folder and repo names, and only warn.
+    def stems(*names):
+        return {os.path.basename(os.path.normpath(n)).lower() for n in names if n}
+
+    if not stems(base, a) & stems(model_name, b):
+        logger.warning("adapter %s was trained on %r but is applied to %r (shapes fit)", adapter_dir, base, model_name)
+
+
+def apply_lora(model, adapter_dir: str, model_name: str):
+    """Wrap `model` with the peft LoRA adapter in `adapter_dir` (inference mode)."""
+    from peft import PeftModel
+
+    check_adapter_fits(model, adapter_dir, model_name)
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    adapter: str | os.PathLike | None = None,
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> tuple[Any, Any, ModelAdapter]:
+    """Load `(model, processor_or_tokenizer, adapter)`; see the module docstring.
+
+    `name_or_path`: a `tiny-*` name (built from `seed`), a local folder, an alias
+    (`qwen2.5-vl-7b`, ...) or an `org/name` id found in the HF cache.
+    """
+    name_or_path = os.fspath(name_or_path)
+    torch_dtype = _torch_dtype(dtype)
+    if name_or_path.lower() in TINY_NAMES:
+        model, processor = build_tiny(name_or_path.lower(), seed=seed)
+        model = model.to(torch_dtype)
+    else:
+        from transformers import AutoConfig, AutoModelForImageTextToText
+
+        path = resolve_checkpoint(name_or_path)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        if config.model_type not in supported_model_types():
+            raise UnknownModelError(
+                f"{name_or_path!r} is a {config.model_type!r} model; supported model types: "
+                f"{', '.join(supported_model_types())}"
+            )
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation="sdpa", local_files_only=True,
+            trust_remote_code=trust_remote_code,
+        )
+        processor = _load_processor(path, trust_remote_code)
+    model = model.to(device)
+    if adapter is not None:
+        model = apply_lora(model, os.fspath(adapter), name_or_path)
+    model.eval()
+    logger.info("loaded %s (%s, %s) on %s%s", name_or_path, model.config.model_type, torch_dtype, device,
+                f" with adapter {adapter}" if adapter is not None else "")
+    return model, processor, get_adapter(model)
+
+
+__all__ = [
+    "ALIASES", "AdapterMismatchError", "ModelNotFoundError", "ProcessorBundle", "UnknownModelError",
+    "apply_lora", "check_adapter_fits", "load_model", "resolve_checkpoint",
+]

@@ -1,0 +1,133 @@
+"""The paper's Figure 3 from probe results folders (each holding a results.json).
+
+Three panels, models overlaid: (a) PCK@δ vs layer with a ±std band across
+sequences, (b) calibration ρ vs layer, (c) Y(Δt) = PCK(Δt)/PCK(1) vs Δt at each
+model's peak-PCK layer (or averaged over layers with ``dt_mode="mean"``). A second
+figure draws the layer × head PCK map when a run used ``--heads per-head``.
+
+    python plots/figure3.py runs/base runs/gasp --labels baseline GASP --out fig.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401
+import numpy as np  # noqa: E402
+
+COLORS = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def load_results(path: str | Path) -> dict:
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass a probe output folder (python probes/pck.py --out DIR)")
+    return json.loads(path.read_text())
+
+
+def _arr(x) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in x], dtype=float) if np.ndim(x) == 1 else \
+        np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float)
+
+
+def peak_layer_index(res: dict) -> int:
+    """Index (into res['layers']) of the layer with the highest mean PCK."""
+    pck = _arr(res["pck_mean"])
+    return int(np.nanargmax(pck)) if np.isfinite(pck).any() else 0
+
+
+def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mode: str = "peak") -> list[Path]:
+    """Write ``out`` (PNG) and a PDF beside it; return the written paths."""
+    if len(results) != len(labels):
+        raise ValueError(f"{len(results)} results but {len(labels)} labels")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    ax_pck, ax_rho, ax_dt = axes
+    for i, (res, label) in enumerate(zip(results, labels)):
+        c = COLORS[i % len(COLORS)]
+        layers = np.array(res["layers"])
+        pck, std = _arr(res["pck_mean"]), _arr(res["pck_std"])
+        ax_pck.plot(layers, pck, "-o", ms=3, color=c, label=label)
+        ax_pck.fill_between(layers, np.clip(pck - std, 0, 1), np.clip(pck + std, 0, 1), color=c, alpha=0.18, lw=0)
+        ax_rho.plot(layers, _arr(res["rho"]), "-o", ms=3, color=c, label=label)
+        dt, dt_norm = np.array(res["dt"]), _arr(res["dt_norm"])
+        if dt_mode == "peak":
+            k = peak_layer_index(res)
+            y, tag = dt_norm[k], f"{label} (layer {layers[k]})"
+        else:
+            with np.errstate(all="ignore"):
+                y, tag = np.nanmean(dt_norm, axis=0), f"{label} (mean over layers)"
+        ok = np.isfinite(y)                                   # Δt without support in this run are left out
+        ax_dt.plot(dt[ok], y[ok], "-o", ms=3, color=c, label=tag)
+    delta = results[0].get("delta", 2)
+    rope = results[0].get("rope", "post")
+    ax_pck.set(xlabel="LLM layer", ylabel=f"PCK@{delta:g} (fraction of visible points)", ylim=(0, 1.02),
+               title=f"(a) layer-wise matching ({rope}-RoPE Q/K)")
+    ax_rho.axhline(0, color="0.6", lw=0.8)
+    ax_rho.set(xlabel="LLM layer", ylabel="Pearson ρ (confidence vs. correct)", ylim=(-1.02, 1.02),
+               title="(b) confidence–accuracy correlation")
+    ax_dt.axhline(1, color="0.6", lw=0.8)
+    ax_dt.set(xlabel="Δt (source-video frames)", ylabel="Y(Δt) = PCK(Δt) / PCK(1)",
+              title="(c) temporal robustness" + (" at peak layer" if dt_mode == "peak" else ", mean over layers"))
+    handles, names = ax_dt.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), frameon=False)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    for ax in (ax_pck, ax_rho):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def draw_head_map(res: dict, label: str, out: str | Path) -> Path:
+    """Layer × head PCK heatmap from a per-head run."""
+    m = _arr(res["pck_head"])                                  # (L, H)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.35 * m.shape[1], 1.2 + 0.3 * m.shape[0]), constrained_layout=True)
+    im = ax.imshow(m, vmin=0, vmax=max(1e-6, np.nanmax(m)), cmap="viridis", aspect="auto")
+    ax.set(xlabel="query head", ylabel="LLM layer", title=f"PCK@{res.get('delta', 2):g} per head — {label}")
+    ax.set_yticks(range(m.shape[0]), res["layers"])
+    fig.colorbar(im, ax=ax, label="PCK")
+    out = Path(out)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="probe output folders (or results.json files)")
+    p.add_argument("--labels", nargs="+", help="legend labels, one per run (default: folder names)")
+    p.add_argument("--out", default="figure3.png", help="output PNG; a PDF is written beside it")
+    p.add_argument("--dt-mode", choices=["peak", "mean"], default="peak",
+                   help="Y(Δt) at each model's peak-PCK layer, or averaged over layers")
+    args = p.parse_args(argv)
+    labels = args.labels or [Path(r).name for r in args.runs]
+    try:
+        results = [load_results(r) for r in args.runs]
+        paths = draw_figure3(results, labels, args.out, args.dt_mode)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for res, label in zip(results, labels):
+        if "pck_head" in res:
+            paths.append(draw_head_map(res, label, Path(args.out).with_name(f"{Path(args.out).stem}_heads_{label}.png")))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

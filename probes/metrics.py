@@ -1,0 +1,333 @@
+"""Correspondence metrics on captured attention Q/K (paper Sec. 5.3, eq. 10-13).
+
+Pure functions on tensors; no model in here. ``gasp.hooks.capture_qk`` gives the
+tensors, ``probes/pck.py`` drives them layer by layer.
+
+Shape vocabulary:
+    L  LLM layers            H  query heads        Hkv  key/value heads (GQA)
+    G  = H // Hkv            F  frames             F'   = F - 1 (frames other than the query frame)
+    N  query points          h x w  token grid of one frame, P = h * w
+    D  head dim              S  sequences          T    number of Delta-t bins
+
+Conventions:
+    * Pixels: (x, y), (0, 0) is the centre of the top-left pixel (``tracks/types.py``).
+    * Tokens: (x, y) = (col, row) in token units with token centres at integers, so
+      token (c, r) covers pixel centres with ``floor((x + 0.5) / tw) == c``.
+    * Predictions are grid indices, returned as (row, col) ``long``.
+    * GQA: query head ``h`` is compared with KV head ``h // G`` (transformers'
+      ``repeat_kv``, which is ``repeat_interleave`` on the head dim).
+
+Definitions (METHOD.md sec. 1):
+    * Similarity (eq. 10): cosine between the frame-1 query descriptor at the query
+      point's token and every key descriptor of frame k. Heads: ``"mean"`` averages the
+      per-head cosines (default), ``"concat"`` is the cosine of all heads concatenated
+      (K repeated to H heads), ``"per-head"`` keeps H.
+    * Prediction (eq. 11): argmax of the similarity over frame k's h x w grid.
+    * Correct: Euclidean distance in token units to the ground truth <= delta (2 by
+      default; a 1e-6 token slack absorbs float rounding, so exactly 2 counts). Only
+      points visible in the query frame and in frame k count.
+    * Confidence (eq. 13): per head, max over frame k's P tokens of
+      softmax(q . k / sqrt(D)), then averaged over the H heads. Computed from the
+      tensors, restricted to frame k; never read from the model's (causal) attention.
+      It is the same in every heads mode.
+    * rho (eq. 13): Pearson correlation of confidence and 0/1 correctness, NaN where
+      either side is constant or there are fewer than 2 predictions.
+    * Temporal robustness: PCK per Delta-t = |frame_index[k] - frame_index[query]|,
+      Y(Delta-t) = PCK(Delta-t) / PCK(1).
+
+Aggregation across sequences (``summarize``): PCK is mean +- std (ddof 0) of the
+per-sequence PCK; rho and PCK(Delta-t) are pooled over every valid prediction of every
+sequence, as the paper computes rho per layer over its N predictions. Per-sequence rho
+is kept as well.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn.functional as Fn
+
+HeadsMode = Literal["mean", "concat", "per-head"]
+HEADS_MODES = ("mean", "concat", "per-head")
+_DIST_SLACK = 1e-6  # token units: absorbs float error so a distance of exactly delta counts
+
+
+def pixels_to_tokens(xy: torch.Tensor, token_size: float | tuple[float, float]) -> torch.Tensor:
+    """Pixel (x, y) (..., 2) -> token (x, y) (..., 2), token centres at integers: (x + 0.5) / tw - 0.5.
+
+    ``token_size`` is one token's size in the tracks' pixels: a number, or (th, tw) in the
+    order of ``gasp.adapters.VisualLayout.token_size``.
+    """
+    th, tw = (token_size, token_size) if isinstance(token_size, (int, float)) else token_size
+    size = torch.tensor([tw, th], dtype=torch.float64, device=xy.device)
+    return (xy.to(torch.float64) + 0.5) / size - 0.5
+
+
+def expand_kv_heads(k: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(Hkv, ...) -> (H, ...): query head h gets KV head h // (H / Hkv)."""
+    hkv = k.shape[0]
+    if num_heads % hkv:
+        raise ValueError(f"{num_heads} query heads are not a multiple of {hkv} KV heads")
+    return k.repeat_interleave(num_heads // hkv, dim=0)
+
+
+def _group_queries(q: torch.Tensor, hkv: int) -> torch.Tensor:
+    """(H, N, D) -> (Hkv, G, N, D): group query heads by the KV head they attend with."""
+    h = q.shape[0]
+    if h % hkv:
+        raise ValueError(f"{h} query heads are not a multiple of {hkv} KV heads")
+    return q.reshape(hkv, h // hkv, *q.shape[1:])
+
+
+def similarity(q: torch.Tensor, k: torch.Tensor, heads: HeadsMode = "mean") -> torch.Tensor:
+    """Cosine similarity of eq. 10.
+
+    q: (H, N, D) query descriptors; k: (Hkv, F, P, D) key descriptors.
+    Returns (F, N, P) for "mean"/"concat", (H, F, N, P) for "per-head". float32.
+    """
+    if heads not in HEADS_MODES:
+        raise ValueError(f"heads must be one of {HEADS_MODES}, got {heads!r}")
+    q, k = q.float(), k.float()
+    hkv = k.shape[0]
+    qg = _group_queries(q, hkv)                                    # (Hkv, G, N, D)
+    if heads == "concat":
+        # <concat q, concat repeat_kv(k)> = sum over KV heads of (sum of its group's q) . k
+        dot = torch.einsum("knd,kfpd->fnp", qg.sum(1), k)          # (F, N, P)
+        q_norm = q.pow(2).sum((0, 2)).sqrt()                       # (N,)
+        k_norm = (k.pow(2).sum((0, 3)) * qg.shape[1]).sqrt()       # (F, P), each KV head repeated G times
+        return dot / (q_norm[None, :, None] * k_norm[:, None, :]).clamp_min(1e-12)
+    qn, kn = Fn.normalize(qg, dim=-1), Fn.normalize(k, dim=-1)
+    if heads == "mean":
+        # mean of per-head cosines; summing a group's unit queries first saves a G factor
+        return torch.einsum("knd,kfpd->fnp", qn.sum(1), kn) / q.shape[0]
+    per_head = torch.einsum("kgnd,kfpd->kgfnp", qn, kn)           # (Hkv, G, F, N, P)
+    return per_head.flatten(0, 1)                                  # (H, F, N, P)
+
+
+def confidence(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Confidence of eq. 13: head-averaged max_j softmax_j(q . k_j * scale) over frame k's tokens.
+
+    q: (H, N, D); k: (Hkv, F, P, D); scale defaults to 1/sqrt(D). Returns (F, N) float32.
+    """
+    q, k = q.float(), k.float()
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.einsum("kgnd,kfpd->kgfnp", _group_queries(q, k.shape[0]), k) * scale
+    return logits.softmax(-1).amax(-1).mean((0, 1))               # (F, N)
+
+
+def match_frames(
+    q: torch.Tensor, k: torch.Tensor, heads: HeadsMode = "mean", scale: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted token and confidence for each query descriptor in each key frame (eq. 10-11, 13).
+
+    q: (H, N, D) frame-1 queries at the query points' tokens; k: (Hkv, F, h, w, D).
+    Returns pred_rc (F, N, 2) long (row, col) — (H, F, N, 2) for "per-head" — and
+    conf (F, N) float32.
+    """
+    hkv, f, h, w, d = k.shape
+    kf = k.reshape(hkv, f, h * w, d).float()                       # (Hkv, F, P, D)
+    idx = similarity(q, kf, heads).argmax(-1)                      # (F, N) or (H, F, N)
+    pred_rc = torch.stack((idx // w, idx % w), dim=-1)
+    return pred_rc, confidence(q, kf, scale)
+
+
+def within_delta(pred_rc: torch.Tensor, gt_xy: torch.Tensor, delta: float = 2.0) -> torch.Tensor:
+    """Bool (...): Euclidean distance between pred (row, col) and gt token (x, y) <= delta."""
+    d_col = pred_rc[..., 1].to(torch.float64) - gt_xy[..., 0].to(torch.float64)
+    d_row = pred_rc[..., 0].to(torch.float64) - gt_xy[..., 1].to(torch.float64)
+    return torch.hypot(d_col, d_row) <= delta + _DIST_SLACK
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the trailing ``valid.ndim`` dims where valid; NaN if none (float64)."""
+    dims = tuple(range(-valid.ndim, 0))
+    v = valid.expand(values.shape)
+    total = v.sum(dims)
+    hits = (values.to(torch.float64) * v).sum(dims)
+    return torch.where(total > 0, hits / total.clamp_min(1), torch.nan)
+
+
+def pck(pred_rc: torch.Tensor, gt_xy: torch.Tensor, valid: torch.Tensor, delta: float = 2.0) -> torch.Tensor:
+    """PCK@delta over the trailing ``valid.ndim`` dims (e.g. (F', N)); leading dims (heads) kept.
+
+    pred_rc: (..., F', N, 2) row, col; gt_xy: (F', N, 2) token x, y; valid: (F', N) bool.
+    NaN where no point is valid.
+    """
+    return masked_mean(within_delta(pred_rc, gt_xy, delta), valid)
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Pearson rho (eq. 13) along the last dim, over entries where ``valid``; (...,) float64.
+
+    NaN (silently) where fewer than 2 valid entries or either side is constant there.
+    """
+    x, y = torch.broadcast_tensors(x.to(torch.float64), y.to(torch.float64))
+    v = torch.ones_like(x, dtype=torch.bool) if valid is None else valid.expand(x.shape)
+    n = v.sum(-1)
+    big = torch.finfo(torch.float64).max
+    # exact constancy test (max == min) so float noise in a mean can't fake a variance
+    const_x = torch.where(v, x, -big).amax(-1) == torch.where(v, x, big).amin(-1)
+    const_y = torch.where(v, y, -big).amax(-1) == torch.where(v, y, big).amin(-1)
+    nn = n.clamp_min(1).unsqueeze(-1)
+    xc = torch.where(v, x - (x * v).sum(-1, keepdim=True) / nn, 0.0)
+    yc = torch.where(v, y - (y * v).sum(-1, keepdim=True) / nn, 0.0)
+    sxy, sxx, syy = (xc * yc).sum(-1), (xc * xc).sum(-1), (yc * yc).sum(-1)
+    ok = (n >= 2) & ~const_x & ~const_y & (sxx > 0) & (syy > 0)
+    rho = sxy / torch.where(ok, (sxx * syy).sqrt(), 1.0)
+    return torch.where(ok, rho.clamp(-1.0, 1.0), torch.nan)
+
+
+def dt_counts(
+    correct: torch.Tensor, valid: torch.Tensor, dt: torch.Tensor, dts: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct and valid counts per Delta-t bin: (..., T) each, float64.
+
+    correct: (..., F', N) bool; valid: (F', N) bool; dt: (F',) frame distance of each
+    frame to the query frame. Frames whose Delta-t is not in ``dts`` are ignored.
+    """
+    onehot = (dt.reshape(-1, 1) == torch.as_tensor(list(dts), device=dt.device)).to(torch.float64)  # (F', T)
+    v = valid.to(torch.float64)
+    hits = torch.einsum("...fn,fn,ft->...t", correct.to(torch.float64), v, onehot)
+    total = torch.einsum("fn,ft->t", v, onehot).expand(hits.shape)
+    return hits, total
+
+
+def dt_pck(correct: torch.Tensor, valid: torch.Tensor, dt: torch.Tensor, dts: Sequence[int]) -> torch.Tensor:
+    """PCK per Delta-t (..., T), NaN where a bin has no valid prediction."""
+    return _ratio(*dt_counts(correct, valid, dt, dts))
+
+
+def dt_normalize(pck_dt: torch.Tensor, dts: Sequence[int]) -> torch.Tensor:
+    """Y(Delta-t) = PCK(Delta-t) / PCK(1) along the last dim; all NaN if PCK(1) is 0/NaN or 1 not in dts."""
+    dts = list(dts)
+    if 1 not in dts:
+        return torch.full_like(pck_dt, torch.nan)
+    base = pck_dt[..., dts.index(1)].unsqueeze(-1)
+    ok = torch.isfinite(base) & (base > 0)
+    return torch.where(ok, pck_dt / torch.where(ok, base, 1.0), torch.nan)
+
+
+def _ratio(hits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    return torch.where(total > 0, hits / total.clamp_min(1), torch.nan)
+
+
+@dataclass
+class LayerResult:
+    """One layer of one sequence: every prediction the probe makes."""
+
+    correct: torch.Tensor          # (F', N) bool, or (H, F', N) for heads="per-head"
+    conf: torch.Tensor             # (F', N) float32 head-averaged confidence (eq. 13)
+    valid: torch.Tensor            # (F', N) bool: visible in the query frame and in frame k
+    pred_rc: torch.Tensor          # (F', N, 2) long row, col, or (H, F', N, 2)
+    dt: torch.Tensor | None = None  # (F',) long |frame_index[k] - frame_index[query]|
+
+
+def evaluate_layer(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    tracks: torch.Tensor,
+    visible: torch.Tensor,
+    token_size: float | tuple[float, float],
+    frame_index: torch.Tensor | None = None,
+    query_frame: int = 0,
+    heads: HeadsMode = "mean",
+    delta: float = 2.0,
+    scale: float | None = None,
+) -> LayerResult:
+    """Everything the probe needs from one layer of one sequence.
+
+    q: (H, F, h, w, D) and k: (Hkv, F, h, w, D) visual-token Q/K of the layer (batch
+    removed); tracks: (F, N, 2) pixel x, y; visible: (F, N) bool; token_size: one
+    token's size in the tracks' pixels, a number or (th, tw) (``VisualLayout.token_size``);
+    frame_index: (F,) source-video frame numbers.
+    Query point i reads the query-frame token that contains tracks[query_frame, i].
+    """
+    hq, f, h, w, d = q.shape
+    if k.shape[1:] != (f, h, w, d):
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on (F, h, w, D)")
+    if tracks.shape[:1] != (f,) or visible.shape != tracks.shape[:2]:
+        raise ValueError(f"tracks {tuple(tracks.shape)} / visible {tuple(visible.shape)} do not match {f} frames")
+    tok = pixels_to_tokens(tracks, token_size)                         # (F, N, 2) token x, y
+    finite = torch.isfinite(tok).all(-1)
+    visible = visible.to(torch.bool) & finite
+    q_xy = torch.nan_to_num(tok[query_frame]).add(0.5).floor().long()  # (N, 2) token containing the point
+    q_col, q_row = q_xy[:, 0].clamp(0, w - 1), q_xy[:, 1].clamp(0, h - 1)
+    q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
+
+    others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
+    pred_rc, conf = match_frames(q1, k.index_select(1, others), heads, scale)
+    gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
+    valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
+    correct = within_delta(pred_rc, gt.to(pred_rc.device), delta) & valid.to(pred_rc.device)
+    dt = None
+    if frame_index is not None:
+        fi = torch.as_tensor(frame_index, dtype=torch.long)
+        dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
+    return LayerResult(correct=correct, conf=conf, valid=valid.to(pred_rc.device), pred_rc=pred_rc, dt=dt)
+
+
+def summarize(
+    results: Sequence[Sequence[LayerResult]], dts: Sequence[int] = tuple(range(1, 25))
+) -> dict[str, Any]:
+    """Reduce per-sequence, per-layer results (``results[s][l]``) to the probe's numbers.
+
+    Returned tensors are float64 with a leading L axis; heads="per-head" results add an
+    H axis after L everywhere. Keys: pck_seq (S, L), pck_mean / pck_std (L,) across
+    sequences that have a valid point (std with ddof 0), rho (L,) pooled over all valid
+    predictions, rho_seq (S, L), dts (T,), dt_pck and dt_norm (L, T) pooled per bin
+    (absent when no result carries dt), num_sequences, num_points (query points) and
+    num_predictions (valid pairs).
+    """
+    if not results:
+        raise ValueError("summarize needs at least one sequence")
+    num_layers = {len(r) for r in results}
+    if len(num_layers) != 1:
+        raise ValueError(f"sequences have different numbers of layers: {sorted(num_layers)}")
+    pck_seq, rho_seq, flat = [], [], []
+    hits = total = None
+    with_dt = all(lr.dt is not None for r in results for lr in r)
+    for seq in results:
+        correct = torch.stack([lr.correct.cpu() for lr in seq])        # (L, [H,] F', N)
+        conf = torch.stack([lr.conf.cpu() for lr in seq])              # (L, F', N)
+        valid = seq[0].valid.cpu()                                     # (F', N)
+        if correct.ndim == 4:
+            conf = conf.unsqueeze(1)                                   # (L, 1, F', N)
+        pck_seq.append(masked_mean(correct, valid))
+        rho_seq.append(pearson(conf.flatten(-2), correct.flatten(-2), valid.flatten()))
+        flat.append((correct.flatten(-2), conf.flatten(-2), valid.flatten()))
+        if with_dt:
+            h_, t_ = dt_counts(correct, valid, seq[0].dt.cpu(), dts)
+            hits, total = (h_, t_) if hits is None else (hits + h_, total + t_)
+    pck_seq_t = torch.stack(pck_seq)                                   # (S, L[, H])
+    ok = torch.isfinite(pck_seq_t)
+    n_ok = ok.sum(0)
+    mean = torch.where(ok, pck_seq_t, 0.0).sum(0) / n_ok.clamp_min(1)
+    var = torch.where(ok, (pck_seq_t - mean) ** 2, 0.0).sum(0) / n_ok.clamp_min(1)
+    correct_all = torch.cat([c for c, _, _ in flat], -1)
+    conf_all = torch.cat([c.expand(*correct_all.shape[:-1], c.shape[-1]) for _, c, _ in flat], -1)
+    valid_all = torch.cat([v for _, _, v in flat], -1)
+    out: dict[str, Any] = {
+        "pck_seq": pck_seq_t,
+        "pck_mean": torch.where(n_ok > 0, mean, torch.nan),
+        "pck_std": torch.where(n_ok > 0, var.sqrt(), torch.nan),
+        "rho": pearson(conf_all, correct_all, valid_all),
+        "rho_seq": torch.stack(rho_seq),
+        "num_sequences": len(results),
+        "num_points": int(sum(r[0].valid.shape[-1] for r in results)),
+        "num_predictions": int(valid_all.sum()),
+    }
+    if with_dt:
+        out["dts"] = torch.as_tensor(list(dts), dtype=torch.long)
+        out["dt_pck"] = _ratio(hits, total)
+        out["dt_norm"] = dt_normalize(out["dt_pck"], dts)
+    return out
+
+
+def nan_to_none(x: torch.Tensor | float) -> Any:
+    """Tensor/float -> nested lists with NaN as None (JSON has no NaN)."""
+    values = x.tolist() if isinstance(x, torch.Tensor) else x
+    if isinstance(values, list):
+        return [nan_to_none(v) for v in values]
+    return None if isinstance(values, float) and math.isnan(values) else values

@@ -1,0 +1,81 @@
+"""Layer-wise correspondence probe of a VLM's own attention: PCK@δ, calibration ρ, Δt robustness.
+
+    python probes/pck.py                                   # tiny Qwen2.5-VL on synthetic tracks
+    python probes/pck.py --model qwen2.5-vl-7b --tracks test.h5 --out runs/qwen7b --dtype bf16
+    accelerate launch probes/pck.py ...                    # sequences sharded over processes
+
+Writes OUT/results.h5 (per sequence, resumable), OUT/results.json and OUT/figure3.png/.pdf.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm  # noqa: E402
+
+from probes.runner import ProbeConfig, ProbeError, run_probe  # noqa: E402
+from tracks.io import TrackFormatError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> ProbeConfig:
+    d = ProbeConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=d.model, help="alias (qwen2.5-vl-7b, ...), local checkpoint folder, "
+                   "HF id in the local cache, or tiny-* (default %(default)s)")
+    p.add_argument("--adapter", help="peft LoRA adapter folder applied on top of --model")
+    p.add_argument("--tracks", help="tracks file or folder of shards (default: render synthetic eval sequences)")
+    p.add_argument("--out", default=d.out, help="results folder (default %(default)s)")
+    p.add_argument("--layers", default=d.layers, help="'all' or comma-separated layer indices")
+    p.add_argument("--rope", choices=["post", "pre"], default=d.rope, help="Q/K after (default) or before RoPE")
+    p.add_argument("--heads", choices=["mean", "concat", "per-head"], default=d.heads)
+    p.add_argument("--delta", type=float, default=d.delta, help="PCK threshold in tokens (default 2)")
+    p.add_argument("--max-sequences", type=int, help="probe only the first N sequences")
+    p.add_argument("--frames-mode", help="Qwen2/2.5-VL: duplicate (default), images or merged")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=d.dtype)
+    p.add_argument("--device", help="torch device (default: accelerate's device for this process)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--fps", type=float, default=d.fps, help="frame rate passed to the model (M-RoPE time ids)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="model input size in pixels")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of tiny models and synthetic tracks")
+    p.add_argument("--synthetic-scenes", type=int, default=d.synthetic_scenes,
+                   help="without --tracks: number of synthetic evaluation scenes to render")
+    p.add_argument("--synthetic-size", type=int, default=d.synthetic_size, help="their frame size in pixels")
+    p.add_argument("--trust-remote-code", action="store_true")
+    a = p.parse_args(argv)
+    if a.batch_size < 1 or (a.max_sequences is not None and a.max_sequences < 1) or a.delta <= 0:
+        p.error("--batch-size and --max-sequences must be >= 1 and --delta > 0")
+    return ProbeConfig(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
+                       heads=a.heads, delta=a.delta, max_sequences=a.max_sequences, frames_mode=a.frames_mode,
+                       dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
+                       size=tuple(a.size) if a.size else None, seed=a.seed, trust_remote_code=a.trust_remote_code,
+                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        res = run_probe(cfg, progress=tqdm)
+    except (ProbeError, TrackFormatError, FileNotFoundError) as e:
+        print(f"pck: error: {e}", file=sys.stderr)
+        return 2
+    if res is None:                       # not the main process
+        return 0
+    from plots.figure3 import draw_figure3
+
+    paths = draw_figure3([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
+                         Path(cfg.out) / "figure3.png")
+    print(f"peak PCK@{cfg.delta:g} {max((v for v in res['pck_mean'] if v is not None), default=float('nan')):.3f} "
+          f"at layer {res['peak_layer']} over {res['num_sequences']} sequences")
+    print(f"results: {Path(cfg.out) / 'results.json'}")
+    print(f"figure:  {paths[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

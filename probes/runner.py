@@ -1,0 +1,258 @@
+"""The layer-wise correspondence probe (paper Sec. 5.3, Fig. 3) over a track dataset.
+
+For each sequence: the adapter turns its frames into model inputs with one token grid
+per frame; one forward pass with :func:`gasp.hooks.capture_qk` hands over each layer's
+visual-token Q/K as soon as that layer has run; :func:`probes.metrics.evaluate_layer`
+reduces them to per-point correctness and confidence, and the tensors are dropped, so
+peak extra memory is one layer's visual Q/K. Per-sequence results are appended to
+``OUT/results.h5`` (resumable; see ``probes/store.py``), and the summary goes to
+``OUT/results.json``.
+
+Shapes: L layers, H heads, F frames (token grids), N points, h x w tokens, D head dim.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from gasp.distributed import process_state
+from gasp.models import load_model
+from gasp.runinfo import run_info, write_json_atomic
+from probes import metrics, store
+from tracks.io import TrackReader
+from tracks.types import TrackSequence
+
+log = logging.getLogger(__name__)
+
+DTS = tuple(range(1, 25))
+
+
+@dataclass
+class ProbeConfig:
+    """Everything that determines a probe's numbers; saved into results.json."""
+
+    model: str = "tiny-qwen2.5-vl"
+    adapter: str | None = None
+    tracks: str | None = None          # None: synthetic evaluation sequences made in OUT
+    out: str = "runs/probe"
+    layers: str = "all"                # "all" or "i,j,..."
+    rope: str = "post"
+    heads: str = "mean"
+    delta: float = 2.0
+    max_sequences: int | None = None
+    frames_mode: str | None = None     # adapter default when None
+    dtype: str = "fp32"
+    device: str | None = None          # None: accelerate's device for this process
+    batch_size: int = 1
+    fps: float = 2.0
+    size: tuple[int, int] | None = None  # model input (H, W); None: adapter default for the frames
+    prompt: str = "describe the video."
+    seed: int = 0
+    trust_remote_code: bool = False
+    synthetic_scenes: int = 8          # embedded default: scenes of 26 frames, one 8-frame sequence each
+    synthetic_size: int = 448          # 16 x 16 tokens per frame for Qwen (28 px tokens)
+
+
+class ProbeError(ValueError):
+    """Bad probe input, reported to the user without a traceback."""
+
+
+def parse_layers(spec: str, num_layers: int) -> list[int]:
+    if spec == "all":
+        return list(range(num_layers))
+    try:
+        layers = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise ProbeError(f"--layers must be 'all' or comma-separated integers, got {spec!r}") from None
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad or not layers:
+        raise ProbeError(f"--layers {spec!r}: layer(s) {bad} do not exist; the model has layers 0..{num_layers - 1}")
+    return sorted(set(layers))
+
+
+def synthetic_eval_tracks(cfg: ProbeConfig) -> Path:
+    """Make (once) the embedded default's evaluation sequences in OUT."""
+    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+    path = Path(cfg.out) / "synthetic_eval.h5"
+    if not path.exists():
+        scene_cfg = SyntheticSceneConfig(height=cfg.synthetic_size, width=cfg.synthetic_size, num_frames=26)
+        log.info("no --tracks given: rendering %d synthetic evaluation scenes into %s", cfg.synthetic_scenes, path)
+        make_synthetic_file(path, cfg.synthetic_scenes, seed=10_000 + cfg.seed, config=scene_cfg, grid=8, split="eval")
+    return path
+
+
+def check_sequence(seq: TrackSequence) -> None:
+    missing = [f for f in ("tracks", "visible", "frame_index") if getattr(seq, f) is None]
+    if missing:
+        raise ProbeError(f"sequence {seq.key}: missing {missing}")
+
+
+class Probe:
+    """A loaded model plus its adapter, ready to probe sequences."""
+
+    def __init__(self, cfg: ProbeConfig, device: str | torch.device = "cpu"):
+        from gasp.models.loading import AdapterMismatchError, ModelNotFoundError, UnknownModelError
+
+        self.cfg = cfg
+        try:
+            self.model, self.processor, self.adapter = load_model(
+                cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=device,
+                trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
+        except (ModelNotFoundError, UnknownModelError, AdapterMismatchError) as e:
+            raise ProbeError(str(e)) from None
+        self.device = device
+        self.layers = parse_layers(cfg.layers, len(self.adapter.decoder_layers(self.model)))
+        if cfg.heads not in metrics.HEADS_MODES:
+            raise ProbeError(f"--heads must be one of {metrics.HEADS_MODES}, got {cfg.heads!r}")
+
+    def prepare(self, seq: TrackSequence):
+        try:
+            inputs, layout = self.adapter.prepare_inputs(
+                seq.frames, processor_or_tokenizer=self.processor, prompt=self.cfg.prompt,
+                frames_mode=self.cfg.frames_mode, fps=self.cfg.fps, size=self.cfg.size)
+        except ValueError as e:
+            raise ProbeError(f"sequence {seq.key} ({seq.image_size[0]}x{seq.image_size[1]} px): {e}") from None
+        return inputs, layout
+
+    def evaluate(self, seqs: list[TrackSequence]) -> list[dict[str, np.ndarray]]:
+        """Probe a batch of sequences with identical input shapes in one forward."""
+        prepared = [self.prepare(s) for s in seqs]
+        layout = prepared[0][1]
+        # every input's first dim is the batch or a flat run of patches: both concatenate on dim 0
+        inputs = {k: torch.cat([p[0][k] for p in prepared]) for k in prepared[0][0]}
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        fids = layout.frame_ids.cpu().numpy()
+        per_seq: list[list[Any]] = [[] for _ in seqs]
+        heads_modes = ["mean", "per-head"] if self.cfg.heads == "per-head" else [self.cfg.heads]
+        F, (h, w) = layout.num_grids, layout.grid
+
+        def on_layer(layer: int, q: torch.Tensor, k: torch.Tensor) -> None:
+            # q: (B, H, F*h*w, D) -> (B, H, F, h, w, D)
+            q = q.float().unflatten(2, (F, h, w))
+            k = k.float().unflatten(2, (F, h, w))
+            for b, seq in enumerate(seqs):
+                qf = int(np.flatnonzero(fids == seq.query_frame)[0])
+                res = [metrics.evaluate_layer(
+                    q[b], k[b], torch.from_numpy(seq.tracks[fids]), torch.from_numpy(seq.visible[fids]),
+                    layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qf,
+                    heads=mode, delta=self.cfg.delta) for mode in heads_modes]
+                per_seq[b].append(res)
+
+        for seq in seqs:
+            if seq.query_frame not in fids:
+                raise ProbeError(f"sequence {seq.key}: query frame {seq.query_frame} has no token grid of its own "
+                                 f"in frames mode {self.cfg.frames_mode!r}; grids stand for frames {fids.tolist()}")
+        from gasp.hooks import capture_qk
+
+        with torch.inference_mode(), capture_qk(self.model, self.adapter.decoder_layers(self.model),
+                                                layers=self.layers, positions=layout.flat_positions.to(self.device),
+                                                rope=self.cfg.rope, on_layer=on_layer):
+            self.model(**inputs)
+        out = []
+        for rows in per_seq:
+            first = rows[0][0]
+            rec = {"correct": torch.stack([r[0].correct for r in rows]).cpu().numpy(),   # (L, F', N)
+                   "conf": torch.stack([r[0].conf for r in rows]).float().cpu().numpy(),  # (L, F', N)
+                   "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy()}
+            if len(rows[0]) > 1:
+                rec["correct_head"] = torch.stack([r[1].correct for r in rows]).cpu().numpy()  # (L, H, F', N)
+            out.append(rec)
+        return out
+
+
+def _layer_results(arrays: dict[str, np.ndarray], key: str = "correct") -> list[metrics.LayerResult]:
+    valid, dt = torch.from_numpy(arrays["valid"]), torch.from_numpy(arrays["dt"])
+    correct, conf = torch.from_numpy(arrays[key]), torch.from_numpy(arrays["conf"])
+    return [metrics.LayerResult(correct=correct[i], conf=conf[i], valid=valid, pred_rc=torch.empty(0), dt=dt)
+            for i in range(correct.shape[0])]
+
+
+def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skipped: list[str]) -> dict[str, Any]:
+    """results.json content from every finished sequence (sorted by key, so order-independent)."""
+    keys = sorted(k for k, r in done.items() if not r["attrs"].get("skipped", False))
+    if not keys:
+        raise ProbeError("no sequence had a point visible in two frames; nothing to report")
+    s = metrics.summarize([_layer_results(done[k]["arrays"]) for k in keys], DTS)
+    nn = metrics.nan_to_none
+    res: dict[str, Any] = {
+        "model": cfg.model, "adapter": cfg.adapter, "layers": layers, "delta": cfg.delta, "rope": cfg.rope,
+        "heads": cfg.heads, "frames_mode": cfg.frames_mode,
+        "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]), "rho": nn(s["rho"]),
+        "dt": list(DTS), "dt_pck": nn(s["dt_pck"]), "dt_norm": nn(s["dt_norm"]),
+        "num_sequences": s["num_sequences"], "num_points": s["num_points"],
+        "num_predictions": s["num_predictions"], "sequences": keys, "skipped_sequences": sorted(skipped),
+        "per_sequence": {"pck": nn(s["pck_seq"]), "rho": nn(s["rho_seq"])},
+    }
+    if all("correct_head" in done[k]["arrays"] for k in keys):
+        sh = metrics.summarize([_layer_results(done[k]["arrays"], "correct_head") for k in keys], DTS)
+        res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)
+    pck = np.array([np.nan if v is None else v for v in res["pck_mean"]])
+    res["peak_layer"] = layers[int(np.nanargmax(pck))] if np.isfinite(pck).any() else None
+    res["config"] = dataclasses.asdict(cfg)
+    res.update(run_info())
+    return res
+
+
+def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterable[list[tuple[int, TrackSequence]]]:
+    """Consecutive sequences with the same frame count and size, up to batch_size at a time."""
+    batch: list[tuple[int, TrackSequence]] = []
+    for i in indices:
+        seq = reader[i]
+        if batch and (len(batch) == batch_size or batch[0][1].frames.shape != seq.frames.shape):
+            yield batch
+            batch = []
+        batch.append((i, seq))
+    if batch:
+        yield batch
+
+
+def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any] | None:
+    """Probe every sequence (sharded over accelerate processes); return results on process 0."""
+    state = process_state(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.tracks is None:
+        with state.main_process_first():
+            tracks_path = synthetic_eval_tracks(cfg) if state.is_main_process else Path(cfg.out) / "synthetic_eval.h5"
+    else:
+        tracks_path = Path(cfg.tracks)
+    reader = TrackReader(tracks_path)
+    n = len(reader) if cfg.max_sequences is None else min(cfg.max_sequences, len(reader))
+    if n == 0:
+        raise ProbeError(f"{tracks_path} holds no sequences")
+    keys = reader.sequence_keys[:n]
+    done = store.read_finished(out)
+    todo = [i for i in range(n) if keys[i] not in done and i % state.num_processes == state.process_index]
+    if len(done):
+        log.info("resuming: %d of %d sequences already finished in %s", sum(k in done for k in keys), n, out)
+    device = cfg.device or state.device
+    probe = Probe(cfg, device=device)
+    part = store.part_path(out, state.process_index, state.num_processes)
+    bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
+    for batch in batches(todo, reader, cfg.batch_size):
+        for (i, seq), rec in zip(batch, probe.evaluate([s for _, s in batch])):
+            skipped = not rec["valid"].any()
+            if skipped:
+                log.warning("sequence %s has no point visible in the query frame and another frame; skipped", seq.key)
+            store.append(part, keys[i], rec, {"scene": seq.scene, "skipped": skipped})
+        if bar:
+            bar.update(len(batch))
+    if bar:
+        bar.close()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    store.merge_parts(out)
+    done = {k: v for k, v in store.read_finished(out).items() if k in set(keys)}
+    skipped = [k for k, r in done.items() if r["attrs"].get("skipped", False)]
+    res = summarize(cfg, probe.layers, done, skipped)
+    res["tracks"] = str(tracks_path)
+    write_json_atomic(out / "results.json", res)
+    return res

@@ -1,0 +1,255 @@
+"""Model adapters: token mapping, placeholders, M-RoPE positions and LoRA targets, on tiny models.
+
+Token-mapping method. Every family's vision tower mixes tokens through self-attention, so a
+pixel change reaches every output feature and "only one feature changes" cannot hold on the
+intact model. We therefore silence cross-token mixing: a forward hook zeroes the output of
+every attention module inside the vision tower (the residual stream passes unchanged), which
+leaves a tower in which every patch is processed on its own (patch embedding, positional
+embedding, per-token MLPs and norms) and only the 2x2 merger (Qwen) or pooling (LLaVA)
+combines patches. Everything the adapter is responsible for is still exercised: the pixel
+box of a token, the resize, the patch order, the temporal pairing of frames, Qwen2.5's
+window permutation and its inverse, the merge/pool grouping, and where the model's own
+masked_scatter puts each feature in the sequence. We capture `inputs_embeds` as they enter
+the language model and check that perturbing one token's pixel box in one frame changes the
+embedding at exactly `layout.positions[g, r, c]` and nowhere else.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from gasp.adapters import get_adapter, supported_model_types
+from gasp.models.tiny import TINY_NAMES, build_tiny
+
+CASES = [(n, m) for n in TINY_NAMES for m in get_adapter(build_tiny(n)[0].config).frames_modes]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_tiny(name, seed=0)
+        return cache[name]
+
+    return get
+
+
+def _lm_inputs(model, adapter, inputs, silence_vision_attention=False):
+    """Run the model; return (inputs_embeds, position_ids) as they enter the language model."""
+    seen = {}
+
+    def pre_hook(module, args, kwargs):
+        seen["embeds"] = kwargs["inputs_embeds"].detach().clone()
+        seen["pos"] = kwargs.get("position_ids")
+
+    def zero_out(module, args, out):
+        if isinstance(out, tuple):
+            return (torch.zeros_like(out[0]),) + out[1:]
+        return torch.zeros_like(out)
+
+    handles = [adapter.inner_model(model).language_model.register_forward_pre_hook(pre_hook, with_kwargs=True)]
+    if silence_vision_attention:
+        attn = [m for m in adapter.vision_tower(model).modules() if type(m).__name__.endswith("Attention")]
+        assert attn, "found no attention modules in the vision tower"
+        handles += [m.register_forward_hook(zero_out) for m in attn]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen["embeds"][0], seen["pos"]
+
+
+def _frames(n, h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _perturb(frames, layout, frame, r, c, inner):
+    """Invert the pixels whose centres lie in token (r, c)'s box (its central part if `inner`)."""
+    x0, y0, x1, y1 = layout.token_boxes()[r, c].tolist()
+    if inner:  # keep clear of the box edge so the resize kernel cannot reach a neighbour token
+        mx, my = (x1 - x0) * 0.3, (y1 - y0) * 0.3
+        x0, x1, y0, y1 = x0 + mx, x1 - mx, y0 + my, y1 - my
+    ys = np.arange(frames.shape[1])
+    xs = np.arange(frames.shape[2])
+    ym, xm = (ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1)
+    assert ym.any() and xm.any()
+    out = frames.copy()
+    out[frame][np.ix_(ym, xm)] = 255 - out[frame][np.ix_(ym, xm)]
+    return out
+
+
+def _native_size(adapter, name):
+    if name.startswith("tiny-llava"):
+        return adapter.image_size, adapter.image_size
+    return 3 * adapter.token_px, 4 * adapter.token_px
+
+
+@pytest.mark.parametrize("name,mode", CASES)
+@pytest.mark.parametrize("resized", [False, True], ids=["native", "resized"])
+def test_token_mapping(tiny, name, mode, resized):
+    model, tok = tiny(name)
+    adapter = get_adapter(model)
+    hh, ww = (75, 101) if resized else _native_size(adapter, name)
+    frames = _frames(3, hh, ww)
+    inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, frames_mode=mode, fps=2.0)
+    base, _ = _lm_inputs(model, adapter, inputs, silence_vision_attention=True)
+    h, w = layout.grid
+    g_last = layout.num_grids - 1
+    # Tokens off the grid's diagonal, so a transposed or mis-strided order cannot pass.
+    for g, r, c in [(0, 0, 0), (g_last, h - 1, w - 1), (min(1, g_last), 0, 1), (g_last, 1, 0), (0, h - 1, 1)]:
+        frame = int(layout.frame_ids[g])
+        pert = _perturb(frames, layout, frame, r, c, inner=resized)
+        new_inputs, new_layout = adapter.prepare_inputs(pert, processor_or_tokenizer=tok, frames_mode=mode, fps=2.0)
+        assert torch.equal(new_layout.positions, layout.positions)
+        emb, _ = _lm_inputs(model, adapter, new_inputs, silence_vision_attention=True)
+        changed = torch.nonzero((emb - base).abs().amax(-1) > 1e-6).flatten().tolist()
+        assert changed == [int(layout.positions[g, r, c])], (g, r, c, changed)
+
+
+def test_merged_mode_pairs_frames(tiny):
+    """In merged mode frame 2t+1 lands in grid t as well; an odd last frame gets its own grid."""
+    model, tok = tiny("tiny-qwen2.5-vl")
+    adapter = get_adapter(model)
+    frames = _frames(5, 56, 84)
+    inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, frames_mode="merged")
+    assert layout.frame_ids.tolist() == [0, 2, 4]
+    base, _ = _lm_inputs(model, adapter, inputs, silence_vision_attention=True)
+    pert = _perturb(frames, layout, 3, 1, 2, inner=False)
+    emb, _ = _lm_inputs(model, adapter, adapter.prepare_inputs(pert, processor_or_tokenizer=tok, frames_mode="merged")[0],
+                        silence_vision_attention=True)
+    changed = torch.nonzero((emb - base).abs().amax(-1) > 1e-6).flatten().tolist()
+    assert changed == [int(layout.positions[1, 1, 2])]
+
+
+@pytest.mark.parametrize("name,mode", CASES)
+def test_placeholders_and_forward(tiny, name, mode):
+    model, tok = tiny(name)
+    adapter = get_adapter(model)
+    frames = _frames(4, 64, 96)
+    inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="where is the point",
+                                            frames_mode=mode)
+    ids = inputs["input_ids"][0]
+    h, w = layout.grid
+    n = layout.num_grids * h * w
+    pad_id = model.config.image_token_id if mode == "images" else model.config.video_token_id
+    pos = layout.flat_positions
+    assert len(set(pos.tolist())) == n
+    assert (ids[pos] == pad_id).all()
+    extra = 1 if name == "tiny-llava-onevision" else 0  # OneVision's trailing newline placeholder
+    assert int((ids == pad_id).sum()) == n + extra
+    if extra:
+        assert int(ids[pos.max() + 1]) == pad_id
+    if "mm_token_type_ids" in inputs or name.startswith("tiny-qwen"):
+        tt = inputs["mm_token_type_ids"][0]
+        expected = torch.zeros_like(tt)
+        expected[pos] = 1 if mode == "images" else 2
+        assert torch.equal(tt, expected)
+    assert layout.positions.shape == (layout.num_grids, h, w)
+    assert layout.image_size == (64, 96)
+    th, tw = layout.token_size
+    assert th * h == pytest.approx(64) and tw * w == pytest.approx(96)
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.logits.shape == (1, ids.numel(), model.config.get_text_config().vocab_size)
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+@pytest.mark.parametrize("mode", ["duplicate", "merged"])
+def test_mrope_temporal_positions(tiny, name, mode):
+    """Temporal M-RoPE ids differ between frame grids and rows get their own ids (no 1-D fallback)."""
+    model, tok = tiny(name)
+    adapter = get_adapter(model)
+    inputs, layout = adapter.prepare_inputs(_frames(6, 56, 84), processor_or_tokenizer=tok, frames_mode=mode, fps=1.0)
+    _, pos = _lm_inputs(model, adapter, inputs)
+    assert pos is not None and pos.shape[-1] == inputs["input_ids"].shape[1]
+    t_axis, h_axis, w_axis = pos[-3, 0], pos[-2, 0], pos[-1, 0]  # a leading text axis may precede (T, H, W)
+    vis = layout.positions  # (T, h, w)
+    t_per_grid = t_axis[vis].flatten(1)
+    assert (t_per_grid == t_per_grid[:, :1]).all(), "temporal id varies inside a grid"
+    t = t_per_grid[:, 0]
+    assert (t[1:] > t[:-1]).all(), f"temporal ids do not advance between frames: {t.tolist()}"
+    rows = h_axis[vis[0]]
+    cols = w_axis[vis[0]]
+    assert (rows[1:] > rows[:-1]).all() and (cols[:, 1:] > cols[:, :-1]).all()
+
+
+def test_qwen2_5_fps_sets_temporal_spacing(tiny):
+    model, tok = tiny("tiny-qwen2.5-vl")
+    adapter = get_adapter(model)
+    tps = model.config.vision_config.tokens_per_second
+    for fps, mode, step in [(1.0, "duplicate", tps * 1), (0.5, "duplicate", tps * 2), (1.0, "merged", tps * 2)]:
+        inputs, layout = adapter.prepare_inputs(_frames(4, 56, 56), processor_or_tokenizer=tok, frames_mode=mode, fps=fps)
+        _, pos = _lm_inputs(model, adapter, inputs)
+        t = pos[0, 0][layout.positions[:, 0, 0]]
+        assert torch.equal(t[1:] - t[:-1], torch.full_like(t[1:], step)), (fps, mode, t.tolist())
+
+
+def test_qwen3_timestamps_between_frames(tiny):
+    model, tok = tiny("tiny-qwen3-vl")
+    adapter = get_adapter(model)
+    inputs, layout = adapter.prepare_inputs(_frames(3, 64, 64), processor_or_tokenizer=tok, fps=2.0)
+    text = tok.decode(inputs["input_ids"][0])
+    stamps = [float(s.replace(" ", "")) for s in re.findall(r"<\s*([\d\s.]+?)\s*seconds\s*>", text)]
+    assert stamps == [0.0, 0.5, 1.0]
+
+
+def test_layout_geometry():
+    from gasp.adapters import VisualLayout
+
+    lay = VisualLayout(positions=torch.arange(6).reshape(1, 2, 3), frame_ids=torch.tensor([0]), grid=(2, 3),
+                       image_size=(60, 90), token_size=(30.0, 30.0))
+    boxes = lay.token_boxes()
+    assert boxes.shape == (2, 3, 4)
+    assert boxes[1, 2].tolist() == [59.5, 29.5, 89.5, 59.5]
+    centres = torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], -1)
+    tok = lay.to_token_units(centres)
+    assert torch.allclose(tok[..., 0], torch.tensor([[0.0, 1, 2], [0, 1, 2]], dtype=tok.dtype))
+    assert torch.allclose(tok[..., 1], torch.tensor([[0.0, 0, 0], [1, 1, 1]], dtype=tok.dtype))
+    assert np.allclose(lay.to_token_units(np.array([-0.5, -0.5])), [-0.5, -0.5])
+
+
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_lora_targets_only_language_model(tiny, name):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = build_tiny(name, seed=0)  # a fresh copy: peft modifies the model in place
+    adapter = get_adapter(model)
+    n_layers = model.config.get_text_config().num_hidden_layers
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=adapter.lora_target_modules(model)))
+    wrapped = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)]
+    assert len(wrapped) == 7 * n_layers
+    assert all(".language_model.layers." in n for n in wrapped)
+    assert not any("visual" in n or "vision_tower" in n or "projector" in n for n in wrapped)
+    layers = adapter.decoder_layers(peft_model)
+    assert len(layers) == n_layers and layers is adapter.decoder_layers(model)
+    assert get_adapter(peft_model).model_type == adapter.model_type
+    assert adapter.text_config(peft_model) is model.config.get_text_config()
+
+
+def test_registry_errors():
+    assert set(supported_model_types()) >= {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_next_video", "llava_onevision"}
+    with pytest.raises(ValueError, match="supported: .*qwen2_5_vl"):
+        get_adapter("gpt2")
+
+
+def test_bad_inputs(tiny):
+    model, tok = tiny("tiny-qwen2.5-vl")
+    adapter = get_adapter(model)
+    with pytest.raises(ValueError, match="smaller than one"):
+        adapter.prepare_inputs(_frames(2, 20, 64), processor_or_tokenizer=tok)
+    with pytest.raises(ValueError, match="frames_mode"):
+        adapter.prepare_inputs(_frames(2, 56, 56), processor_or_tokenizer=tok, frames_mode="video")
+    with pytest.raises(ValueError, match="multiple"):
+        adapter.prepare_inputs(_frames(2, 56, 56), processor_or_tokenizer=tok, size=(50, 56))
+    with pytest.raises(ValueError, match="uint8"):
+        adapter.prepare_inputs(_frames(2, 56, 56).astype(np.float32), processor_or_tokenizer=tok)
+    inputs, layout = adapter.prepare_inputs(_frames(2, 60, 90), processor_or_tokenizer=tok, size=(112, 168))
+    assert layout.grid == (4, 6) and layout.token_size == (15.0, 15.0)

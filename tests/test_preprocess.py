@@ -1,0 +1,126 @@
+"""The project's own frame preprocessing against the transformers image processors (PIL backend).
+
+The transformers video processors need torchvision, which is not a requirement here; their
+image processors fall back to a PIL backend without it, and that is what we compare with:
+same resize, rescale, normalisation and patch layout, to 1e-5.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gasp.adapters import get_adapter
+from gasp.adapters.preprocess import (
+    HALF_MEAN_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_frames, qwen_patchify, resize_frames, smart_resize,
+)
+from gasp.models.tiny import build_tiny_config, build_tiny_tokenizer
+
+SIZES = [(75, 101), (224, 224), (56, 84), (300, 170)]
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _ours_qwen(img, patch, mean, std, min_pixels, max_pixels):
+    f = patch * 2
+    size = smart_resize(img.shape[0], img.shape[1], f, min_pixels, max_pixels)
+    x = normalize_frames(resize_frames(img[None], size), mean, std)
+    return qwen_patchify(np.repeat(x, 2, axis=0), patch, 2, 2)
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("patch,mean_std", [(14, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)), (16, (HALF_MEAN_STD,) * 2)],
+                         ids=["qwen2", "qwen3"])
+def test_qwen_patches_match_image_processor(hw, patch, mean_std):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    f = 2 * patch
+    lo, hi = 4 * f * f, 1280 * f * f
+    proc = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2, image_mean=list(mean_std[0]),
+                                    image_std=list(mean_std[1]), size={"shortest_edge": lo, "longest_edge": hi})
+    img = _image(*hw)
+    ref = proc(images=[img], return_tensors="np")
+    ours, grid = _ours_qwen(img, patch, *mean_std, lo, hi)
+    assert tuple(ref["image_grid_thw"][0]) == grid
+    assert ours.shape == ref["pixel_values"].shape
+    np.testing.assert_allclose(ours, ref["pixel_values"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+def test_adapter_pixels_match_image_processor(name):
+    """The adapter's images mode and duplicate mode both give the processor's patches for every frame."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    adapter = get_adapter(build_tiny_config(name))
+    f = adapter.token_px
+    mean, std = adapter.default_mean_std
+    proc = Qwen2VLImageProcessorPil(patch_size=adapter.patch_size, image_mean=list(mean), image_std=list(std),
+                                    size={"shortest_edge": 4 * f * f, "longest_edge": 1280 * f * f})
+    frames = np.stack([_image(75, 101, seed=s) for s in range(3)])
+    ref = proc(images=list(frames), return_tensors="np")
+    tok = build_tiny_tokenizer(name)
+    img_inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, frames_mode="images")
+    np.testing.assert_allclose(img_inputs["pixel_values"].numpy(), ref["pixel_values"], atol=1e-5, rtol=0)
+    assert torch.equal(img_inputs["image_grid_thw"], torch.as_tensor(ref["image_grid_thw"]))
+    vid_inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, frames_mode="duplicate")
+    np.testing.assert_allclose(vid_inputs["pixel_values_videos"].numpy(), ref["pixel_values"], atol=1e-5, rtol=0)
+
+
+def test_processor_mean_std_is_used():
+    """A processor object's image_mean/std take precedence over the family default."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    name = "tiny-qwen2-vl"
+    adapter = get_adapter(build_tiny_config(name))
+    ip = Qwen2VLImageProcessorPil(image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6])
+    frames = _image(56, 56)[None]
+    proc = SimpleNamespace(tokenizer=build_tiny_tokenizer(name), image_processor=ip)
+    ours, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=proc, frames_mode="images")
+    ref = ip(images=[frames[0]], return_tensors="np")
+    np.testing.assert_allclose(ours["pixel_values"].numpy(), ref["pixel_values"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_llava_frames_match_image_processor(hw, kind):
+    """LLaVA-style: whole frame resized to S x S (no crop), CLIP or SigLIP normalisation."""
+    s = 336 if kind == "clip" else 384
+    if kind == "clip":
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as Proc
+        mean, std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        proc = Proc(size={"height": s, "width": s}, do_center_crop=False)
+    else:
+        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as Proc
+        mean, std = HALF_MEAN_STD, HALF_MEAN_STD
+        proc = Proc(size={"height": s, "width": s})
+    img = _image(*hw)
+    ref = proc(images=[img], return_tensors="np")["pixel_values"]
+    ours = normalize_frames(resize_frames(img[None], (s, s)), mean, std)
+    assert ours.shape == ref.shape == (1, 3, s, s)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tiny-llava-next-video", "tiny-llava-onevision"])
+def test_llava_adapter_pixels(name):
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    adapter = get_adapter(build_tiny_config(name))
+    s = adapter.image_size
+    mean, std = adapter.default_mean_std
+    proc = CLIPImageProcessorPil(size={"height": s, "width": s}, do_center_crop=False, image_mean=list(mean),
+                                 image_std=list(std))
+    frames = np.stack([_image(75, 101, seed=k) for k in range(2)])
+    inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=build_tiny_tokenizer(name))
+    ref = proc(images=list(frames), return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(inputs["pixel_values_videos"][0].numpy(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("h,w", [(75, 101), (10, 10), (2000, 3000), (28, 5000)])
+def test_smart_resize_matches_transformers(h, w):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as ref
+
+    assert smart_resize(h, w, 28, 56 * 56, 28 * 28 * 1280) == ref(h, w, 28, 56 * 56, 28 * 28 * 1280)

@@ -1,0 +1,139 @@
+"""probes/pck.py end to end: outputs, resume, 2-process sharding and bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+PCK = str(ROOT / "probes" / "pck.py")
+NUMBERS = ("pck_mean", "pck_std", "rho", "dt_pck", "dt_norm", "num_sequences", "num_points", "sequences")
+
+
+def run(*args, env=None, check=True):
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    p = subprocess.run([sys.executable, PCK, *args], capture_output=True, text=True, env=e, cwd=ROOT, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"pck.py failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def tracks_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tracks") / "eval.h5"
+    make_synthetic_file(path, 3, seed=5, config=SyntheticSceneConfig(height=112, width=112, num_frames=26),
+                        grid=8, split="eval")
+    return path
+
+
+def numbers(out: Path) -> dict:
+    res = json.loads((out / "results.json").read_text())
+    return {k: res[k] for k in NUMBERS}
+
+
+def test_embedded_default_writes_results(tmp_path):
+    out = tmp_path / "run"
+    p = run("--max-sequences", "2", "--synthetic-scenes", "2", "--synthetic-size", "112", "--out", str(out))
+    res = json.loads((out / "results.json").read_text())
+    n_layers = 4                                                 # tiny-qwen2.5-vl
+    assert res["layers"] == list(range(n_layers)) and res["model"] == "tiny-qwen2.5-vl"
+    for key in ("pck_mean", "pck_std", "rho"):
+        assert len(res[key]) == n_layers
+    assert all(0 <= v <= 1 for v in res["pck_mean"])
+    assert all(v is None or -1 <= v <= 1 for v in res["rho"])
+    assert np.array(res["dt_pck"], dtype=float).shape == (n_layers, 24)
+    assert res["num_sequences"] == 2 and res["num_points"] == 128
+    assert res["config"]["max_sequences"] == 2 and res["git_sha"] and res["gasp_version"]
+    assert (out / "figure3.png").stat().st_size > 10_000 and (out / "figure3.pdf").exists()
+    assert "figure3.png" in p.stdout
+
+
+def test_resume_gives_identical_results(tmp_path, tracks_file):
+    full, part = tmp_path / "full", tmp_path / "part"
+    run("--tracks", str(tracks_file), "--out", str(full))
+    run("--tracks", str(tracks_file), "--out", str(part), "--max-sequences", "1")
+    with h5py.File(part / "results.h5") as f:
+        assert len(f) == 1
+    p = run("--tracks", str(tracks_file), "--out", str(part))
+    assert "resuming: 1 of 3" in p.stderr
+    assert numbers(full) == numbers(part)
+
+
+def test_two_processes_match_one(tmp_path, tracks_file):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run("--tracks", str(tracks_file), "--out", str(one))
+    launcher = shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("the accelerate launcher is not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                        "--mixed_precision", "no", "--dynamo_backend", "no", PCK, "--tracks", str(tracks_file),
+                        "--out", str(two)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "probe [1]" in p.stderr                              # the second process did work
+    assert not list(two.glob("results.rank*.h5"))                # parts merged away
+    assert numbers(one) == numbers(two)
+
+
+@pytest.mark.parametrize("model, message", [
+    ("no-such-model", "no-such-model"),
+    ("/nonexistent/checkpoint", "/nonexistent/checkpoint"),
+])
+def test_bad_model(tmp_path, tracks_file, model, message):
+    p = run("--model", model, "--tracks", str(tracks_file), "--out", str(tmp_path / "o"), check=False)
+    assert p.returncode == 2
+    assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_tracks_without_needed_datasets(tmp_path, tracks_file):
+    bad = tmp_path / "bad.h5"
+    shutil.copy(tracks_file, bad)
+    with h5py.File(bad, "a") as f:
+        name = f["index/sequences"][0].decode()
+        del f[f"sequences/{name}/track_depth"]
+    p = run("--tracks", str(bad), "--out", str(tmp_path / "o"), check=False)
+    assert p.returncode == 2 and "track_depth" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_frames_too_small_for_a_token(tmp_path):
+    path = tmp_path / "small.h5"
+    make_synthetic_file(path, 1, seed=1, config=SyntheticSceneConfig(height=16, width=16, num_frames=26),
+                        grid=2, split="eval")
+    p = run("--tracks", str(path), "--out", str(tmp_path / "o"), "--size", "16", "16", check=False)
+    assert p.returncode == 2 and "smaller than one" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sequence_without_visible_points_is_skipped(tmp_path, tracks_file):
+    path = tmp_path / "vis.h5"
+    shutil.copy(tracks_file, path)
+    with h5py.File(path, "a") as f:
+        name = f["index/sequences"][0].decode()
+        f[f"sequences/{name}/visible"][...] = False
+    out = tmp_path / "o"
+    p = run("--tracks", str(path), "--out", str(out))
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_sequences"] == 2 and len(res["skipped_sequences"]) == 1
+    assert "skipped" in p.stderr
+
+
+def test_adapter_for_a_different_base_model(tmp_path, tracks_file):
+    from peft import LoraConfig, get_peft_model
+
+    from gasp.adapters import get_adapter
+    from gasp.models.tiny import build_tiny
+
+    model, _ = build_tiny("tiny-llava-next-video")
+    target = get_adapter(model).lora_target_modules(model)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=target))
+    peft_model.save_pretrained(tmp_path / "lora", save_embedding_layers=False)
+    p = run("--tracks", str(tracks_file), "--adapter", str(tmp_path / "lora"), "--out", str(tmp_path / "o"),
+            check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "tiny-qwen2.5-vl" in p.stderr
