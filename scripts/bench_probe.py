@@ -1,0 +1,160 @@
+"""Benchmark the probe against a plain forward and against the eager-attention alternative.
+
+Variants, on a tiny-but-wider Qwen2.5-VL (text hidden 256, 8 layers, 8 heads, 2 KV heads)
+with F frames at 448x448 (16x16 tokens per frame, 2048 visual tokens at F=8):
+    a  plain sdpa forward
+    b  the probe: one sdpa forward with Q/K capture at every layer, and all metrics
+       (PCK, confidence, Δt) computed layer by layer as each layer finishes
+    c  the naive alternative: eager attention with output_attentions=True; the same
+       point matches read from the returned maps afterwards (frame-k queries attending
+       to frame-1 keys, the only direction the causal maps hold)
+
+Each variant runs in its own fresh process (peak RSS = ru_maxrss of that process),
+the processes alternate a, b, c for ``--rounds`` rounds, and each process times
+``--reps`` forwards after a warm-up. Medians are reported; ratios come from one run.
+
+    python scripts/bench_probe.py [--frames 8 16 24] [--rounds 3] [--reps 5] [--out bench.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WIDE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=8,
+            num_key_value_heads=2)
+
+
+def _setup(frames: int):
+    import numpy as np
+    import torch
+
+    from gasp.adapters import get_adapter
+    from gasp.models.tiny import build_tiny
+    from tracks.geometry import grid_points
+
+    torch.manual_seed(0)
+    model, tok = build_tiny("tiny-qwen2.5-vl", seed=0, **WIDE)
+    adapter = get_adapter(model)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (frames, 448, 448, 3), dtype=np.uint8)
+    inputs, layout = adapter.prepare_inputs(video, processor_or_tokenizer=tok, prompt="describe the video.")
+    pts = torch.from_numpy(grid_points(8, 448, 448))
+    tracks = (pts[None] + torch.randn(frames, 64, 2) * 20).clamp(0, 447)       # (F, N, 2)
+    visible = torch.ones(frames, 64, dtype=torch.bool)
+    return model, adapter, inputs, layout, tracks, visible
+
+
+def _run_variant(variant: str, frames: int, reps: int) -> dict:
+    import torch
+
+    from gasp.hooks import capture_qk
+    from probes import metrics
+
+    torch.set_num_threads(1)
+    model, adapter, inputs, layout, tracks, visible = _setup(frames)
+    if variant == "c":
+        model.set_attn_implementation("eager")
+    F, (h, w) = layout.num_grids, layout.grid
+    fi = torch.arange(F)
+    pos = layout.flat_positions
+
+    def probe_once():
+        results = []
+
+        def on_layer(layer, q, k):
+            results.append(metrics.evaluate_layer(q[0].float().unflatten(1, (F, h, w)),
+                                                  k[0].float().unflatten(1, (F, h, w)), tracks, visible,
+                                                  layout.token_size, fi))
+
+        with capture_qk(model, adapter.decoder_layers(model), positions=pos, on_layer=on_layer):
+            model(**inputs)
+        return results
+
+    def eager_once():
+        out = model(**inputs, output_attentions=True)
+        tok = metrics.pixels_to_tokens(tracks, layout.token_size)
+        q_tok = tok[0].add(0.5).floor().long()
+        q_idx = (q_tok[:, 1].clamp(0, h - 1) * w + q_tok[:, 0].clamp(0, w - 1))      # (N,)
+        vis = pos.view(F, h * w)
+        res = []
+        for att in out.attentions:                                                  # (1, H, L, L)
+            a = att[0].mean(0)                                                      # (L, L)
+            block = a[vis[1:].reshape(-1)][:, vis[0][q_idx]].view(F - 1, h * w, -1)  # (F-1, P, N)
+            best = block.argmax(1)                                                  # (F-1, N)
+            pred = torch.stack([best // w, best % w], -1)
+            conf = block.max(1).values
+            res.append((metrics.within_delta(pred, tok[1:]), conf))
+        return res
+
+    step = {"a": lambda: model(**inputs), "b": probe_once, "c": eager_once}[variant]
+    times = []
+    with torch.inference_mode():
+        step()                                                                      # warm-up
+        for _ in range(reps):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"variant": variant, "frames": frames, "visual_tokens": int(pos.numel()),
+            "median_s": statistics.median(times), "times_s": times, "peak_rss_mb": rss_mb}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, nargs="+", default=[8, 16, 24])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--eager-frames", type=int, nargs="+", default=[8], help="frame counts that also run variant c")
+    p.add_argument("--out", type=Path, help="write all measurements as JSON")
+    p.add_argument("--_child", nargs=2, metavar=("VARIANT", "FRAMES"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._child:
+        print(json.dumps(_run_variant(a._child[0], int(a._child[1]), a.reps)))
+        return 0
+    rows = []
+    for _ in range(a.rounds):
+        for frames in a.frames:
+            for v in ("a", "b", "c") if frames in a.eager_frames else ("a", "b"):
+                r = subprocess.run([sys.executable, __file__, "--reps", str(a.reps), "--_child", v, str(frames)],
+                                   capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1",
+                                                                                   "PATH": "/usr/bin:/bin"})
+                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                print(f"  {v} F={frames}: {rows[-1]['median_s'] * 1e3:.0f} ms, {rows[-1]['peak_rss_mb']:.0f} MB",
+                      file=sys.stderr)
+
+    def med(v, f, key):
+        vals = [r[key] for r in rows if r["variant"] == v and r["frames"] == f]
+        return statistics.median(vals) if vals else float("nan")
+
+    print("| frames | visual tokens | variant | median time (ms) | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    for f in a.frames:
+        toks = next(r["visual_tokens"] for r in rows if r["frames"] == f)
+        for v in ("a", "b", "c"):
+            if f in a.eager_frames or v != "c":
+                print(f"| {f} | {toks} | {v} | {med(v, f, 'median_s') * 1e3:.0f} | {med(v, f, 'peak_rss_mb'):.0f} |")
+    print()
+    for f in a.frames:
+        line = (f"F={f}: time b/a = {med('b', f, 'median_s') / med('a', f, 'median_s'):.3f}, "
+                f"peak memory b/a = {med('b', f, 'peak_rss_mb') / med('a', f, 'peak_rss_mb'):.3f}, "
+                f"probe extra memory b-a = {med('b', f, 'peak_rss_mb') - med('a', f, 'peak_rss_mb'):.0f} MB")
+        if f in a.eager_frames:
+            line += f", time c/b = {med('c', f, 'median_s') / med('b', f, 'median_s'):.2f}"
+            line += f", peak memory c/b = {med('c', f, 'peak_rss_mb') / med('b', f, 'peak_rss_mb'):.2f}"
+        print(line)
+    if a.out:
+        a.out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
