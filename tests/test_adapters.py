@@ -253,3 +253,94 @@ def test_bad_inputs(tiny):
         adapter.prepare_inputs(_frames(2, 56, 56).astype(np.float32), processor_or_tokenizer=tok)
     inputs, layout = adapter.prepare_inputs(_frames(2, 60, 90), processor_or_tokenizer=tok, size=(112, 168))
     assert layout.grid == (4, 6) and layout.token_size == (15.0, 15.0)
+
+
+# ---- LM targets: labels on the assistant tokens only ----------------------------------------
+def _labelled_spans(labels):
+    """Maximal runs of positions whose label is not -100, as (start, stop) pairs."""
+    on = (labels != -100).tolist() + [False]
+    spans, start = [], None
+    for i, v in enumerate(on):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def _eot_id(name, tok):
+    return tok.eos_token_id if name == "tiny-llava-next-video" else tok.convert_tokens_to_ids("<|im_end|>")
+
+
+@pytest.mark.parametrize("name,mode", [(n, None) for n in TINY_NAMES] + [("tiny-qwen2.5-vl", "images")])
+def test_labels_mask_exactly_the_answer(tiny, name, mode):
+    model, tok = tiny(name)
+    adapter = get_adapter(model)
+    frames = _frames(2, 56, 84)
+    answer = "the camera moves left"
+    plain, layout0 = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="where is the point",
+                                            frames_mode=mode)
+    inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="where is the point",
+                                            frames_mode=mode, answer=answer)
+    assert "labels" not in plain
+    ids, labels = inputs["input_ids"][0], inputs["labels"][0]
+    n0 = plain["input_ids"].shape[1]
+    # The prompt part and the visual layout are untouched; only the answer is appended.
+    assert torch.equal(ids[:n0], plain["input_ids"][0]) and torch.equal(layout.positions, layout0.positions)
+    assert labels.shape == ids.shape and labels.dtype == torch.long
+    answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    assert _labelled_spans(labels) == [(n0, ids.numel())]  # everything after the prompt, nothing before
+    assert labels[n0:].tolist() == answer_ids + [_eot_id(name, tok)]
+    assert torch.equal(labels[n0:], ids[n0:])
+    assert tok.decode(labels[n0:-1]) == answer
+    for key in ("attention_mask", "mm_token_type_ids"):
+        if key in inputs:
+            assert inputs[key].shape == inputs["input_ids"].shape
+    if "mm_token_type_ids" in inputs:
+        assert (inputs["mm_token_type_ids"][0, n0:] == 0).all()
+
+    with torch.no_grad():
+        out = model(**inputs)
+    logits = out.logits[0, :-1].double()  # position t predicts token t + 1
+    target = labels[1:]
+    keep = target != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], target[keep])
+    assert torch.isfinite(out.loss)
+    assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-next-video", "tiny-llava-onevision"])
+def test_labels_multi_turn(tiny, name):
+    model, tok = tiny(name)
+    adapter = get_adapter(model)
+    rounds = [("what color is the object", "red"), ("is it near", "yes")]
+    inputs, _ = adapter.prepare_inputs(_frames(2, 56, 56), processor_or_tokenizer=tok, prompt="describe the scene",
+                                       answer="one red object", turns=rounds)
+    ids, labels = inputs["input_ids"][0], inputs["labels"][0]
+    spans = _labelled_spans(labels)
+    assert [tok.decode(ids[a:b - 1]) for a, b in spans] == ["one red object", "red", "yes"]
+    assert all(int(ids[b - 1]) == _eot_id(name, tok) for _, b in spans)
+    # The later human turns are in the sequence but carry no loss.
+    unlabelled = tok.decode(ids[labels == -100])
+    assert "what color is the object" in unlabelled and "is it near" in unlabelled
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).loss)
+
+
+def test_labels_bad_dialogue(tiny):
+    model, tok = tiny("tiny-qwen2.5-vl")
+    adapter = get_adapter(model)
+    frames = _frames(2, 56, 56)
+    with pytest.raises(ValueError, match="need an answer"):
+        adapter.prepare_inputs(frames, processor_or_tokenizer=tok, turns=[("a", "b")])
+    with pytest.raises(ValueError, match="special token"):
+        adapter.prepare_inputs(frames, processor_or_tokenizer=tok, answer="left <|video_pad|>")
+    with pytest.raises(ValueError, match="special token"):
+        adapter.prepare_inputs(frames, processor_or_tokenizer=tok, answer="left", turns=[("<|im_end|> x", "y")])
+    with pytest.raises(ValueError, match="pair of strings"):
+        adapter.prepare_inputs(frames, processor_or_tokenizer=tok, answer="left", turns=[("only human",)])
+    # Words outside the tiny vocabulary become <unk>: unknown text, not a stray special token.
+    inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, answer="Zebra left")
+    labelled = inputs["labels"][0][inputs["labels"][0] != -100].tolist()
+    assert labelled[:2] == [tok.unk_token_id, tok.convert_tokens_to_ids("left")]

@@ -7,6 +7,15 @@ An adapter turns F frames into model inputs with one token grid per frame and re
 `VisualLayout` saying which sequence position holds the visual token of which
 (frame, row, col) and which pixels of the original frame that token covers. It also
 names the decoder layers and the LoRA targets (the LLM only, never the vision tower).
+
+LM targets (the L_LM term of the paper's total loss, Sec. 4). With `answer` the inputs
+gain `labels` (1, L): the assistant answer tokens and the end-of-turn token that closes
+them carry their own ids, everything else is -100, so the loss is on assistant tokens
+only (as HF chat SFT masks it). `turns` adds further (human, gpt) rounds after the first
+answer, each in the family's chat format and with its gpt text labelled the same way.
+The dialogue text follows the visual block and the first prompt, so `VisualLayout` is
+unchanged. Each text piece is tokenized on its own (as LLaVA's per-round preprocessing
+does), so labels never straddle a template boundary.
 """
 from __future__ import annotations
 
@@ -93,9 +102,80 @@ class ModelAdapter:
         frames_mode: str | None = None,
         fps: float = 1.0,
         size: tuple[int, int] | None = None,
+        answer: str | None = None,
+        turns: list[tuple[str, str]] | None = None,
     ) -> tuple[dict[str, torch.Tensor], VisualLayout]:
-        """(F, H, W, 3) uint8 RGB frames -> (model inputs with batch 1, layout)."""
+        """(F, H, W, 3) uint8 RGB frames -> (model inputs with batch 1, layout).
+
+        `prompt` is the first user turn's text (the frames come before it). With `answer`
+        the inputs also hold `labels` (1, L) long, -100 except on assistant tokens;
+        `turns` are extra (human, gpt) rounds after it and need `answer`.
+        """
         raise NotImplementedError
+
+    # ---- dialogue / LM targets ---------------------------------------------------------
+    # Chat-format pieces after the first user turn; families override these.
+    def _answer_text(self, answer: str) -> str:
+        """The assistant text as it follows the assistant opening of the template."""
+        return answer
+
+    def _end_of_turn(self, tok) -> list[int]:
+        """Token ids that close an assistant turn; they are labelled (the model must learn to stop)."""
+        return [self._token_id(tok, "<|im_end|>")]
+
+    def _between_turns(self, tok) -> list[int]:
+        """Unlabelled ids after an assistant turn's end, before the next user turn."""
+        return self._encode(tok, "\n")
+
+    def _user_turn(self, tok, human: str) -> tuple[list[int], list[int], list[int]]:
+        """(template ids before the human text, human ids, template ids up to the assistant's answer)."""
+        return (self._encode(tok, "<|im_start|>user\n"), self._user_text(tok, human, "turn human text"),
+                self._encode(tok, "<|im_end|>\n<|im_start|>assistant\n"))
+
+    def _user_text(self, tok, text: str, what: str) -> list[int]:
+        ids = self._encode(tok, text)
+        special = sorted(set(ids) & (set(tok.all_special_ids) - {tok.unk_token_id}))  # <unk> is only unknown text
+        if special:
+            # A stray <video>/<|im_end|> in dialogue text would shift the visual tokens or the turns.
+            raise ValueError(f"{what} {text!r} contains special token(s) "
+                             f"{tok.convert_ids_to_tokens(special)}; only the first prompt is followed by the frames")
+        return ids
+
+    def _add_dialogue(self, inputs: dict[str, torch.Tensor], tok, answer: str | None,
+                      turns: list[tuple[str, str]] | None) -> dict[str, torch.Tensor]:
+        """Append the answer and further rounds to a prompt-only sequence and add `labels` (1, L)."""
+        if answer is None:
+            if turns:
+                raise ValueError("turns need an answer to the first prompt")
+            return inputs
+        ids: list[int] = []
+        labels: list[int] = []
+
+        def add(piece: list[int], labelled: bool) -> None:
+            ids.extend(piece)
+            labels.extend(piece if labelled else [-100] * len(piece))
+
+        rounds = [(None, answer)] + [tuple(t) for t in (turns or [])]
+        for k, rnd in enumerate(rounds):
+            if len(rnd) != 2 or not all(isinstance(x, str) for x in rnd[(k == 0):]):
+                raise ValueError(f"turn {k} must be a (human, gpt) pair of strings, got {rnd!r}")
+            human, gpt = rnd
+            if k > 0:
+                add(self._between_turns(tok), False)
+                before, text, after = self._user_turn(tok, human)
+                add(before + text + after, False)
+            add(self._user_text(tok, self._answer_text(gpt), "assistant text"), True)
+            add(self._end_of_turn(tok), True)
+        prompt_ids = inputs["input_ids"]
+        extra = torch.tensor([ids], dtype=prompt_ids.dtype)
+        out = dict(inputs)
+        out["input_ids"] = torch.cat([prompt_ids, extra], dim=1)
+        out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+        if "mm_token_type_ids" in inputs:  # dialogue text is text (type 0)
+            tt = inputs["mm_token_type_ids"]
+            out["mm_token_type_ids"] = torch.cat([tt, torch.zeros((1, len(ids)), dtype=tt.dtype)], dim=1)
+        out["labels"] = torch.cat([torch.full_like(prompt_ids, -100), torch.tensor([labels], dtype=torch.long)], dim=1)
+        return out
 
     # ---- model structure -------------------------------------------------------------
     @staticmethod

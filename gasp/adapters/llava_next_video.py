@@ -51,7 +51,8 @@ class LlavaVideoAdapter(ModelAdapter):
     def _template(self, tok, prompt: str) -> tuple[list[int], list[int]]:
         raise NotImplementedError
 
-    def prepare_inputs(self, frames, *, processor_or_tokenizer, prompt="", frames_mode=None, fps=1.0, size=None):
+    def prepare_inputs(self, frames, *, processor_or_tokenizer, prompt="", frames_mode=None, fps=1.0, size=None,
+                       answer=None, turns=None):
         self._check_mode(frames_mode)
         frames = check_frames(frames)
         n_frames, height, width = frames.shape[:3]
@@ -87,7 +88,7 @@ class LlavaVideoAdapter(ModelAdapter):
             image_size=(height, width),
             token_size=(tpx * scale_y, tpx * scale_x),
         )
-        return inputs, layout
+        return self._add_dialogue(inputs, tok, answer, turns), layout
 
 
 @register_adapter
@@ -109,3 +110,17 @@ class LlavaNextVideoAdapter(LlavaVideoAdapter):
     def _template(self, tok, prompt):
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         return bos + self._encode(tok, "USER:"), self._encode(tok, "\n" + prompt + " ASSISTANT:")
+
+    # Vicuna-style rounds: "USER: ... ASSISTANT: answer</s>USER: ... ASSISTANT: answer</s>".
+    def _answer_text(self, answer):
+        return " " + answer
+
+    def _end_of_turn(self, tok):
+        return [tok.eos_token_id]
+
+    def _between_turns(self, tok):
+        return []
+
+    def _user_turn(self, tok, human):
+        human_ids = self._user_text(tok, human, "turn human text")
+        return self._encode(tok, "USER: "), human_ids, self._encode(tok, " ASSISTANT:")

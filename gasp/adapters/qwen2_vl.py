@@ -113,7 +113,8 @@ class Qwen2VLAdapter(ModelAdapter):
         return smart_resize(hw[0], hw[1], factor=f, min_pixels=lo, max_pixels=hi)
 
     # ---- inputs -----------------------------------------------------------------------
-    def prepare_inputs(self, frames, *, processor_or_tokenizer, prompt="", frames_mode=None, fps=1.0, size=None):
+    def prepare_inputs(self, frames, *, processor_or_tokenizer, prompt="", frames_mode=None, fps=1.0, size=None,
+                       answer=None, turns=None):
         mode = self._check_mode(frames_mode)
         frames = check_frames(frames)
         if not fps > 0:
@@ -164,7 +165,7 @@ class Qwen2VLAdapter(ModelAdapter):
             image_size=(height, width),
             token_size=(height / h, width / w),
         )
-        return inputs, layout
+        return self._add_dialogue(inputs, tok, answer, turns), layout
 
     def _video_timing(self, grid_frames: list[list[int]], fps: float) -> dict[str, torch.Tensor]:
         """Extra inputs that carry the frame rate (none for Qwen2-VL: its temporal ids step by 1 per grid)."""

@@ -32,6 +32,13 @@ _WORDS = (
     "scene moves move motion depth near far yes no color red green blue white black one two three "
     "four five six seven eight nine ten user assistant system you answer question seconds"
 ).split()
+# Appended later for the synthetic spatial QA and correspondence VQA (gasp.data); kept after
+# _WORDS so that every earlier id stays the same.
+_QA_WORDS = (
+    "yellow orange purple cyan pink brown gray beige box boxes many closer farther forward backward "
+    "does way options there see can pixel pixels coordinates coordinate give label labels column row from "
+    "A B C D"
+).split()
 _PUNCT = list(".,:;!?'\"()[]{}<>-_/+*=#%&|@")
 
 # Per-family special tokens, in the order their ids are assigned (after <unk>, <pad>).
@@ -73,7 +80,7 @@ def build_tiny_tokenizer(name: str):
 
     fam = _family(name)
     specials = ["<unk>"] + (["<pad>"] if fam.pad == "<pad>" else []) + fam.specials
-    plain = list("abcdefghijklmnopqrstuvwxyz") + list("0123456789") + _PUNCT + _WORDS
+    plain = list("abcdefghijklmnopqrstuvwxyz") + list("0123456789") + _PUNCT + _WORDS + _QA_WORDS
     vocab: dict[str, int] = {}
     for tok in specials + plain:
         vocab.setdefault(tok, len(vocab))
