@@ -100,6 +100,7 @@ def draw_head_map(res: dict, label: str, out: str | Path) -> Path:
     im = ax.imshow(m, vmin=0, vmax=max(1e-6, np.nanmax(m)), cmap="viridis", aspect="auto")
     ax.set(xlabel="query head", ylabel="LLM layer", title=f"PCK@{res.get('delta', 2):g} per head — {label}")
     ax.set_yticks(range(m.shape[0]), res["layers"])
+    ax.set_xticks(range(m.shape[1]))
     fig.colorbar(im, ax=ax, label="PCK")
     out = Path(out)
     fig.savefig(out, dpi=150)

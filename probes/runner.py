@@ -112,6 +112,14 @@ class Probe:
         if cfg.heads not in metrics.HEADS_MODES:
             raise ProbeError(f"--heads must be one of {metrics.HEADS_MODES}, got {cfg.heads!r}")
 
+    @classmethod
+    def from_loaded(cls, cfg: ProbeConfig, model, processor, adapter, device) -> Probe:
+        """A probe around an already loaded model (e.g. the trainer's, with its LoRA adapter)."""
+        probe = cls.__new__(cls)
+        probe.cfg, probe.model, probe.processor, probe.adapter, probe.device = cfg, model, processor, adapter, device
+        probe.layers = parse_layers(cfg.layers, len(adapter.decoder_layers(model)))
+        return probe
+
     def prepare(self, seq: TrackSequence):
         try:
             inputs, layout = self.adapter.prepare_inputs(

@@ -307,6 +307,10 @@ class TrackReader:
                 return k, f[f"scenes/{name}"]
         raise KeyError(f"scene {name!r} is not in {[str(p) for p in self.paths]}")
 
+    def scene_num_frames(self, name: str) -> int:
+        """T, the number of frames stored for scene ``name`` (without reading them)."""
+        return int(self._scene_group(name)[1].attrs["num_frames"])
+
     def scene_metadata(self, name: str) -> dict:
         return json.loads(self._scene_group(name)[1].attrs["metadata"])
 

@@ -1,0 +1,80 @@
+"""Trainer checkpoints: OUT/checkpoint-STEP/{adapter/, heads/, trainer_state.pt}, written atomically.
+
+    adapter/          a standard peft LoRA adapter (adapter_config.json + adapter_model.safetensors):
+                      stock `PeftModel.from_pretrained(base, path)` loads it, gasp not needed
+    heads/            `CorrespondenceHeads.save_pretrained` (training only)
+    trainer_state.pt  step, optimizer, scheduler, RNG states (torch, numpy, python) and the data
+                      position (the next global micro-batch index; the streams are index-based)
+
+The folder is written under a temporary name and renamed into place, so a crash never
+leaves a half-written checkpoint that --resume could pick up.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_NAME = "trainer_state.pt"
+
+
+def checkpoint_dir(out: str | Path, step: int) -> Path:
+    return Path(out) / f"checkpoint-{step}"
+
+
+def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        # save_embedding_layers=False: the embeddings are not trained, and "auto" makes peft look the
+        # base model up online.
+        peft_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
+        if heads is not None:
+            heads.save_pretrained(tmp / "heads")
+        torch.save({"step": step, "micro": micro, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                            "python": random.getstate()}}, tmp / STATE_NAME)
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG from `path`; returns {"step", "micro"}."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    state_file = path / STATE_NAME
+    if not state_file.is_file():
+        raise FileNotFoundError(f"--resume {path}: no {STATE_NAME}; is it an OUT/checkpoint-STEP folder?")
+    weights = load_file(str(path / "adapter" / "adapter_model.safetensors"))
+    res = set_peft_model_state_dict(peft_model, weights)
+    unexpected = [k for k in res.unexpected_keys if "lora_" in k]
+    if unexpected:
+        raise ValueError(f"--resume {path}: adapter weights do not fit the model: {unexpected[:5]}")
+    if heads is not None:
+        from gasp.heads import CorrespondenceHeads
+
+        saved = CorrespondenceHeads.from_pretrained(path / "heads")
+        if saved.layers != heads.layers:
+            raise ValueError(f"--resume {path}: heads on layers {saved.layers}, the config asks for {heads.layers}")
+        heads.heads.load_state_dict(saved.heads.state_dict())
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return {"step": int(state["step"]), "micro": int(state["micro"])}

@@ -1,0 +1,249 @@
+"""Trainer configuration: dataclass defaults, then a YAML file, then dotted `key=value` overrides.
+
+    cfg = load_config("configs/tiny_synthetic.yaml", ["loss.lambda_corr=0.5", "optim.max_steps=20"])
+    save_config(cfg, "OUT/config.yaml")
+
+Every key is checked: an unknown key is an error that lists the valid keys of its section,
+and a value of the wrong type is an error naming the key and the expected type. Override
+values are parsed with `yaml.safe_load`, so `x=1e-4` is a float, `x=null` is None and
+`x=[0,1]` a list. An int is accepted where a float is expected; nothing else is coerced.
+A run folder's config.yaml loads as a config file (its `_run` record block is skipped).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUN_BLOCK = "_run"  # what save_config records about the run (version, git SHA); skipped when loading
+
+
+class ConfigError(ValueError):
+    """A bad config file or override, reported without a traceback."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-qwen2.5-vl"
+    frames_mode: str | None = None      # adapter default ("duplicate" for Qwen) when None
+    size: list[int] | None = None       # model input (H, W) px; None: the adapter's default
+    fps: float = 2.0
+    prompt: str = "describe the video."
+    dtype: str = "fp32"                  # weights; compute runs under bf16 autocast when `mixed_precision` says so
+    mixed_precision: str = "auto"        # "auto" (bf16 where supported, i.e. on an accelerator), "bf16", "no"
+    grad_ckpt: bool = True
+    freeze_vision: bool = True
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+
+
+@dataclass
+class HeadsConfig:
+    layers: str | list[int] = "all"
+    hidden: int = 512
+    d_emb: int = 128
+    init: str = "svd"
+
+
+@dataclass
+class LossConfig:
+    lm: bool = True
+    corr: bool = True
+    depth: bool = True
+    lambda_corr: float = 1.0
+    lambda_depth: float = 1.0
+    tau: float = 0.07
+    chunk_size: int | None = 64
+
+
+@dataclass
+class DataConfig:
+    tracks: str | None = None           # training tracks (.h5 or folder); None: synthetic, made in the cache
+    tracks_eval: str | None = None      # held-out evaluation tracks; None: synthetic
+    grid: int = 8                       # query grid g x g (8 coarse, 24 fine)
+    min_frames: int = 8
+    max_frames: int = 24
+    radius: int = 48
+    instruct: str | None = None         # LLaVA-Video-178K JSON/JSONL; None: synthetic (tiny default)
+    video_root: str | None = None
+    num_frames_lm: int = 8
+    lm_ratio: float = 0.5               # fraction of steps that are LM (instruction) batches
+    cache: str | None = None            # where synthetic data is made (default OUT/data)
+    synthetic_scenes: int = 8
+    synthetic_size: int = 112
+    synthetic_frames: int = 32
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    head_lr_mult: float = 4.0
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int = 100
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/gasp"
+    seed: int = 0
+    log_every: int = 1
+    eval_every: int = 0                 # 0: only the final evaluation
+    save_every: int = 0                 # 0: only the final checkpoint
+    eval_sequences: int = 4
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is Any:
+        return True
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
+
+
+def _set(cfg: Any, dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        prefix = ".".join(parts[:i])
+        if part not in fields:
+            valid = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in fields)
+            raise ConfigError(f"{where}: unknown config key {dotted!r}; valid keys here: {valid}")
+        if i < len(parts) - 1:
+            obj = getattr(obj, part)
+            if not dataclasses.is_dataclass(obj):
+                raise ConfigError(f"{where}: {'.'.join(parts[:i + 1])!r} is a value, not a section")
+            continue
+        hints = typing.get_type_hints(type(obj))
+        tp = hints[part]
+        if dataclasses.is_dataclass(getattr(obj, part)):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {dotted!r} is a section; give a mapping, got {value!r}")
+            for k, v in value.items():
+                _set(cfg, f"{dotted}.{k}", v, where)
+            return
+        if not _type_ok(value, tp):
+            raise ConfigError(f"{where}: {dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
+            value = float(value) if isinstance(value, int) else value
+        setattr(obj, part, value)
+
+
+def apply_mapping(cfg: TrainConfig, mapping: dict, where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections, got {type(mapping).__name__}")
+    for key, value in mapping.items():
+        _set(cfg, str(key), value, where)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: cannot parse the value: {e}") from None
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=value")."""
+    cfg = TrainConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != RUN_BLOCK}   # a run folder's config.yaml
+        apply_mapping(cfg, data, str(p))
+    for item in overrides:
+        key, value = parse_override(item)
+        _set(cfg, key, value, "override")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    d, o = cfg.data, cfg.optim
+    if not 2 <= d.min_frames <= d.max_frames:
+        raise ConfigError(f"need 2 <= data.min_frames <= data.max_frames, got {d.min_frames}, {d.max_frames}")
+    if not 0.0 <= d.lm_ratio <= 1.0:
+        raise ConfigError(f"data.lm_ratio must be in [0, 1], got {d.lm_ratio}")
+    if not (cfg.loss.lm or cfg.loss.corr or cfg.loss.depth):
+        raise ConfigError("every loss term is off (loss.lm, loss.corr, loss.depth); nothing to train")
+    if o.max_steps < 1 or o.grad_accum < 1:
+        raise ConfigError("optim.max_steps and optim.grad_accum must be >= 1")
+    if cfg.model.mixed_precision not in ("auto", "bf16", "no"):
+        raise ConfigError(f"model.mixed_precision must be auto, bf16 or no, got {cfg.model.mixed_precision!r}")
+    if cfg.heads.init not in ("svd", "random"):
+        raise ConfigError(f"heads.init must be svd or random, got {cfg.heads.init!r}")
+    if isinstance(cfg.heads.layers, str) and cfg.heads.layers != "all":
+        raise ConfigError(f"heads.layers must be 'all' or a list of layer indices, got {cfg.heads.layers!r}")
+    if cfg.model.size is not None and len(cfg.model.size) != 2:
+        raise ConfigError(f"model.size must be [H, W], got {cfg.model.size}")
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str | Path, extra: dict | None = None) -> None:
+    """Write the resolved config (plus `extra`, e.g. version and git SHA, under `_run`) atomically."""
+    from gasp.runinfo import write_text_atomic
+
+    data = to_dict(cfg)
+    if extra:
+        data[RUN_BLOCK] = {k: v if isinstance(v, (int, float, bool, type(None))) else str(v) for k, v in extra.items()}
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """Inverse of `to_dict` (ignores a `_run` block), e.g. to reload a run's config.yaml."""
+    cfg = TrainConfig()
+    apply_mapping(cfg, {k: v for k, v in data.items() if k != RUN_BLOCK}, "config")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,99 @@
+"""The trained module: a LoRA-wrapped VLM plus its correspondence heads, and the objective (eq. 9).
+
+    L = L_LM + lambda_c L_corr + lambda_d L_depth
+
+Each term is switchable (the paper's ablation rows: LM only, +corr, +corr+depth). A batch
+is either an instruction batch (`kind="lm"`: the VLM's own next-token loss on the
+assistant tokens, `labels` = -100 elsewhere) or a geometric batch (`kind="geo"`: one
+forward with the heads' inputs captured at the visual tokens, `gasp.capture`, then
+`gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
+LoRA weights and the heads.
+
+Shapes: F' token grids, P = h*w tokens per grid, L head layers, d hidden, E embedding.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from gasp.capture import capture_q_inputs
+from gasp.config import TrainConfig
+from gasp.heads import CorrespondenceHeads
+from gasp.losses import gasp_losses
+
+log = logging.getLogger(__name__)
+
+
+def build_lora_model(model, adapter, cfg: TrainConfig):
+    """peft LoRA on the LLM's projections only (the adapter's regex); everything else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=adapter.lora_target_modules(model), bias="none")
+    model = get_peft_model(model, lcfg)
+    if not cfg.model.freeze_vision:
+        for p in adapter.vision_tower(model).parameters():
+            p.requires_grad_(True)
+    if cfg.model.grad_ckpt:
+        # Non-reentrant: with use_reentrant=True the captured states carry no gradient (METHOD.md sec. 3).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+class GaspModel(nn.Module):
+    """LoRA VLM + heads; `forward(batch)` returns the loss terms of one batch."""
+
+    def __init__(self, model, heads: CorrespondenceHeads | None, adapter, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.heads = heads
+        self.adapter = adapter
+        self.loss_cfg = cfg.loss
+        self.decoder_layers = adapter.decoder_layers(model)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        dev = next(p for p in self.parameters() if p.requires_grad).device
+        inputs = {k: v.to(dev) for k, v in batch["inputs"].items()}
+        if batch["kind"] == "lm":
+            out = self.model(**inputs)
+            return {"loss": out.loss, "l_lm": out.loss.detach()}
+        return self._geo(inputs, batch, dev)
+
+    def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
+        lc = self.loss_cfg
+        tg = batch["targets"].to(dev)
+        nf, p = batch["grids"]
+        with capture_q_inputs(self.model, self.decoder_layers, layers=self.heads.layers,
+                              positions=batch["positions"].to(dev), require_grad=True) as rec:
+            self.model(**inputs, logits_to_keep=1)           # the LM head is not needed here
+        states = {i: x[0].unflatten(0, (nf, p)) for i, x in rec.states.items()}  # layer -> (F', P, d)
+        emb = self.heads(states)                                                 # (L, F', P, E)
+        res = gasp_losses(emb, tg.anchor_tok, tg.gt_tok, tg.valid, tg.gt_depth, tg.tok_depth,
+                          query_frame=tg.query_frame, tau=lc.tau, chunk_size=lc.chunk_size)
+        loss = emb.new_zeros(())
+        if lc.corr:
+            loss = loss + lc.lambda_corr * res["l_corr"]
+        if lc.depth:
+            loss = loss + lc.lambda_depth * res["l_depth"]
+        return {"loss": loss, "l_corr": res["l_corr"].detach(), "l_depth": res["l_depth"].detach(),
+                "n_valid": res["n_valid"]}
+
+
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+
+def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: LoRA (and any unfrozen vision) weights at lr, the heads at head_lr_mult x lr."""
+    heads = [p for p in (gm.heads.parameters() if gm.heads is not None else []) if p.requires_grad]
+    ids = {id(p) for p in heads}
+    base = [p for p in gm.model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": base, "lr": lr, "weight_decay": weight_decay, "name": "lora"}]
+    if heads:
+        groups.append({"params": heads, "lr": lr * head_lr_mult, "weight_decay": weight_decay, "name": "heads"})
+    return groups

@@ -1,0 +1,274 @@
+"""The GASP training recipe (paper Sec. 4-5.2): setup, train, evaluate, save. One readable file.
+
+    summary = train(load_config("configs/tiny_synthetic.yaml"))
+
+setup    the VLM with LoRA on its LLM (`gasp.gasp_model`), heads on the chosen layers,
+         SVD-initialised from q_proj (`gasp.heads`), AdamW (heads at head_lr_mult x lr), a
+         cosine schedule with warmup, one accelerate DDP wrapper (gloo MULTI_CPU when launched
+         with --multi_gpu on a machine without accelerators).
+data     global micro-batch m is a geometric or an instruction batch (`lm_stream.batch_kind`);
+         process r of W draws sample m*W + r from that stream. Both streams are pure functions
+         of the index, so the data position is one integer and resume is exact.
+train    grad accumulation (no DDP sync until the last micro-batch), clipping, one optimizer
+         and scheduler step per step; OUT/metrics.jsonl gets step, lr, loss, l_lm, l_corr,
+         l_depth, grad_norm (terms not computed in a step are null).
+evaluate the probe (`probes.runner.Probe`) on held-out sequences: PCK per layer, rho, Y(dt),
+         every eval_every steps (OUT/eval.jsonl) and at the end (OUT/results.json).
+save     OUT/checkpoint-STEP (`gasp.checkpoint`) every save_every steps and at the end.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gasp import checkpoint as ckpt
+from gasp.config import TrainConfig, save_config, to_dict
+from gasp.distributed import has_accelerator
+from gasp.gasp_model import GaspModel, build_lora_model, param_groups
+from gasp.geo_batch import geo_targets
+from gasp.geo_stream import GeoStream
+from gasp.heads import CorrespondenceHeads
+from gasp.lm_stream import LMStream, batch_kind
+from gasp.runinfo import run_info, write_text_atomic
+from gasp.train_data import prepare_data
+
+log = logging.getLogger(__name__)
+TERMS = ("l_lm", "l_corr", "l_depth")
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    out: Path
+    accelerator: Any
+    gm: Any                  # GaspModel as prepared (DDP-wrapped when distributed)
+    peft_model: Any
+    heads: CorrespondenceHeads | None
+    processor: Any
+    adapter: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    geo: GeoStream | None
+    lm: LMStream | None
+    eval_path: Path | None
+
+
+# ---- setup ------------------------------------------------------------------------------
+def _tensorboard_available() -> bool:
+    from accelerate.utils import is_tensorboard_available
+
+    return is_tensorboard_available()
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    mp = cfg.model.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if has_accelerator() and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    # find_unused_parameters: a geo step leaves the last layers' LoRA unused, an LM step the heads.
+    # Trackers: metrics.jsonl is always written by the recipe; TensorBoard too where it is installed.
+    return Accelerator(cpu=not has_accelerator(), mixed_precision=mp,
+                       log_with="tensorboard" if _tensorboard_available() else None,
+                       project_dir=cfg.run.out,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict]:
+    from transformers import get_cosine_schedule_with_warmup
+
+    from gasp.models import load_model
+
+    accelerator = make_accelerator(cfg)
+    out = Path(cfg.run.out)
+    torch.manual_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    tracks, tracks_eval, instruct = prepare_data(cfg, out, accelerator)
+    d = cfg.data
+    geo = GeoStream(tracks, grid=d.grid, min_frames=d.min_frames, max_frames=d.max_frames, radius=d.radius,
+                    seed=cfg.run.seed) if tracks else None
+    lm = LMStream(instruct, d.video_root, num_frames=d.num_frames_lm, seed=cfg.run.seed) if instruct else None
+
+    model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)                       # LoRA init is identical on every process
+    peft_model = build_lora_model(model, adapter, cfg)
+    heads = None
+    if geo is not None:
+        layers = None if cfg.heads.layers == "all" else cfg.heads.layers
+        heads = CorrespondenceHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
+                                               hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
+    gm = GaspModel(peft_model, heads, adapter, cfg)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
+    position = {"step": 0, "micro": 0}
+    if resume is not None:
+        position = ckpt.load_checkpoint(resume, peft_model, heads, optimizer, scheduler)
+        log.info("resumed from %s at step %d", resume, position["step"])
+    gm.train()
+    # The optimizer is prepared with the model (FSDP/DeepSpeed need both); the scheduler is stepped
+    # by hand once per optimizer step, so the schedule does not depend on the process count.
+    prepared, optimizer = accelerator.prepare(gm, optimizer)
+    if accelerator.is_main_process and _tensorboard_available():
+        accelerator.init_trackers("gasp", config={k: v for sec in to_dict(cfg).values() for k, v in sec.items()
+                                                  if isinstance(v, (int, float, str, bool))})
+    run = Run(cfg, out, accelerator, prepared, peft_model, heads, processor, adapter, optimizer, scheduler,
+              geo, lm, tracks_eval)
+    return run, position
+
+
+# ---- data -------------------------------------------------------------------------------
+def make_batch(run: Run, kind: str, index: int) -> dict[str, Any]:
+    m = run.cfg.model
+    kw = {"frames_mode": m.frames_mode, "fps": m.fps, "size": tuple(m.size) if m.size else None}
+    if kind == "lm":
+        ex = run.lm[index]
+        inputs, _ = ex.adapter_inputs(run.adapter, run.processor, **kw)
+        return {"kind": "lm", "inputs": inputs}
+    seq = run.geo[index]
+    inputs, layout = run.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=run.processor,
+                                                prompt=m.prompt, **kw)
+    return {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
+            "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+
+
+# ---- train ------------------------------------------------------------------------------
+def train_step(run: Run, step: int) -> dict[str, Any]:
+    """One optimizer step over grad_accum micro-batches; returns the step's (process-averaged) metrics."""
+    acc, o, lc = run.accelerator, run.cfg.optim, run.cfg.loss
+    sums = {k: [] for k in ("loss", *TERMS)}
+    for j in range(o.grad_accum):
+        micro = step * o.grad_accum + j
+        kind = batch_kind(micro, run.cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
+        batch = make_batch(run, kind, micro * acc.num_processes + acc.process_index)
+        sync = j == o.grad_accum - 1
+        with (acc.no_sync(run.gm) if not sync else nullcontext()), acc.autocast():
+            res = run.gm(batch)
+            acc.backward(res["loss"] / o.grad_accum)
+        sums["loss"].append(res["loss"].detach().float())
+        for k, on in zip(TERMS, (lc.lm, lc.corr, lc.depth)):
+            if on and k in res:                  # only the terms that are part of the objective
+                sums[k].append(res[k].float())
+    params = [p for p in run.gm.parameters() if p.requires_grad]
+    grad_norm = acc.clip_grad_norm_(params, o.grad_clip)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    rec = {"step": step + 1, "lr": lr}
+    for k, vals in sums.items():  # every process ran the same kinds, so the mean is over the same terms
+        rec[k] = float(acc.reduce(torch.stack(vals).mean(), "mean")) if vals else None
+    rec["grad_norm"] = float(grad_norm)
+    return rec
+
+
+def weights_checksum(run: Run) -> float:
+    """Sum of every trainable weight in float64: equal on every process iff DDP kept them in sync."""
+    return float(sum(p.detach().double().sum() for p in run.gm.parameters() if p.requires_grad))
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
+          progress: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) training; `stop_after` ends early after that step as if interrupted."""
+    run, pos = setup(cfg, resume)
+    acc, out = run.accelerator, run.out
+    metrics = out / "metrics.jsonl"
+    if acc.is_main_process:
+        save_config(cfg, out / "config.yaml", extra={**run_info(), "num_processes": acc.num_processes})
+        _truncate_metrics(metrics, pos["step"])
+    last = min(cfg.optim.max_steps, stop_after or cfg.optim.max_steps)
+    bar = progress(total=cfg.optim.max_steps, initial=pos["step"], desc="train",
+                   disable=not acc.is_local_main_process) if progress else None
+    for step in range(pos["step"], last):
+        rec = train_step(run, step)
+        s = rec["step"]
+        if acc.is_main_process and (s % cfg.run.log_every == 0 or s == last):
+            with metrics.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if acc.trackers:
+                acc.log({k: v for k, v in rec.items() if v is not None and k != "step"}, step=s)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        if cfg.run.eval_every and s % cfg.run.eval_every == 0 and s < cfg.optim.max_steps:
+            evaluate(run, s)
+        if (cfg.run.save_every and s % cfg.run.save_every == 0) or s == cfg.optim.max_steps:
+            save(run, s)
+    if bar:
+        bar.close()
+    for tracker in acc.trackers:            # not acc.end_training(): that also ends the process group
+        tracker.finish()
+    summary: dict[str, Any] = {"step": last, "out": str(out)}
+    sums = acc.gather(torch.tensor([weights_checksum(run)], dtype=torch.float64, device=acc.device))
+    summary["weights_checksum"] = sums.cpu().tolist()
+    if last == cfg.optim.max_steps:
+        summary["results"] = evaluate(run, last, final=True)
+    if acc.is_main_process:
+        write_text_atomic(out / "train_summary.json",
+                          json.dumps({k: v for k, v in summary.items() if k != "results"}, indent=2) + "\n")
+    acc.wait_for_everyone()
+    return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines past `step` (an interrupted run may have logged beyond its last checkpoint)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+# ---- evaluate / save --------------------------------------------------------------------
+def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
+    """The probe on the held-out sequences (process 0); returns the results.json content there."""
+    from probes.runner import Probe, ProbeConfig, summarize
+    from tracks.io import TrackReader
+
+    acc, cfg = run.accelerator, run.cfg
+    res = None
+    if run.eval_path is not None and acc.is_main_process:
+        m = cfg.model
+        pcfg = ProbeConfig(model=m.name, adapter=None, tracks=str(run.eval_path), out=str(run.out),
+                           frames_mode=m.frames_mode, fps=m.fps, size=tuple(m.size) if m.size else None,
+                           prompt=m.prompt, seed=cfg.run.seed, max_sequences=cfg.run.eval_sequences)
+        run.peft_model.eval()
+        probe = Probe.from_loaded(pcfg, run.peft_model, run.processor, run.adapter, acc.device)
+        reader = TrackReader(run.eval_path)
+        done = {}
+        for i in range(min(len(reader), cfg.run.eval_sequences)):
+            seq = reader[i]
+            (rec,) = probe.evaluate([seq])
+            done[seq.key] = {"arrays": rec, "attrs": {"skipped": not rec["valid"].any()}}
+        run.peft_model.train()
+        skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
+        res = summarize(pcfg, probe.layers, done, skipped)
+        res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
+        pck = [v for v in res["pck_mean"] if v is not None]
+        line = {"step": step, "pck_peak": max(pck) if pck else None, "peak_layer": res["peak_layer"],
+                "pck_mean": res["pck_mean"], "rho": res["rho"]}
+        with (run.out / "eval.jsonl").open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        log.info("eval at step %d: peak PCK@2 %s at layer %s", step, line["pck_peak"], res["peak_layer"])
+        if final:
+            write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
+    acc.wait_for_everyone()
+    return res
+
+
+def save(run: Run, step: int) -> None:
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        micro = step * run.cfg.optim.grad_accum
+        ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, run.heads, run.optimizer,
+                             run.scheduler, step, micro)
+    acc.wait_for_everyone()

@@ -1,0 +1,51 @@
+"""Where the trainer's data lives, and the tiny default's synthetic data, made once.
+
+Training tracks, held-out evaluation tracks and instruction data come from the config's
+paths. A path left empty is filled with synthetic data in `data.cache` (default OUT/data),
+made by process 0 while the others wait: training scenes (`tracks.synthetic`), evaluation
+sequences from the evaluation sampler (26-frame scenes, so every dt in 1..24 occurs), and
+LLaVA-Video-format instruction data written from the training scenes
+(`gasp.data.synthetic_instruct`), so the real loader path is what runs.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from gasp.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None, Path | None, Path | None]:
+    """Paths of the training tracks, eval tracks and instruction data; synthetic ones are made once."""
+    d = cfg.data
+    cache = Path(d.cache) if d.cache else out / "data"
+    geo_on = cfg.loss.corr or cfg.loss.depth
+    lm_on = cfg.loss.lm and (d.lm_ratio > 0 or not geo_on)
+    tracks = Path(d.tracks) if d.tracks else cache / "synthetic_train.h5"
+    tracks_eval = Path(d.tracks_eval) if d.tracks_eval else cache / "synthetic_eval.h5"
+    instruct = Path(d.instruct) if d.instruct else cache / "instruct" / "instruct.json"
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+            size = d.synthetic_size
+            if not d.tracks and (geo_on or (lm_on and not d.instruct)) and not tracks.exists():
+                log.info("no data.tracks: rendering %d synthetic training scenes into %s", d.synthetic_scenes, tracks)
+                make_synthetic_file(tracks, d.synthetic_scenes, seed=cfg.run.seed, grid=d.grid, split="train",
+                                    config=SyntheticSceneConfig(height=size, width=size, num_frames=d.synthetic_frames))
+            if not d.tracks_eval and cfg.run.eval_sequences > 0 and not tracks_eval.exists():
+                make_synthetic_file(tracks_eval, cfg.run.eval_sequences, seed=10_000 + cfg.run.seed, grid=d.grid,
+                                    split="eval", config=SyntheticSceneConfig(height=size, width=size, num_frames=26))
+            if lm_on and not d.instruct and not instruct.exists():
+                from gasp.data.synthetic_instruct import (
+                    scenes_from_tracks,
+                    write_synthetic_instruct,
+                )
+
+                log.info("no data.instruct: writing synthetic instruction data from %s into %s", tracks, instruct.parent)
+                write_synthetic_instruct(scenes_from_tracks(tracks), instruct.parent, num_frames=d.num_frames_lm,
+                                         seed=cfg.run.seed)
+    return (tracks if geo_on else None, tracks_eval if cfg.run.eval_sequences > 0 else None,
+            instruct if lm_on else None)

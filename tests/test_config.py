@@ -1,0 +1,88 @@
+"""Trainer config: defaults -> YAML -> dotted overrides, with unknown keys and wrong types rejected."""
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gasp.config import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 2.0e-4\n  max_steps: 7\nloss:\n  depth: false\n")
+    cfg = load_config(f, ["optim.max_steps=9", "heads.layers=[0, 2]", "data.tracks=null", "loss.lambda_corr=2"])
+    assert cfg.optim.lr == 2e-4                     # from the file
+    assert cfg.optim.max_steps == 9                 # override beats file
+    assert cfg.loss.depth is False
+    assert cfg.heads.layers == [0, 2]
+    assert cfg.loss.lambda_corr == 2.0 and isinstance(cfg.loss.lambda_corr, float)  # int accepted for float
+    assert cfg.optim.head_lr_mult == TrainConfig().optim.head_lr_mult  # untouched default
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.learning_rate'.*optim\.lr"):
+        load_config(None, ["optim.learning_rate=1e-4"])
+    f = tmp_path / "c.yaml"
+    f.write_text("lossy:\n  corr: true\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'lossy'.*loss"):
+        load_config(f)
+
+
+def test_wrong_type_names_key_and_type(tmp_path):
+    with pytest.raises(ConfigError, match=r"loss\.lambda_corr must be float, got str 'abc'"):
+        load_config(None, ["loss.lambda_corr=abc"])
+    f = tmp_path / "c.yaml"
+    f.write_text("loss:\n  lambda_depth: '0.5'\n")       # a quoted number is a string: rejected
+    with pytest.raises(ConfigError, match=r"loss\.lambda_depth must be float"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=r"optim\.max_steps must be int, got bool"):
+        load_config(None, ["optim.max_steps=true"])
+    with pytest.raises(ConfigError, match="section"):
+        load_config(None, ["loss=3"])
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="min_frames"):
+        load_config(None, ["data.min_frames=9", "data.max_frames=8"])
+    with pytest.raises(ConfigError, match="every loss term is off"):
+        load_config(None, ["loss.lm=false", "loss.corr=false", "loss.depth=false"])
+
+
+def test_save_roundtrip(tmp_path):
+    cfg = load_config(None, ["lora.r=4", "model.size=[56, 84]"])
+    save_config(cfg, tmp_path / "config.yaml", extra={"git_sha": "abc", "torch": "2.13"})
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert data["_run"]["git_sha"] == "abc"
+    assert to_dict(config_from_dict(data)) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("name", ["tiny_synthetic", "qwen2.5-vl-7b", "llava-next-video-7b"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.optim.head_lr_mult == 4.0
+
+
+def test_script_reports_config_errors(capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_gasp
+
+    assert train_gasp.main(["loss.lambda_corr=abc"]) == 2
+    assert "loss.lambda_corr must be float" in capsys.readouterr().err
+    assert train_gasp.main(["nope.x=1"]) == 2
+    assert "unknown config key 'nope.x'" in capsys.readouterr().err
+
+
+def test_run_folder_config_reloads(tmp_path):
+    cfg = load_config(None, ["optim.max_steps=3"])
+    save_config(cfg, tmp_path / "config.yaml", extra={"git_sha": "abc"})
+    assert to_dict(load_config(tmp_path / "config.yaml")) == to_dict(cfg)    # the `_run` block is skipped
