@@ -9,9 +9,14 @@ with F frames at 448x448 (16x16 tokens per frame, 2048 visual tokens at F=8):
        point matches read from the returned maps afterwards (frame-k queries attending
        to frame-1 keys, the only direction the causal maps hold)
 
-Each variant runs in its own fresh process (peak RSS = ru_maxrss of that process),
-the processes alternate a, b, c for ``--rounds`` rounds, and each process times
-``--reps`` forwards after a warm-up. Medians are reported; ratios come from one run.
+Each variant runs in its own fresh process and the processes alternate a, b, c for
+``--rounds`` rounds. Time: a process with the default allocator times ``--reps`` forwards
+after a warm-up. Memory: a separate process runs one forward with
+``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0`` so that its peak RSS (ru_maxrss)
+tracks live memory rather than glibc's heap history. Variant b also reports the largest
+captured Q/K (plus its float32 working copy) held at any one time, the probe's own extra
+memory. Medians are reported; ratios come from one run. The parent never imports torch
+(a forked child's ru_maxrss starts at the parent's RSS).
 
     python scripts/bench_probe.py [--frames 8 16 24] [--rounds 3] [--reps 5] [--out bench.json]
 """
@@ -67,10 +72,13 @@ def _run_variant(variant: str, frames: int, reps: int) -> dict:
     fi = torch.arange(F)
     pos = layout.flat_positions
 
+    held = [0]
+
     def probe_once():
         results = []
 
         def on_layer(layer, q, k):
+            held[0] = max(held[0], (q.numel() + k.numel()) * (q.element_size() + 4))   # capture + fp32 copy
             results.append(metrics.evaluate_layer(q[0].float().unflatten(1, (F, h, w)),
                                                   k[0].float().unflatten(1, (F, h, w)), tracks, visible,
                                                   layout.token_size, fi))
@@ -105,7 +113,17 @@ def _run_variant(variant: str, frames: int, reps: int) -> dict:
             times.append(time.perf_counter() - t)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": variant, "frames": frames, "visual_tokens": int(pos.numel()),
-            "median_s": statistics.median(times), "times_s": times, "peak_rss_mb": rss_mb}
+            "median_s": statistics.median(times), "times_s": times, "peak_rss_mb": rss_mb,
+            "held_qk_mb": held[0] / 2**20}
+
+
+LIVE_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def _child(variant: str, frames: int, reps: int, env: dict) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--reps", str(reps), "--_child", variant, str(frames)],
+                       capture_output=True, text=True, check=True, env=env)
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(a.rounds):
         for frames in a.frames:
             for v in ("a", "b", "c") if frames in a.eager_frames else ("a", "b"):
-                r = subprocess.run([sys.executable, __file__, "--reps", str(a.reps), "--_child", v, str(frames)],
-                                   capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1",
-                                                                                   "PATH": "/usr/bin:/bin"})
-                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+                timed = _child(v, frames, a.reps, env)
+                mem = _child(v, frames, 1, {**env, **LIVE_MALLOC})
+                rows.append({**timed, "peak_rss_mb": mem["peak_rss_mb"], "held_qk_mb": mem["held_qk_mb"]})
                 print(f"  {v} F={frames}: {rows[-1]['median_s'] * 1e3:.0f} ms, {rows[-1]['peak_rss_mb']:.0f} MB",
                       file=sys.stderr)
 
@@ -146,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in a.frames:
         line = (f"F={f}: time b/a = {med('b', f, 'median_s') / med('a', f, 'median_s'):.3f}, "
                 f"peak memory b/a = {med('b', f, 'peak_rss_mb') / med('a', f, 'peak_rss_mb'):.3f}, "
-                f"probe extra memory b-a = {med('b', f, 'peak_rss_mb') - med('a', f, 'peak_rss_mb'):.0f} MB")
+                f"probe extra memory b-a = {med('b', f, 'peak_rss_mb') - med('a', f, 'peak_rss_mb'):.0f} MB, "
+                f"largest Q/K held by the probe = {med('b', f, 'held_qk_mb'):.1f} MB")
         if f in a.eager_frames:
             line += f", time c/b = {med('c', f, 'median_s') / med('b', f, 'median_s'):.2f}"
             line += f", peak memory c/b = {med('c', f, 'peak_rss_mb') / med('b', f, 'peak_rss_mb'):.2f}"
