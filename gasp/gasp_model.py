@@ -9,6 +9,13 @@ forward with the heads' inputs captured at the visual tokens, `gasp.capture`, th
 `gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
 LoRA weights and the heads.
 
+`loss.on="qk"` (not in the paper; issue 5's arm D) puts the same losses on the attention
+itself, with no heads: the anchor is each layer's post-RoPE query, the candidates are the
+post-RoPE keys (`gasp.hooks.capture_qk`, grad mode). Per token, each head's vector is
+L2-normalised and the H heads are concatenated / sqrt(H) (keys repeated to the query heads
+under GQA), so <e_q, e_k> is the mean over heads of the per-head cosine: the probe's
+similarity (eq. 10, heads="mean").
+
 Shapes: F' token grids, P = h*w tokens per grid, L head layers, d hidden, E embedding.
 """
 from __future__ import annotations
@@ -64,17 +71,30 @@ class GaspModel(nn.Module):
             return {"loss": out.loss, "l_lm": out.loss.detach()}
         return self._geo(inputs, batch, dev)
 
-    def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
-        lc = self.loss_cfg
-        tg = batch["targets"].to(dev)
+    def _head_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, None]:
         nf, p = batch["grids"]
         with capture_q_inputs(self.model, self.decoder_layers, layers=self.heads.layers,
                               positions=batch["positions"].to(dev), require_grad=True) as rec:
             self.model(**inputs, logits_to_keep=1)           # the LM head is not needed here
         states = {i: x[0].unflatten(0, (nf, p)) for i, x in rec.states.items()}  # layer -> (F', P, d)
-        emb = self.heads(states)                                                 # (L, F', P, E)
+        return self.heads(states), None                                          # (L, F', P, E)
+
+    def _qk_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
+        from gasp.hooks import capture_qk
+
+        nf, p = batch["grids"]
+        with capture_qk(self.model, self.decoder_layers, positions=batch["positions"].to(dev), grad=True) as rec:
+            self.model(**inputs, logits_to_keep=1)
+        q = torch.stack([qk_embedding(rec.q[i][0]) for i in rec.layers])      # (L, F'*P, H*D)
+        k = torch.stack([qk_embedding(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers])
+        return k.unflatten(1, (nf, p)), q.unflatten(1, (nf, p))              # (L, F', P, H*D) each
+
+    def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
+        lc = self.loss_cfg
+        tg = batch["targets"].to(dev)
+        emb, anchor_emb = (self._qk_embeddings if lc.on == "qk" else self._head_embeddings)(inputs, batch, dev)
         res = gasp_losses(emb, tg.anchor_tok, tg.gt_tok, tg.valid, tg.gt_depth, tg.tok_depth,
-                          query_frame=tg.query_frame, tau=lc.tau, chunk_size=lc.chunk_size)
+                          query_frame=tg.query_frame, tau=lc.tau, chunk_size=lc.chunk_size, anchor_emb=anchor_emb)
         loss = emb.new_zeros(())
         if lc.corr:
             loss = loss + lc.lambda_corr * res["l_corr"]
@@ -82,6 +102,18 @@ class GaspModel(nn.Module):
             loss = loss + lc.lambda_depth * res["l_depth"]
         return {"loss": loss, "l_corr": res["l_corr"].detach(), "l_depth": res["l_depth"].detach(),
                 "n_valid": res["n_valid"]}
+
+
+def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+    """(heads, N, D) Q or K -> (N, H*D): per-head unit vectors, heads concatenated / sqrt(H).
+
+    K (Hkv heads) is repeated to `num_heads` query heads like transformers' repeat_kv, so the
+    dot product of a query's and a key's embedding is the mean over heads of their cosines.
+    """
+    x = torch.nn.functional.normalize(x.float(), dim=-1)
+    if num_heads is not None and num_heads != x.shape[0]:
+        x = x.repeat_interleave(num_heads // x.shape[0], dim=0)              # (H, N, D)
+    return x.transpose(0, 1).flatten(1) / x.shape[0] ** 0.5
 
 
 def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:

@@ -149,8 +149,10 @@ def _chunk_sums(emb_flat: Tensor, anchors: Tensor, anc_flat: Tensor, pos_flat: T
 
 
 def _gasp_losses(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, *, query_frame, tau, eps,
-                 chunk_size, use_checkpoint, want_corr, want_depth) -> dict[str, Tensor]:
+                 chunk_size, use_checkpoint, want_corr, want_depth, anchor_emb=None) -> dict[str, Tensor]:
     _check(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, query_frame, tau)
+    if anchor_emb is not None and anchor_emb.shape != emb.shape:
+        raise ValueError(f"anchor_emb {tuple(anchor_emb.shape)} must have emb's shape {tuple(emb.shape)}")
     nl, nf, p, e = emb.shape
     n = anchor_tok.shape[0]
     dev = emb.device
@@ -181,7 +183,8 @@ def _gasp_losses(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, *, query_f
         v_corr_t, v_depth_t, gt_t = v_corr.T, v_depth.T, gt_safe.T  # (N, F)
 
         step = n if not chunk_size else int(chunk_size)
-        anchors = emb_flat[:, anc_flat]  # (L, N, E)
+        src = emb_flat if anchor_emb is None else anchor_emb.to(dtype).reshape(nl, nf * p, e)
+        anchors = src[:, anc_flat]  # (L, N, E)
         ckpt = bool(chunk_size) and use_checkpoint and torch.is_grad_enabled() and emb.requires_grad
         corr_sum = emb_flat.new_zeros(nl)
         depth_sum = emb_flat.new_zeros(nl)
@@ -206,7 +209,7 @@ def _gasp_losses(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, *, query_f
 def gasp_losses(emb: Tensor, anchor_tok: Tensor, gt_tok: Tensor, valid: Tensor, gt_depth: Tensor,
                 tok_depth: Tensor, *, query_frame: int = 0, tau: float = DEFAULT_TAU,
                 eps: float = DEFAULT_EPS, chunk_size: int | None = None,
-                use_checkpoint: bool = True) -> dict[str, Tensor]:
+                use_checkpoint: bool = True, anchor_emb: Tensor | None = None) -> dict[str, Tensor]:
     """Both GASP losses from one pass over the similarities (eq. 5-8), all layers at once.
 
     Shapes in the module docstring. `chunk_size` processes that many anchors at a time; the
@@ -216,13 +219,17 @@ def gasp_losses(emb: Tensor, anchor_tok: Tensor, gt_tok: Tensor, valid: Tensor, 
     instead of all N anchors' (fine 24x24 grid, 24 frames, 28 layers: 0.9 GB of float32 logits
     per copy unchunked, 0.1 GB with chunk_size=64).
 
+    `anchor_emb` (L, F, P, E), when given, supplies the anchors' embeddings while `emb` supplies
+    every candidate token's (the "qk" variant: anchor = the layer's query, candidates = its keys);
+    by default both come from `emb`, as in the paper.
+
     Returns float32 (float64 for float64 input) tensors: `l_corr`, `l_depth` (means over
     layers), `per_layer_corr`, `per_layer_depth` (L,), and the counts `n_valid` (corr pairs)
     and `n_valid_depth` (depth terms).
     """
     return _gasp_losses(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, query_frame=query_frame,
                         tau=tau, eps=eps, chunk_size=chunk_size, use_checkpoint=use_checkpoint,
-                        want_corr=True, want_depth=True)
+                        want_corr=True, want_depth=True, anchor_emb=anchor_emb)
 
 
 def infonce_loss(emb: Tensor, anchor_tok: Tensor, gt_tok: Tensor, valid: Tensor, *,

@@ -3,7 +3,8 @@
     summary = train(load_config("configs/tiny_synthetic.yaml"))
 
 setup    the VLM with LoRA on its LLM (`gasp.gasp_model`), heads on the chosen layers,
-         SVD-initialised from q_proj (`gasp.heads`), AdamW (heads at head_lr_mult x lr), a
+         SVD-initialised from q_proj (`gasp.heads`; none with loss.on=qk, where the geometric
+         losses act on each layer's post-RoPE Q/K), AdamW (heads at head_lr_mult x lr), a
          cosine schedule with warmup, one accelerate DDP wrapper (gloo MULTI_CPU when launched
          with --multi_gpu on a machine without accelerators).
 data     global micro-batch m is a geometric or an instruction batch (`lm_stream.batch_kind`);
@@ -102,7 +103,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     torch.manual_seed(cfg.run.seed)                       # LoRA init is identical on every process
     peft_model = build_lora_model(model, adapter, cfg)
     heads = None
-    if geo is not None:
+    if geo is not None and cfg.loss.on == "heads":
         layers = None if cfg.heads.layers == "all" else cfg.heads.layers
         heads = CorrespondenceHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
                                                hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)

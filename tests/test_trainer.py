@@ -217,3 +217,28 @@ def test_interleaved_lm_and_lm_only_control(tracks, tmp_path):
     labels = batch["inputs"]["labels"]
     assert (labels == -100).any() and (labels != -100).any()
     assert np.isfinite(float(run.gm(batch)["loss"]))
+
+
+def test_loss_on_qk_supervises_the_attentions_own_q_and_k(tracks, tmp_path):
+    from gasp.gasp_model import qk_embedding
+    from gasp.hooks import capture_qk
+    from gasp.losses import gasp_losses
+    from gasp.recipe import make_batch, setup
+
+    run, _ = setup(_cfg(tracks, tmp_path, "loss.on=qk", "model.grad_ckpt=true"))
+    assert run.heads is None and not any(n.startswith("heads.") for n, _ in run.gm.named_parameters())
+    batch = make_batch(run, "geo", 1)
+    res = run.gm(batch)
+    res["loss"].backward()
+    grads = {n: p.grad for n, p in run.gm.named_parameters() if p.requires_grad and p.grad is not None}
+    assert any("layers.0.self_attn.k_proj.lora_B" in n and float(g.abs().sum()) > 0 for n, g in grads.items())
+    # the same numbers from Q/K captured in a separate no-grad forward, embedded independently per layer
+    tg, (nf, p) = batch["targets"], batch["grids"]
+    with torch.no_grad(), capture_qk(run.peft_model, positions=batch["positions"]) as rec:
+        run.peft_model(**batch["inputs"])
+    k = torch.stack([qk_embedding(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers]).unflatten(1, (nf, p))
+    q = torch.stack([qk_embedding(rec.q[i][0]) for i in rec.layers]).unflatten(1, (nf, p))
+    ref = gasp_losses(k, tg.anchor_tok, tg.gt_tok, tg.valid, tg.gt_depth, tg.tok_depth, query_frame=tg.query_frame,
+                      tau=run.cfg.loss.tau, anchor_emb=q)
+    torch.testing.assert_close(res["l_corr"], ref["l_corr"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(res["l_depth"], ref["l_depth"], rtol=1e-4, atol=1e-5)
