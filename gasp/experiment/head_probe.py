@@ -1,0 +1,57 @@
+"""PCK@2 in the correspondence heads' embedding space (issue 5: did the geometry reach the attention?).
+
+The probe (`probes.runner`) matches the model's own post-RoPE Q against K. Here the same
+matching (eq. 10-12: cosine, argmax over frame k's grid, within 2 tokens) runs on the
+heads' unit embeddings e = H_c(x) of the same visual tokens (x = q_proj's input,
+`gasp.capture`), one "head" of width E per layer, query and key side both e. High PCK
+here with low probe PCK means the heads learnt the matching but the attention did not.
+
+Shape vocabulary: L head layers, F grids (frames), h x w tokens, P = h*w, E embedding width.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from gasp.capture import capture_q_inputs
+from gasp.heads import CorrespondenceHeads
+from probes import metrics
+from probes.runner import DTS
+from tracks.io import TrackReader
+
+
+@torch.no_grad()
+def head_pck(model, processor, adapter, heads: CorrespondenceHeads, tracks_path, *,
+             size: tuple[int, int] | None, fps: float = 2.0, prompt: str = "describe the video.",
+             delta: float = 2.0) -> dict[str, Any]:
+    """Per-layer PCK (mean, std over sequences), pooled Y(dt), per-sequence PCK and keys."""
+    model.eval()
+    heads = heads.eval()
+    layers_module = adapter.decoder_layers(model)
+    per_seq, keys = [], []
+    with TrackReader(tracks_path) as reader:
+        for i in range(len(reader)):
+            seq = reader[i]
+            inputs, layout = adapter.prepare_inputs(seq.frames, processor_or_tokenizer=processor, prompt=prompt,
+                                                    fps=fps, size=size)
+            dev = next(model.parameters()).device
+            with capture_q_inputs(model, layers_module, layers=heads.layers,
+                                  positions=layout.flat_positions.to(dev)) as rec:
+                model(**{k: v.to(dev) for k, v in inputs.items()})
+            f, (h, w) = layout.num_grids, layout.grid
+            emb = heads({l: x[0].to(heads.heads[str(l)].fc1.weight.device) for l, x in rec.states.items()})
+            emb = emb.unflatten(1, (f, h, w))                                # (L, F, h, w, E)
+            fids = layout.frame_ids.cpu().numpy()
+            qf = int(np.flatnonzero(fids == seq.query_frame)[0])
+            tracks = torch.from_numpy(seq.tracks[fids])
+            visible = torch.from_numpy(seq.visible[fids])
+            frame_index = torch.from_numpy(seq.frame_index[fids])
+            per_seq.append([metrics.evaluate_layer(e[None], e[None], tracks, visible, layout.token_size,
+                                                   frame_index, query_frame=qf, delta=delta) for e in emb])
+            keys.append(seq.key)
+    s = metrics.summarize(per_seq, DTS)
+    nn = metrics.nan_to_none
+    return {"layers": heads.layers, "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]),
+            "dt": list(DTS), "dt_norm": nn(s["dt_norm"]), "sequences": keys, "pck_seq": nn(s["pck_seq"])}

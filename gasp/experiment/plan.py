@@ -1,0 +1,115 @@
+"""The controlled small-scale replication of the paper's Fig. 3 and its ablation (issue 5): what is run.
+
+Everything that determines the numbers is fixed here, in code, before any test number is
+seen; nothing is tuned on the test split. Three presets share one plan and differ only in
+size: "full" (the reported run, about an hour on 2 CPU cores for 3 seeds), "quick" (the
+acceptance check, a few minutes for one seed) and "smoke" (the test suite, seconds).
+
+Splits, disjoint by seed range (`tracks.synthetic.make_synthetic_file`, scene i of a file
+with base seed S is rendered from `SeedSequence(S).generate_state(n)[i]` and named
+`synth_S_i`): train scenes base seed 1000 (geometric stream and, written as instruction
+data, the LM stream), validation base seed 2000 (the trainer's own end-of-run probe),
+test base seed 3000 (8-frame evaluation sequences on an 8 x 8 query grid, Delta-t in 1..24
+from the evaluation sampler; every second scene is a same-texture-at-two-depths scene).
+The spatial-QA questions are asked on the test scenes.
+
+Arms (identical data streams, steps, seeds and learning rates; only the objective differs):
+    A  LM only (the control; every step is an instruction step)
+    B  LM + L_corr on the heads
+    C  LM + L_corr + L_depth on the heads (the paper's full model)
+    D  LM + L_corr + L_depth on each layer's post-RoPE Q/K, no heads (`loss.on=qk`)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+ARMS: dict[str, dict[str, object]] = {
+    "A": {"label": "A: LM only", "overrides": ["loss.corr=false", "loss.depth=false"]},
+    "B": {"label": "B: LM + corr", "overrides": ["loss.corr=true", "loss.depth=false"]},
+    "C": {"label": "C: LM + corr + depth", "overrides": ["loss.corr=true", "loss.depth=true"]},
+    "D": {"label": "D: LM + corr + depth on Q/K", "overrides": ["loss.corr=true", "loss.depth=true", "loss.on=qk"]},
+}
+SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
+
+
+@dataclass
+class Plan:
+    preset: str = "full"
+    # model: a Qwen2.5-VL built from a config (`gasp.models.tiny`), random init, then the warm-up
+    hidden_size: int = 256
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 8          # head_dim 32, GQA 4:1 as in Qwen2.5-VL-7B (28:4)
+    num_key_value_heads: int = 2
+    intermediate_size: int = 768
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    image_size: int = 224                 # 8 x 8 tokens of 28 px per frame
+    # data
+    train_scenes: int = 64
+    train_frames: int = 48
+    val_scenes: int = 4
+    test_scenes: int = 32                 # one 8-frame evaluation sequence per scene
+    qa_frames: int = 8
+    qa_scenes: int | None = None          # test scenes asked spatial questions (None: all)
+    # training (every arm and the warm-up)
+    warmup_steps: int = 600               # LM-only warm-up, shared by every arm
+    warmup_lr: float = 3e-3               # from random weights: a larger step than the arms'
+    arm_steps: int = 320                  # full: ~62 min for 3 seeds x 4 arms on 2 shared cores (estimate)
+    lr: float = 1e-3
+    lora_r: int = 16
+    heads_hidden: int = 128
+    heads_d_emb: int = 64
+    min_frames: int = 4
+    max_frames: int = 8
+    radius: int = 24
+    lm_ratio: float = 0.25
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+
+    def model_overrides(self) -> dict[str, int]:
+        return {"hidden_size": self.hidden_size, "num_hidden_layers": self.num_hidden_layers,
+                "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+                "intermediate_size": self.intermediate_size, "vision_depth": self.vision_depth,
+                "vision_hidden_size": self.vision_hidden_size}
+
+    def train_overrides(self) -> list[str]:
+        """Trainer overrides shared by the warm-up and every arm (`gasp.config` keys)."""
+        s = self.image_size
+        return [f"model.size=[{s},{s}]", "model.grad_ckpt=false", "model.mixed_precision='no'",
+                f"lora.r={self.lora_r}", f"lora.alpha={2 * self.lora_r}",
+                f"heads.hidden={self.heads_hidden}", f"heads.d_emb={self.heads_d_emb}",
+                "data.grid=8", f"data.min_frames={self.min_frames}", f"data.max_frames={self.max_frames}",
+                f"data.radius={self.radius}", f"data.lm_ratio={self.lm_ratio}", f"data.num_frames_lm={self.qa_frames}",
+                f"optim.lr={self.lr}", "optim.head_lr_mult=4.0", "optim.warmup_steps=10",
+                "run.eval_every=0", "run.save_every=0", "run.log_every=1", f"run.eval_sequences={self.val_scenes}"]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Plan] = {
+    "full": Plan(),
+    "quick": Plan(preset="quick", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+                  train_scenes=12, train_frames=32, val_scenes=1, test_scenes=6, warmup_steps=100, arm_steps=60,
+                  heads_hidden=64, heads_d_emb=32),
+    "smoke": Plan(preset="smoke", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=128, image_size=112, train_scenes=3, train_frames=26, val_scenes=1,
+                  test_scenes=2, qa_frames=4, qa_scenes=1, warmup_steps=2, arm_steps=2, lora_r=4,
+                  heads_hidden=32, heads_d_emb=16, min_frames=3, max_frames=4, radius=8),
+}
+
+
+def make_plan(preset: str = "full", seeds: int | None = None, arms: list[str] | None = None) -> Plan:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    plan = replace(PRESETS[preset])
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"need at least one seed, got {seeds}")
+        plan.seeds = list(range(seeds))
+    if arms is not None:
+        bad = [a for a in arms if a not in ARMS]
+        if bad or not arms:
+            raise ValueError(f"unknown arm(s) {bad}; known: {', '.join(ARMS)}")
+        plan.arms = list(arms)
+    return plan

@@ -1,0 +1,207 @@
+"""Run the small-scale replication (issue 5) end to end: data, warm-up, arms x seeds, test, summary.
+
+    res = run_experiment(make_plan("quick", seeds=1), "runs/small")
+
+1. data     train / val / test tracks (`plan.SPLIT_SEEDS`) and the instruction data written
+            from the train scenes (`gasp.data.synthetic_instruct`).
+2. warm-up  a random Qwen2.5-VL (`plan.model_overrides`) saved to OUT/base_init, LM-only
+            training on the instruction data (`gasp.recipe`, seed 0), the LoRA merged into
+            the weights and saved as OUT/base: the common starting point of every arm.
+3. arms     `gasp.recipe.train` per arm and seed from OUT/base (OUT/arms/ARM/seedS); the
+            recipe's own end-of-run probe uses the validation split only.
+4. test     once per trained arm: the probe exactly as a user runs it (`probes.runner.run_probe`
+            on OUT/base + the arm's adapter), PCK on the same-texture subset (from the probe's
+            per-sequence PCK), head-embedding PCK (arms with heads, `head_probe`), spatial QA
+            with and without the frames (`qa_eval`). The warm-up base is tested the same way.
+5. summary  `aggregate.summarize_arms`: mean +- std over seeds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gasp.config import load_config
+from gasp.experiment.plan import ARMS, SPLIT_SEEDS, Plan
+
+log = logging.getLogger(__name__)
+
+
+class PlanMismatchError(ValueError):
+    """OUT already holds data or a warm-up base made for another plan."""
+
+
+TINY_FAMILY = "tiny-qwen2.5-vl"
+
+
+def make_data(plan: Plan, root: Path) -> dict[str, Path]:
+    """Render the three splits and the instruction data (skipped where already there)."""
+    from gasp.data.synthetic_instruct import (
+        scenes_from_tracks,
+        write_synthetic_instruct,
+    )
+    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+    s = plan.image_size
+    paths = {k: root / f"{k}.h5" for k in SPLIT_SEEDS}
+    specs = {"train": (plan.train_scenes, plan.train_frames, "train"), "val": (plan.val_scenes, 26, "eval"),
+             "test": (plan.test_scenes, 26, "eval")}
+    for split, (n, frames, sampler) in specs.items():
+        if not paths[split].exists():
+            make_synthetic_file(paths[split], n, seed=SPLIT_SEEDS[split], grid=8, split=sampler,
+                                config=SyntheticSceneConfig(height=s, width=s, num_frames=frames))
+    paths["instruct"] = root / "instruct" / "instruct.json"
+    if not paths["instruct"].exists():
+        write_synthetic_instruct(scenes_from_tracks(paths["train"]), paths["instruct"].parent,
+                                 num_frames=plan.qa_frames, seed=0)
+    return paths
+
+
+def _config(plan: Plan, data: dict[str, Path], model: Path, out: Path, seed: int, steps: int, extra: list[str]):
+    return load_config(None, [*plan.train_overrides(), f"model.name={model}", f"data.tracks={data['train']}",
+                              f"data.tracks_eval={data['val']}", f"data.instruct={data['instruct']}",
+                              f"optim.max_steps={steps}", f"run.out={out}", f"run.seed={seed}", *extra])
+
+
+def warmup(plan: Plan, data: dict[str, Path], out: Path) -> Path:
+    """LM-only warm-up from random weights; returns the merged base model folder OUT/base."""
+    from gasp.models import load_model
+    from gasp.models.tiny import save_tiny
+    from gasp.recipe import train
+
+    base = out / "base"
+    if (base / "config.json").exists():
+        return base
+    init = out / "base_init"
+    save_tiny(TINY_FAMILY, init, seed=0, **plan.model_overrides())
+    cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps, ["loss.corr=false", "loss.depth=false",
+                                                                        f"optim.lr={plan.warmup_lr}"])
+    train(cfg)
+    model, proc, _ = load_model(str(init), adapter=out / "warmup" / f"checkpoint-{plan.warmup_steps}" / "adapter")
+    model.merge_and_unload().save_pretrained(base)
+    getattr(proc, "tokenizer", proc).save_pretrained(base)
+    return base
+
+
+def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int,
+              out: Path) -> tuple[Path, dict, dict]:
+    """Train one arm from the base; returns (checkpoint folder, validation results, resolved trainer config)."""
+    from gasp.config import to_dict
+    from gasp.recipe import train
+
+    cfg = _config(plan, data, base, out, seed, plan.arm_steps, list(ARMS[arm]["overrides"]))
+    summary = train(cfg)
+    return out / f"checkpoint-{plan.arm_steps}", summary.get("results") or {}, to_dict(cfg)
+
+
+def same_texture_keys(tracks_path: Path) -> set[str]:
+    """Keys of the test sequences cut from same-texture-at-two-depths scenes."""
+    from tracks.io import TrackReader
+
+    with TrackReader(tracks_path) as r:
+        return {r.sequence_keys[i] for i in range(len(r))
+                if r.scene_metadata(r.sequence_scene(i)).get("same_texture_two_depths")}
+
+
+def subset_pck(res: dict, keys: set[str]) -> list[float | None]:
+    """Per-layer mean of the per-sequence PCK over the sequences in `keys`."""
+    import numpy as np
+
+    rows = [p for k, p in zip(res["sequences"], res["per_sequence"]["pck"]) if k in keys]
+    if not rows:
+        return [None] * len(res["layers"])
+    arr = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    with np.errstate(all="ignore"):
+        m = np.nanmean(arr, axis=0)
+    return [None if not np.isfinite(v) else float(v) for v in m]
+
+
+def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None, out: Path, seed: int,
+               questions, same_keys: set[str]) -> dict[str, Any]:
+    """The test-split measurements of one trained model (ckpt None: the warm-up base alone)."""
+    from gasp.experiment.head_probe import head_pck
+    from gasp.experiment.qa_eval import score
+    from gasp.heads import CorrespondenceHeads
+    from gasp.models import load_model
+    from probes.runner import ProbeConfig, run_probe
+
+    size = (plan.image_size, plan.image_size)
+    adapter = str(ckpt / "adapter") if ckpt is not None else None
+    shutil.rmtree(out / "probe", ignore_errors=True)      # the probe resumes from a folder; start clean
+    probe = run_probe(ProbeConfig(model=str(base), adapter=adapter, tracks=str(data["test"]), out=str(out / "probe"),
+                                  size=size, seed=seed))
+    keep = ("layers", "pck_mean", "pck_std", "rho", "dt", "dt_pck", "dt_norm", "peak_layer", "num_sequences",
+            "num_predictions", "sequences", "per_sequence", "delta", "rope", "heads", "frames_mode")
+    res: dict[str, Any] = {"probe": {k: probe[k] for k in keep},
+                           "probe_command": _probe_command(base, adapter, data, out, size)}
+    res["same_texture_pck"] = subset_pck(probe, same_keys)
+    res["other_pck"] = subset_pck(probe, set(probe["sequences"]) - same_keys)
+    model, proc, ad = load_model(str(base), adapter=adapter)
+    if ckpt is not None and (ckpt / "heads").is_dir():
+        res["head_pck"] = head_pck(model, proc, ad, CorrespondenceHeads.from_pretrained(ckpt / "heads"),
+                                   data["test"], size=size)
+    res["qa"] = score(model, proc, ad, questions, size=size)
+    res["qa_blind"] = score(model, proc, ad, questions, blind=True, size=size)
+    return res
+
+
+def _probe_command(base: Path, adapter: str | None, data: dict, out: Path, size: tuple[int, int]) -> str:
+    cmd = (f"python probes/pck.py --model {base} --tracks {data['test']} --out {out / 'probe'} "
+           f"--size {size[0]} {size[1]}")
+    return cmd + (f" --adapter {adapter}" if adapter else "")
+
+
+def _check_plan(plan: Plan, out: Path) -> None:
+    """Data and the warm-up base are reused from OUT, so OUT must belong to the same plan (seeds and arms aside)."""
+    fixed = {k: v for k, v in plan.to_dict().items() if k not in ("seeds", "arms")}
+    path = out / "plan.json"
+    if path.exists() and json.loads(path.read_text()) != fixed:
+        raise PlanMismatchError(f"{out} holds a run of a different plan ({path}); use a fresh --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fixed, indent=1) + "\n")
+
+
+def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Everything in the module docstring; returns the results dict (also OUT/results.json's core)."""
+    from gasp.experiment.qa_eval import build_questions
+
+    out = Path(out)
+    say = progress or log.info
+    _check_plan(plan, out)
+    timings: dict[str, float] = {}
+    t = time.time()
+    data = make_data(plan, out / "data")
+    timings["data_s"] = time.time() - t
+    t = time.time()
+    base = warmup(plan, data, out)
+    timings["warmup_s"] = time.time() - t
+    questions = build_questions(data["test"], plan.qa_frames, max_scenes=plan.qa_scenes)
+    same = same_texture_keys(data["test"])
+    say(f"data + warm-up done in {timings['data_s'] + timings['warmup_s']:.0f} s; {len(questions)} test questions, "
+        f"{len(same)} same-texture test sequences")
+    t = time.time()
+    runs: dict[str, Any] = {"base": test_model(plan, data, base, None, out / "base_test", 0, questions, same)}
+    timings["test_base_s"] = time.time() - t
+    say(f"warm-up base tested in {timings['test_base_s']:.0f} s")
+    for arm in plan.arms:
+        runs[arm] = []
+        for seed in plan.seeds:
+            d = out / "arms" / arm / f"seed{seed}"
+            t = time.time()
+            ckpt, val, cfg = train_arm(plan, data, base, arm, seed, d)
+            t_train = time.time() - t
+            res = test_model(plan, data, base, ckpt, d / "test", seed, questions, same)
+            res.update(seed=seed, checkpoint=str(ckpt), train_config=cfg, train_s=t_train,
+                       test_s=time.time() - t - t_train,
+                       val={k: val.get(k) for k in ("pck_mean", "rho", "peak_layer")})
+            runs[arm].append(res)
+            say(f"arm {arm} seed {seed}: train {t_train:.0f} s, test {res['test_s']:.0f} s")
+    warmup_cfg = yaml.safe_load((out / "warmup" / "config.yaml").read_text())
+    return {"runs": runs, "timings": timings, "data": {k: str(v) for k, v in data.items()}, "warmup_config": warmup_cfg,
+            "num_questions": len(questions), "same_texture_sequences": sorted(same)}

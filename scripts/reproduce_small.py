@@ -1,0 +1,78 @@
+"""Does GASP work? The paper's Figure 3 and ablation as a controlled small-scale run on CPU (issue 5).
+
+    python scripts/reproduce_small.py --out runs/small                      # full: 3 seeds, ~1 h on 2 cores
+    python scripts/reproduce_small.py --out runs/small_quick --seeds 1 --quick
+    python scripts/reproduce_small.py --out runs/smoke --smoke              # seconds; what the test runs
+
+Arms A (LM only), B (+corr), C (+corr+depth), D (corr+depth on Q/K directly) from one shared
+LM warm-up; the model, splits and hyperparameters are fixed in `gasp/experiment/plan.py`.
+Writes OUT/results.json (every number, seeds, plan, trainer configs, git SHA, timings),
+OUT/figure3.png/.pdf (all arms overlaid) and OUT/qa_table.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--seeds", type=int, help="number of seeds (0..N-1) per arm (default: 3; 1 with --smoke)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller model, fewer scenes and steps (minutes)")
+    size.add_argument("--smoke", action="store_true", help="a minimal run for the tests (seconds)")
+    ap.add_argument("--arms", nargs="+", help="subset of arms (default: A B C D)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("gasp", "probes", "tracks", "transformers", "peft", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    log = logging.getLogger("reproduce_small")
+
+    from gasp.experiment import ARMS, make_plan
+    from gasp.experiment.aggregate import qa_table, summarize_arms
+    from gasp.experiment.small import PlanMismatchError, run_experiment
+    from gasp.runinfo import run_info, write_json_atomic, write_text_atomic
+    from plots.figure3 import draw_figure3
+
+    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
+    seeds = args.seeds if args.seeds is not None else (1 if args.smoke else None)
+    try:
+        plan = make_plan(preset, seeds=seeds, arms=args.arms)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    try:
+        res = run_experiment(plan, out, progress=log.warning)
+    except PlanMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = summarize_arms(res["runs"])
+    labels = {"base": "warm-up base", **{a: ARMS[a]["label"] for a in plan.arms}}
+    names = [n for n in summary if n != "base"]
+    fig = draw_figure3([summary[n] for n in ["base", *names]], [labels[n] for n in ["base", *names]],
+                       out / "figure3.png")
+    table = qa_table(summary, labels)
+    write_text_atomic(out / "qa_table.md", table)
+    res["timings"]["total_s"] = time.time() - t0
+    write_json_atomic(out / "results.json", {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "preset": preset, "plan": plan.to_dict(), "seeds": plan.seeds, "labels": labels, "summary": summary,
+        "qa_table": table, "figure": [str(p) for p in fig], **res, **run_info()})
+    log.warning("done in %.0f s: %s, %s, %s", res["timings"]["total_s"], out / "results.json", fig[0],
+                out / "qa_table.md")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

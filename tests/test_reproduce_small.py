@@ -1,0 +1,131 @@
+"""The small replication (issue 5): its pieces against independent formulas, and a smoke run of the script."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def test_qk_embedding_dot_is_mean_head_cosine_under_gqa():
+    from gasp.gasp_model import qk_embedding
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(4, 5, 8, generator=g)          # (H, N, D)
+    k = torch.randn(2, 7, 8, generator=g)          # (Hkv, M, D), query head h reads kv head h // 2
+    eq, ek = qk_embedding(q), qk_embedding(k, num_heads=4)
+    ref = torch.stack([torch.nn.functional.cosine_similarity(q[h][:, None], k[h // 2][None], dim=-1)
+                       for h in range(4)]).mean(0)  # (N, M)
+    torch.testing.assert_close(eq @ ek.T, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(eq.norm(dim=-1), torch.ones(5))
+
+
+def test_anchor_emb_defaults_to_emb_and_changes_only_the_anchors():
+    from gasp.losses import gasp_losses
+
+    g = torch.Generator().manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(2, 3, 4, 8, generator=g), dim=-1)  # (L, F, P, E)
+    args = (torch.tensor([0, 3]), torch.tensor([[0, 3], [1, 2], [3, 0]]), torch.ones(3, 2, dtype=torch.bool),
+            torch.full((3, 2), 2.0), torch.rand(3, 4, generator=g) + 1)
+    same = gasp_losses(emb, *args, anchor_emb=emb)
+    plain = gasp_losses(emb, *args)
+    torch.testing.assert_close(same["l_corr"], plain["l_corr"])
+    other = emb.clone()
+    other[:, 0] = torch.nn.functional.normalize(torch.randn(2, 4, 8, generator=g), dim=-1)
+    assert not torch.allclose(gasp_losses(emb, *args, anchor_emb=other)["l_corr"], plain["l_corr"])
+    other_tokens = emb.clone()
+    other_tokens[:, 1:] = other[:, 0:1]             # non-anchor frames change, anchors do not
+    assert not torch.allclose(gasp_losses(other_tokens, *args, anchor_emb=emb)["l_corr"], plain["l_corr"])
+
+
+def test_loss_on_is_checked():
+    from gasp.config import ConfigError, load_config
+
+    assert load_config(None, ["loss.on=qk"]).loss.on == "qk"
+    with pytest.raises(ConfigError, match="loss.on"):
+        load_config(None, ["loss.on=attention"])
+
+
+def test_scene_logliks_match_the_models_own_lm_loss():
+    from gasp.experiment.qa_eval import scene_logliks
+    from gasp.models import load_model
+
+    model, tok, adapter = load_model("tiny-qwen2.5-vl")
+    frames = np.random.default_rng(0).integers(0, 255, (2, 56, 56, 3), dtype=np.uint8)
+    questions = [("which object is closer to the camera in the first frame?", ("the red box", "three", "the blue box")),
+                 ("how many boxes are in the video?", ("2", "3"))]
+    lls = scene_logliks(model, tok, adapter, frames, questions, None, 2.0)      # one cache for everything
+    assert [len(x) for x in lls] == [3, 2]
+    for (prompt, options), row in zip(questions, lls):
+        for option, ll in zip(options, row):
+            inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt=prompt, answer=option,
+                                               fps=2.0)
+            with torch.no_grad():
+                loss = model(**inputs).loss           # one full forward: mean over the labelled (shifted) tokens
+            n = int((inputs["labels"][0, 1:] != -100).sum())
+            assert n >= 2                             # the answer and the end-of-turn token
+            assert ll == pytest.approx(-float(loss) * n, rel=1e-4, abs=1e-4), (prompt, option)
+
+
+def _run(pck, rho, same, qa):
+    dt_norm = [[1.0] * 24 for _ in pck]
+    qa_res = {c: {"accuracy": qa, "chance": 0.25, "n": 4} for c in ("camera_motion", "object_count",
+                                                                    "relative_depth", "all")}
+    return {"probe": {"layers": list(range(len(pck))), "dt": list(range(1, 25)), "delta": 2.0, "rope": "post",
+                      "pck_mean": pck, "pck_std": [0.1] * len(pck), "rho": rho, "dt_norm": dt_norm},
+            "same_texture_pck": same, "other_pck": same, "qa": qa_res, "qa_blind": qa_res}
+
+
+def test_summarize_arm_is_mean_and_std_over_seeds():
+    from gasp.experiment.aggregate import qa_table, summarize_arms
+
+    s = summarize_arms({"A": [_run([0.1, 0.3], [0.0, -0.2], [0.1, 0.2], 0.5),
+                              _run([0.3, 0.5], [0.2, 0.0], [0.3, None], 1.0)]})["A"]
+    assert s["pck_mean"] == pytest.approx([0.2, 0.4]) and s["pck_std"] == pytest.approx([0.1, 0.1])
+    assert s["peak"]["layer"] == 1 and s["peak"]["rho"] == pytest.approx(-0.1)
+    assert s["same_texture_pck"] == pytest.approx([0.2, 0.2])   # a missing value is left out, not zero
+    assert s["qa"]["all"]["mean"] == pytest.approx(0.75) and s["qa"]["all"]["std"] == pytest.approx(0.25)
+    table = qa_table({"A": s}, {"A": "arm A"})
+    assert "| arm A | 0.75 ± 0.25" in table and "arm A — blind (grey video)" in table and "| chance |" in table
+
+
+def test_smoke_run_writes_results_figure_and_table(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import reproduce_small
+
+    assert reproduce_small.main(["--out", str(tmp_path), "--smoke"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "figure3.png").stat().st_size > 0 and (tmp_path / "figure3.pdf").exists()
+    n_layers = res["plan"]["num_hidden_layers"]
+    assert res["seeds"] == [0] and res["git_sha"] and res["plan"]["preset"] == "smoke"
+    assert set(res["summary"]) == {"base", "A", "B", "C", "D"}
+    for arm, s in res["summary"].items():
+        for key in ("pck_mean", "pck_std", "rho", "same_texture_pck"):
+            assert len(s[key]) == n_layers, (arm, key)
+        assert len(s["dt_norm"]) == n_layers and len(s["dt_norm"][0]) == 24
+        assert {"pck", "rho", "y_dt24", "same_texture_pck"} <= set(s["peak"])
+        assert ("head_pck" in s) == (arm in ("B", "C")), arm
+    for arm in "ABCD":
+        (run,) = res["runs"][arm]
+        assert run["seed"] == 0 and Path(run["checkpoint"], "adapter", "adapter_model.safetensors").exists()
+        assert run["probe_command"].startswith("python probes/pck.py --model ")
+    assert res["same_texture_sequences"]                        # the test split has the subset
+    table = (tmp_path / "qa_table.md").read_text()
+    assert table == res["qa_table"]
+    for label in res["labels"].values():
+        assert f"| {label} |" in table and f"| {label} — blind (grey video) |" in table
+    assert res["timings"]["total_s"] > 0
+
+
+def test_an_output_folder_of_another_plan_is_refused(tmp_path):
+    from gasp.experiment import make_plan
+    from gasp.experiment.small import PlanMismatchError, _check_plan
+
+    _check_plan(make_plan("smoke", seeds=1), tmp_path)
+    _check_plan(make_plan("smoke", seeds=3, arms=["A"]), tmp_path)     # seeds and arms may differ
+    with pytest.raises(PlanMismatchError, match="fresh --out"):
+        _check_plan(make_plan("quick"), tmp_path)
