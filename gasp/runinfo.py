@@ -49,3 +49,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def save_args(args: Any, path: str | os.PathLike) -> None:
+    """Write a script's parsed arguments (an argparse Namespace) plus :func:`run_info` as JSON."""
+    made_by = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items()}
+    write_json_atomic(path, {"args": made_by, **run_info()})

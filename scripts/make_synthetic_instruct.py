@@ -14,11 +14,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
+from gasp.runinfo import save_args  # noqa: E402
 from gasp.data.synthetic_instruct import render_scenes, scenes_from_tracks, write_synthetic_instruct  # noqa: E402
 from tracks.synthetic import SyntheticSceneConfig  # noqa: E402
 
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    made_by = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "made_by.json").write_text(json.dumps(made_by, indent=1))
+    save_args(args, args.out / "made_by.json")
     log.info("wrote %s", path)
     return 0
 

@@ -161,5 +161,6 @@ def test_script_on_synthetic_tracks(tmp_path):
     assert mod.main(["--tracks", str(tracks), "--out", str(out), "--kind", "coords", "--per-sequence", "3"]) == 0
     records = json.loads((out / "instruct.json").read_text())
     assert len(records) == 3 and all(r["vqa"]["kind"] == "coords" for r in records)
-    assert json.loads((out / "made_by.json").read_text())["kind"] == "coords"
+    made_by = json.loads((out / "made_by.json").read_text())
+    assert made_by["args"]["kind"] == "coords" and "git_sha" in made_by
     assert mod.main(["--tracks", str(tmp_path / "none.h5"), "--out", str(out)]) == 2

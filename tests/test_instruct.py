@@ -218,7 +218,8 @@ def test_make_synthetic_instruct_script(tmp_path):
     ds = InstructionDataset(out / "instruct.json", out, num_frames=3)
     ex = ds[0]
     assert ex.frames.shape == (3, 56, 56, 3) and len(ex.turns) == len(records[0]["qa"]) - 1
-    assert json.loads((out / "made_by.json").read_text())["scenes"] == 2
+    made_by = json.loads((out / "made_by.json").read_text())
+    assert made_by["args"]["scenes"] == 2 and "git_sha" in made_by
     assert mod.main(["--scenes", "1", "--out", str(tmp_path / "e"), "--scene-frames", "3", "--frames", "4"]) == 2
     # Rewriting with fewer frames leaves no stale frames behind.
     assert mod.main(["--scenes", "2", "--seed", "1", "--out", str(out), "--size", "56", "--scene-frames", "6",
