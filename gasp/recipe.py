@@ -242,7 +242,7 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
                            frames_mode=m.frames_mode, fps=m.fps, size=tuple(m.size) if m.size else None,
                            prompt=m.prompt, seed=cfg.run.seed, max_sequences=cfg.run.eval_sequences)
         run.peft_model.eval()
-        probe = Probe.from_loaded(pcfg, run.peft_model, run.processor, run.adapter, acc.device)
+        probe = Probe(pcfg, run.peft_model, run.processor, run.adapter, acc.device)
         reader = TrackReader(run.eval_path)
         done = {}
         for i in range(min(len(reader), cfg.run.eval_sequences)):

@@ -88,37 +88,28 @@ def synthetic_eval_tracks(cfg: ProbeConfig) -> Path:
     return path
 
 
-def check_sequence(seq: TrackSequence) -> None:
-    missing = [f for f in ("tracks", "visible", "frame_index") if getattr(seq, f) is None]
-    if missing:
-        raise ProbeError(f"sequence {seq.key}: missing {missing}")
-
-
 class Probe:
     """A loaded model plus its adapter, ready to probe sequences."""
 
-    def __init__(self, cfg: ProbeConfig, device: str | torch.device = "cpu"):
+    def __init__(self, cfg: ProbeConfig, model, processor, adapter, device: str | torch.device = "cpu"):
+        """A probe around a loaded model (e.g. the trainer's, with its LoRA adapter); see :meth:`load`."""
+        if cfg.heads not in metrics.HEADS_MODES:
+            raise ProbeError(f"--heads must be one of {metrics.HEADS_MODES}, got {cfg.heads!r}")
+        self.cfg, self.model, self.processor, self.adapter, self.device = cfg, model, processor, adapter, device
+        self.layers = parse_layers(cfg.layers, len(adapter.decoder_layers(model)))
+
+    @classmethod
+    def load(cls, cfg: ProbeConfig, device: str | torch.device = "cpu") -> "Probe":
+        """Load ``cfg.model`` (plus ``cfg.adapter``) and wrap it; loading errors become ProbeError."""
         from gasp.models.loading import AdapterMismatchError, ModelNotFoundError, UnknownModelError
 
-        self.cfg = cfg
         try:
-            self.model, self.processor, self.adapter = load_model(
+            model, processor, adapter = load_model(
                 cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=device,
                 trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
         except (ModelNotFoundError, UnknownModelError, AdapterMismatchError) as e:
             raise ProbeError(str(e)) from None
-        self.device = device
-        self.layers = parse_layers(cfg.layers, len(self.adapter.decoder_layers(self.model)))
-        if cfg.heads not in metrics.HEADS_MODES:
-            raise ProbeError(f"--heads must be one of {metrics.HEADS_MODES}, got {cfg.heads!r}")
-
-    @classmethod
-    def from_loaded(cls, cfg: ProbeConfig, model, processor, adapter, device) -> Probe:
-        """A probe around an already loaded model (e.g. the trainer's, with its LoRA adapter)."""
-        probe = cls.__new__(cls)
-        probe.cfg, probe.model, probe.processor, probe.adapter, probe.device = cfg, model, processor, adapter, device
-        probe.layers = parse_layers(cfg.layers, len(adapter.decoder_layers(model)))
-        return probe
+        return cls(cfg, model, processor, adapter, device)
 
     def prepare(self, seq: TrackSequence):
         try:
@@ -241,7 +232,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     if len(done):
         log.info("resuming: %d of %d sequences already finished in %s", sum(k in done for k in keys), n, out)
     device = cfg.device or state.device
-    probe = Probe(cfg, device=device)
+    probe = Probe.load(cfg, device=device)
     part = store.part_path(out, state.process_index, state.num_processes)
     bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
     for batch in batches(todo, reader, cfg.batch_size):
