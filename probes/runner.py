@@ -212,6 +212,31 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
         yield batch
 
 
+# ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
+_RESUME_FREE = ("out", "device", "batch_size", "max_sequences")
+
+
+def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
+    """Refuse to resume OUT with a probe whose numbers would differ; record the config otherwise."""
+    import json
+
+    want = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
+    want = json.loads(json.dumps(want))                  # tuples -> lists, as read back
+    path = out / "probe_config.json"
+    if path.is_file():
+        have = json.loads(path.read_text())
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        if diff:
+            changes = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in diff)
+            raise ProbeError(f"{out} holds results of a different probe ({changes}); "
+                             f"use a fresh --out or delete {out}")
+    elif store.read_finished(out):
+        raise ProbeError(f"{out} holds probe results without {path.name} (made by an older version); "
+                         f"use a fresh --out or delete {out}")
+    if write:
+        write_json_atomic(path, want)
+
+
 def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any] | None:
     """Probe every sequence (sharded over accelerate processes); return results on process 0."""
     state = process_state(cfg.device)
@@ -227,6 +252,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     if n == 0:
         raise ProbeError(f"{tracks_path} holds no sequences")
     keys = reader.sequence_keys[:n]
+    _check_resume(cfg, out, write=state.is_main_process)
     done = store.read_finished(out)
     todo = [i for i in range(n) if keys[i] not in done and i % state.num_processes == state.process_index]
     if len(done):

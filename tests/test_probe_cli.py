@@ -66,6 +66,15 @@ def test_resume_gives_identical_results(tmp_path, tracks_file):
     assert numbers(full) == numbers(part)
 
 
+def test_resume_refuses_a_different_probe(tmp_path, tracks_file):
+    out = tmp_path / "run"
+    run("--tracks", str(tracks_file), "--out", str(out), "--max-sequences", "1")
+    p = run("--tracks", str(tracks_file), "--out", str(out), "--delta", "3", check=False)
+    assert p.returncode == 2 and "different probe" in p.stderr and "delta: 2.0 -> 3.0" in p.stderr
+    with h5py.File(out / "results.h5") as f:                    # nothing mixed in
+        assert len(f) == 1
+
+
 def test_two_processes_match_one(tmp_path, tracks_file):
     one, two = tmp_path / "one", tmp_path / "two"
     run("--tracks", str(tracks_file), "--out", str(one))

@@ -120,6 +120,26 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
         assert f"| {label} |" in table and f"| {label} — blind (grey video) |" in table
     assert res["timings"]["total_s"] > 0
 
+    # export the base and arm A/C adapters as shipped checkpoints, then re-probe them against the numbers
+    import export_small
+    sys.path.insert(0, str(ROOT / "probes"))
+    import compare
+
+    ship = tmp_path / "ship"
+    assert export_small.main([str(tmp_path), "--dest", str(ship)]) == 0
+    man = json.loads((ship / "manifest.json").read_text())
+    assert man["source"]["git_sha"] == res["git_sha"] and set(man["models"]) == {"A", "C"}
+    from safetensors import safe_open
+    with safe_open(str(ship / "arm_C" / "adapter_model.safetensors"), "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    assert not list(ship.rglob("*.bin")) and not list(ship.rglob("*.pt"))    # safetensors only, no heads
+    assert compare.main(["--checkpoints", str(ship), "--out", str(tmp_path / "cmp"), "--check"]) == 0
+    rows = {r["label"]: r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]}
+    for arm in ("A", "C"):
+        r = rows[res["labels"][arm]]
+        assert r["pck"] == pytest.approx(res["summary"][arm]["peak"]["pck"], abs=0.02) and r["abs_diff"] <= 0.02
+    assert (tmp_path / "cmp" / "figure3.png").exists()
+
 
 def test_an_output_folder_of_another_plan_is_refused(tmp_path):
     from gasp.experiment import make_plan

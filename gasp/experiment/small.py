@@ -40,22 +40,33 @@ class PlanMismatchError(ValueError):
 TINY_FAMILY = "tiny-qwen2.5-vl"
 
 
+SPLIT_SPECS = {"train": ("train_scenes", "train_frames", "train"), "val": ("val_scenes", None, "eval"),
+               "test": ("test_scenes", None, "eval")}
+EVAL_FRAMES = 26                       # evaluation scenes: enough frames for Delta-t up to 24
+
+
+def make_split(plan: Plan, split: str, path: Path) -> Path:
+    """Render one split's tracks file (skipped where already there); the same call everywhere, so the
+    shipped checkpoints' test split (`probes/compare.py`) is re-rendered exactly as the experiment did."""
+    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+    n_key, frames_key, sampler = SPLIT_SPECS[split]
+    frames = getattr(plan, frames_key) if frames_key else EVAL_FRAMES
+    if not path.exists():
+        s = plan.image_size
+        make_synthetic_file(path, getattr(plan, n_key), seed=SPLIT_SEEDS[split], grid=8, split=sampler,
+                            config=SyntheticSceneConfig(height=s, width=s, num_frames=frames))
+    return path
+
+
 def make_data(plan: Plan, root: Path) -> dict[str, Path]:
     """Render the three splits and the instruction data (skipped where already there)."""
     from gasp.data.synthetic_instruct import (
         scenes_from_tracks,
         write_synthetic_instruct,
     )
-    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
-    s = plan.image_size
-    paths = {k: root / f"{k}.h5" for k in SPLIT_SEEDS}
-    specs = {"train": (plan.train_scenes, plan.train_frames, "train"), "val": (plan.val_scenes, 26, "eval"),
-             "test": (plan.test_scenes, 26, "eval")}
-    for split, (n, frames, sampler) in specs.items():
-        if not paths[split].exists():
-            make_synthetic_file(paths[split], n, seed=SPLIT_SEEDS[split], grid=8, split=sampler,
-                                config=SyntheticSceneConfig(height=s, width=s, num_frames=frames))
+    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in SPLIT_SEEDS}
     paths["instruct"] = root / "instruct" / "instruct.json"
     if not paths["instruct"].exists():
         write_synthetic_instruct(scenes_from_tracks(paths["train"]), paths["instruct"].parent,

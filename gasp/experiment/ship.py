@@ -1,0 +1,99 @@
+"""Export the small replication's checkpoints that ship with the repository (issue 5).
+
+    export_checkpoints("runs/small", "checkpoints/gasp-small", arms=("A", "C"), seed=0)
+
+DEST/base is the warm-up model (what every arm starts from), DEST/arm_A and DEST/arm_C are
+peft LoRA adapters on it (the heads are dropped, as at inference). Tensors are stored as
+float16 safetensors to fit the size budget; `load_model` upcasts them to fp32. DEST/manifest.json
+records where they came from (command, git SHA, plan, seed) and the numbers the run reported
+for them on the test split, which `probes/compare.py` re-probes and compares against.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gasp.experiment.plan import ARMS, SPLIT_SEEDS
+
+MANIFEST = "manifest.json"
+BASE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "chat_template.jinja", "preprocessor_config.json")
+
+
+def peak_numbers(probe: dict[str, Any]) -> dict[str, Any]:
+    """Peak layer (argmax of mean PCK over test sequences) and PCK, rho, Y(dt=24) there."""
+    pck = np.array([np.nan if v is None else v for v in probe["pck_mean"]], dtype=float)
+    k = int(np.nanargmax(pck))
+    return {"peak_layer": probe["layers"][k], "pck": float(pck[k]), "rho": probe["rho"][k],
+            "y_dt24": probe["dt_norm"][k][-1], "pck_per_layer": probe["pck_mean"],
+            "num_sequences": probe["num_sequences"]}
+
+
+def tracks_digest(path: str | Path) -> str:
+    """sha256 over every dataset of a tracks file (names and bytes, sorted); identical re-renders match."""
+    import h5py
+
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        names: list[str] = []
+        f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) else None)
+        for n in sorted(names):
+            h.update(n.encode())
+            h.update(np.ascontiguousarray(f[n][()]).tobytes() if f[n].dtype.kind in "fiub" else repr(f[n][()]).encode())
+    return h.hexdigest()
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(src).items()}
+    save_file(state, dst, metadata={"format": "pt"})
+    dst.chmod(0o644)
+
+
+def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] = ("A", "C"),
+                       seed: int = 0) -> dict[str, Any]:
+    """Write DEST (replacing it only once complete) from a finished `reproduce_small.py` run."""
+    run, dest = Path(run), Path(dest)
+    results_path = run / "results.json"
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{results_path} not found: export needs a finished scripts/reproduce_small.py run")
+    res = json.loads(results_path.read_text())
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "base").mkdir(parents=True)
+    for name in BASE_FILES:
+        if (run / "base" / name).is_file():
+            shutil.copy2(run / "base" / name, tmp / "base" / name)
+    _to_fp16(run / "base" / "model.safetensors", tmp / "base" / "model.safetensors")
+    models: dict[str, Any] = {}
+    for arm in arms:
+        if arm not in res["runs"]:
+            raise KeyError(f"arm {arm!r} is not in {results_path} (arms: {', '.join(res['runs'])})")
+        entry = next((r for r in res["runs"][arm] if r["seed"] == seed), None)
+        if entry is None:
+            raise KeyError(f"arm {arm} has no seed {seed} in {results_path}")
+        src, out = Path(entry["checkpoint"]) / "adapter", tmp / f"arm_{arm}"
+        out.mkdir()
+        cfg = json.loads((src / "adapter_config.json").read_text())
+        cfg["base_model_name_or_path"] = str(dest / "base")
+        (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        _to_fp16(src / "adapter_model.safetensors", out / "adapter_model.safetensors")
+        models[arm] = {"label": res["labels"][arm], "adapter": out.name, "seed": seed,
+                       "reported": peak_numbers(entry["probe"]), "probe_command": entry["probe_command"]}
+    manifest = {
+        "what": "small Qwen2.5-VL-architecture model after the shared LM warm-up (base) and LoRA adapters of "
+                "the replication's arms; tensors stored as float16, probed in fp32",
+        "source": {k: res.get(k) for k in ("command", "preset", "git_sha", "gasp_version", "torch", "transformers")},
+        "plan": res["plan"], "test_split": {"seed": SPLIT_SEEDS["test"], "digest": tracks_digest(res["data"]["test"])},
+        "models": models, "arm_labels": {a: ARMS[a]["label"] for a in arms},
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return manifest
