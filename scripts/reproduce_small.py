@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    info = run_info()                     # the code that runs: taken now, not after an hour of edits
     try:
         res = run_experiment(plan, out, progress=log.warning)
     except PlanMismatchError as e:
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(out / "results.json", {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "preset": preset, "plan": plan.to_dict(), "seeds": plan.seeds, "labels": labels, "summary": summary,
-        "qa_table": table, "figure": [str(p) for p in fig], **res, **run_info()})
+        "qa_table": table, "figure": [str(p) for p in fig], **res, **info,
+        **({"git_sha_at_end": end} if (end := run_info()["git_sha"]) != info["git_sha"] else {})})
     log.warning("done in %.0f s: %s, %s, %s", res["timings"]["total_s"], out / "results.json", fig[0],
                 out / "qa_table.md")
     print(table)
