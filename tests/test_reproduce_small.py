@@ -149,3 +149,24 @@ def test_an_output_folder_of_another_plan_is_refused(tmp_path):
     _check_plan(make_plan("smoke", seeds=3, arms=["A"]), tmp_path)     # seeds and arms may differ
     with pytest.raises(PlanMismatchError, match="fresh --out"):
         _check_plan(make_plan("quick"), tmp_path)
+
+
+def test_targets_read_the_summary():
+    from gasp.experiment.aggregate import summarize_arms
+    from gasp.experiment.report import report, targets
+
+    runs = {"A": [_run([0.1, 0.15], [-0.2, -0.1], [0.1, 0.1], 0.5)],
+            "B": [_run([0.3, 0.6], [0.1, 0.3], [0.2, 0.4], 0.5)],
+            "C": [_run([0.4, 0.7], [0.2, 0.5], [0.3, 0.5], 0.75)]}
+    res = {"summary": summarize_arms(runs), "runs": {}, "labels": {a: f"arm {a}" for a in runs}, "seeds": [0],
+           "qa_table": "", "command": "reproduce_small.py --out x", "preset": "full", "git_sha": "abc",
+           "torch": "t", "transformers": "t", "timings": {"total_s": 60.0, "data_s": 1.0, "warmup_s": 2.0}}
+    got = {t: (m, ok) for t, m, ok in targets(res)}
+    assert got["C peak PCK@2 ≥ 3 × A's and ≥ 0.5"] == ("C 0.700, A 0.150 (ratio 4.67)", True)
+    assert got["C ρ at peak > 0, A's ≤ 0 or clearly lower"][1] is True          # +0.5 vs -0.1
+    assert got["C > B on same-texture-at-two-depths PCK"] == ("C 0.500, B 0.400", True)
+    assert got["C ≥ A on camera-motion QA"][1] is True and got["C Y(Δt=24) ≥ 0.7"][1] is True
+    res["summary"]["C"]["peak"]["pck"] = 0.44                                      # 3x A but below 0.5
+    assert dict((t, ok) for t, _, ok in targets(res))["C peak PCK@2 ≥ 3 × A's and ≥ 0.5"] is False
+    md = report(res)
+    assert "| arm C | 1 | 0.44 |" in md and "git `abc`" in md and "| C Y(Δt=24) ≥ 0.7 | 1.000 | yes |" in md
