@@ -45,7 +45,15 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
                 )
 
                 log.info("no data.instruct: writing synthetic instruction data from %s into %s", tracks, instruct.parent)
-                write_synthetic_instruct(scenes_from_tracks(tracks), instruct.parent, num_frames=d.num_frames_lm,
-                                         seed=cfg.run.seed)
+                from gasp.data.instruct import InstructionDataError
+
+                try:
+                    write_synthetic_instruct(scenes_from_tracks(tracks), instruct.parent, num_frames=d.num_frames_lm,
+                                             seed=cfg.run.seed)
+                except ValueError as e:
+                    raise InstructionDataError(
+                        f"data.instruct is not set, and instruction data cannot be made from {tracks}: {e}. Set "
+                        "data.instruct=PATH (LLaVA-Video-178K format, see gasp/data/instruct.py), or train without "
+                        "the LM loss (loss.lm=false)") from e
     return (tracks if geo_on else None, tracks_eval if cfg.run.eval_sequences > 0 else None,
             instruct if lm_on else None)

@@ -242,3 +242,24 @@ def test_loss_on_qk_supervises_the_attentions_own_q_and_k(tracks, tmp_path):
                       tau=run.cfg.loss.tau, anchor_emb=q)
     torch.testing.assert_close(res["l_corr"], ref["l_corr"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(res["l_depth"], ref["l_depth"], rtol=1e-4, atol=1e-5)
+
+
+def test_real_tracks_without_instruction_data_is_a_clear_error(tracks, tmp_path):
+    import shutil
+
+    import h5py
+
+    from gasp.data.instruct import InstructionDataError
+    from gasp.recipe import setup
+
+    real = tmp_path / "real"                         # scenes without synthetic metadata, as from DL3DV
+    real.mkdir()
+    shutil.copy(tracks / "train.h5", real / "train.h5")
+    with h5py.File(real / "train.h5", "r+") as f:
+        for g in f["scenes"].values():
+            g.attrs["metadata"] = "{}"
+    cfg = load_config(ROOT / "configs" / "tiny_synthetic.yaml", [
+        f"data.tracks={real / 'train.h5'}", f"data.tracks_eval={tracks / 'eval.h5'}", f"run.out={tmp_path / 'out'}",
+        "data.min_frames=3", "data.max_frames=4", "run.eval_sequences=1"])
+    with pytest.raises(InstructionDataError, match=r"data.instruct is not set.*no synthetic metadata.*loss.lm=false"):
+        setup(cfg)
