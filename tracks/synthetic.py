@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from tracks.camera_path import MOTIONS, look_at, motion_summary, round_list, sample_camera_path
 from tracks.geometry import project
 from tracks.io import TrackWriter
 from tracks.sampling import plan_sequences
@@ -38,7 +39,6 @@ from tracks.types import Scene
 
 log = logging.getLogger(__name__)
 
-MOTIONS = ("orbit", "dolly", "truck")
 ROOM_FACES = ("left_wall", "right_wall", "ceiling", "floor", "front_wall", "back_wall")
 # Face f = 2 * axis + (1 if its outward normal points along +axis); the room uses the same order.
 UV_AXES = np.array([[2, 1], [0, 2], [0, 1]])          # local axes giving (u, v) on faces normal to x, y, z
@@ -267,82 +267,24 @@ def _same_texture_panel(rng: np.random.Generator, room: SceneObject) -> tuple[Sc
     return panel, pair
 
 
-def sample_camera_path(rng: np.random.Generator, config: SyntheticSceneConfig) -> tuple[np.ndarray, np.ndarray, str]:
-    """Camera centres (T, 3), look-at targets (T, 3) and the motion pattern name."""
-    T = config.num_frames
-    s = 0.5 - 0.5 * np.cos(np.pi * np.linspace(0.0, 1.0, T))[:, None]       # (T, 1) eased progress
-    pattern = config.motion or str(rng.choice(MOTIONS))
-    target = np.array([rng.uniform(-0.5, 0.5), rng.uniform(0.2, 0.6), rng.uniform(4.5, 5.5)])
-    height = rng.uniform(-0.2, 0.2)
-    if pattern == "orbit":
-        r, a0 = rng.uniform(5.0, 6.0), rng.uniform(-0.5, 0.5)      # |angle| <= 0.5 keeps z < 1.2, |x| < 3.5
-        a = a0 - s[:, 0] * (np.sign(a0) or 1.0) * rng.uniform(0.3, 0.5 + abs(a0))
-        pos = np.stack([target[0] + r * np.sin(a), np.full_like(a, height), target[2] - r * np.cos(a)], axis=1)
-        targets = np.broadcast_to(target, (T, 3))
-    elif pattern == "dolly":
-        z0, z1 = (-0.8, rng.uniform(0.4, 1.2)) if rng.random() < 0.5 else (rng.uniform(0.4, 1.2), -0.8)
-        x0, sway = rng.uniform(-1.0, 1.0), rng.uniform(0.2, 0.4)
-        pos = np.concatenate([x0 + sway * np.sin(np.pi * s), np.full_like(s, height), z0 + (z1 - z0) * s], axis=1)
-        targets = target + np.concatenate([rng.choice([-1, 1]) * rng.uniform(0.3, 0.8) * s, 0 * s, 0 * s], axis=1)
-    elif pattern == "truck":
-        x0 = rng.uniform(-2.0, -0.5) * rng.choice([-1, 1])
-        x1 = -np.sign(x0) * rng.uniform(0.5, 2.0)
-        pos = np.concatenate([x0 + (x1 - x0) * s, np.full_like(s, height), np.full_like(s, rng.uniform(-0.5, 0.5))], axis=1)
-        targets = target + np.concatenate([0.3 * (x0 + (x1 - x0) * s), 0 * s, 0 * s], axis=1)
-    else:
-        raise ValueError(f"unknown camera motion {pattern!r}; use one of {MOTIONS}")
-    return pos, np.asarray(targets, dtype=np.float64), pattern
-
-
-def look_at(positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(T, 4, 4) OpenCV cam_from_world for cameras at (T, 3) looking at (T, 3), no roll (world y down)."""
-    fwd = targets - positions
-    fwd /= np.linalg.norm(fwd, axis=1, keepdims=True)
-    right = np.cross(np.array([0.0, 1.0, 0.0]), fwd)
-    right /= np.linalg.norm(right, axis=1, keepdims=True)
-    down = np.cross(fwd, right)
-    R = np.stack([right, down, fwd], axis=1)                  # (T, 3, 3) rows = camera axes in world
-    out = np.tile(np.eye(4), (len(positions), 1, 1))
-    out[:, :3, :3], out[:, :3, 3] = R, -np.einsum("tij,tj->ti", R, positions)
-    return out
-
-
-def motion_summary(cam_from_world: np.ndarray, pattern: str) -> dict[str, Any]:
-    """Dominant camera motion, measured in the first camera's frame (x right, z forward)."""
-    R = cam_from_world[:, :3, :3]
-    centres = -np.einsum("tji,tj->ti", R, cam_from_world[:, :3, 3])     # (T, 3) = -R^T t
-    disp = R[0] @ (centres[-1] - centres[0])
-    fwd_last = R[0] @ R[-1][2]                                         # last optical axis in camera 0
-    yaw = float(np.degrees(np.arctan2(fwd_last[0], fwd_last[2])))
-    lateral = abs(disp[0]) >= abs(disp[2])
-    direction = ("right" if disp[0] > 0 else "left") if lateral else ("forward" if disp[2] > 0 else "backward")
-    return {"pattern": pattern, "direction": direction, "rotation": "right" if yaw > 0 else "left",
-            "yaw_change_deg": round(yaw, 2), "displacement_cam0": _r(disp),
-            "path_length_m": round(float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), 4)}
-
-
-def _r(x) -> list[float]:
-    return [round(float(v), 4) for v in np.ravel(x)]
-
-
 def scene_metadata(seed: int, config: SyntheticSceneConfig, layout: SceneLayout, cam_from_world: np.ndarray,
                    ids: np.ndarray, pattern: str) -> dict[str, Any]:
     """JSON-serialisable description: objects with 3D boxes, room, textures, camera path, motion."""
-    objects = [{"name": o.name, "kind": o.kind, "center": _r(o.center), "size": _r(o.size),
+    objects = [{"name": o.name, "kind": o.kind, "center": round_list(o.center), "size": round_list(o.size),
                 "yaw_deg": round(float(np.degrees(o.yaw)), 3), "texture": o.textures[4],
-                "color": layout.textures[o.textures[4]].color, "rgb": _r(layout.textures[o.textures[4]].base_rgb),
+                "color": layout.textures[o.textures[4]].color, "rgb": round_list(layout.textures[o.textures[4]].base_rgb),
                 "visible_pixels": (ids == m + 1).sum(axis=(1, 2)).tolist()} for m, o in enumerate(layout.objects)]
     room = layout.room
-    path = [{"frame_index": t, "position": _r(-pose[:3, :3].T @ pose[:3, 3]), "forward": _r(pose[2, :3])}
+    path = [{"frame_index": t, "position": round_list(-pose[:3, :3].T @ pose[:3, 3]), "forward": round_list(pose[2, :3])}
             for t, pose in enumerate(cam_from_world)]
     return {"generator": "gasp.synthetic", "seed": int(seed),
             "same_texture_two_depths": bool(config.same_texture_two_depths),
             "same_texture_pair": layout.same_texture_pair,
             "world_frame": "x right, y down, z forward (metres); boxes stand on the floor plane y = room.y[1]",
             "config": asdict(config),
-            "room": {"x": _r(room.center[0] + np.array([-.5, .5]) * room.size[0]),
-                     "y": _r(room.center[1] + np.array([-.5, .5]) * room.size[1]),
-                     "z": _r(room.center[2] + np.array([-.5, .5]) * room.size[2]),
+            "room": {"x": round_list(room.center[0] + np.array([-.5, .5]) * room.size[0]),
+                     "y": round_list(room.center[1] + np.array([-.5, .5]) * room.size[1]),
+                     "z": round_list(room.center[2] + np.array([-.5, .5]) * room.size[2]),
                      "textures": dict(zip(ROOM_FACES, room.textures))},
             "objects": objects, "num_objects": len(objects),
             "textures": [t.to_dict() for t in layout.textures],

@@ -1,0 +1,77 @@
+"""Smooth camera paths of the synthetic scenes and the motion they summarise (``tracks/synthetic.py``).
+
+A path is T camera centres and look-at targets (orbit, dolly or truck, eased in and out),
+turned into OpenCV ``cam_from_world`` poses by ``look_at``; ``motion_summary`` measures the
+dominant translation and the yaw change in the first camera's frame, which the spatial
+questions (``gasp/data/spatial_qa.py``) ask about. World frame: x right, y down, z forward.
+
+Shapes: T frames.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tracks.synthetic import SyntheticSceneConfig
+
+MOTIONS = ("orbit", "dolly", "truck")
+
+
+def sample_camera_path(rng: np.random.Generator, config: SyntheticSceneConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """Camera centres (T, 3), look-at targets (T, 3) and the motion pattern name."""
+    T = config.num_frames
+    s = 0.5 - 0.5 * np.cos(np.pi * np.linspace(0.0, 1.0, T))[:, None]       # (T, 1) eased progress
+    pattern = config.motion or str(rng.choice(MOTIONS))
+    target = np.array([rng.uniform(-0.5, 0.5), rng.uniform(0.2, 0.6), rng.uniform(4.5, 5.5)])
+    height = rng.uniform(-0.2, 0.2)
+    if pattern == "orbit":
+        r, a0 = rng.uniform(5.0, 6.0), rng.uniform(-0.5, 0.5)      # |angle| <= 0.5 keeps z < 1.2, |x| < 3.5
+        a = a0 - s[:, 0] * (np.sign(a0) or 1.0) * rng.uniform(0.3, 0.5 + abs(a0))
+        pos = np.stack([target[0] + r * np.sin(a), np.full_like(a, height), target[2] - r * np.cos(a)], axis=1)
+        targets = np.broadcast_to(target, (T, 3))
+    elif pattern == "dolly":
+        z0, z1 = (-0.8, rng.uniform(0.4, 1.2)) if rng.random() < 0.5 else (rng.uniform(0.4, 1.2), -0.8)
+        x0, sway = rng.uniform(-1.0, 1.0), rng.uniform(0.2, 0.4)
+        pos = np.concatenate([x0 + sway * np.sin(np.pi * s), np.full_like(s, height), z0 + (z1 - z0) * s], axis=1)
+        targets = target + np.concatenate([rng.choice([-1, 1]) * rng.uniform(0.3, 0.8) * s, 0 * s, 0 * s], axis=1)
+    elif pattern == "truck":
+        x0 = rng.uniform(-2.0, -0.5) * rng.choice([-1, 1])
+        x1 = -np.sign(x0) * rng.uniform(0.5, 2.0)
+        pos = np.concatenate([x0 + (x1 - x0) * s, np.full_like(s, height), np.full_like(s, rng.uniform(-0.5, 0.5))], axis=1)
+        targets = target + np.concatenate([0.3 * (x0 + (x1 - x0) * s), 0 * s, 0 * s], axis=1)
+    else:
+        raise ValueError(f"unknown camera motion {pattern!r}; use one of {MOTIONS}")
+    return pos, np.asarray(targets, dtype=np.float64), pattern
+
+
+def look_at(positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(T, 4, 4) OpenCV cam_from_world for cameras at (T, 3) looking at (T, 3), no roll (world y down)."""
+    fwd = targets - positions
+    fwd /= np.linalg.norm(fwd, axis=1, keepdims=True)
+    right = np.cross(np.array([0.0, 1.0, 0.0]), fwd)
+    right /= np.linalg.norm(right, axis=1, keepdims=True)
+    down = np.cross(fwd, right)
+    R = np.stack([right, down, fwd], axis=1)                  # (T, 3, 3) rows = camera axes in world
+    out = np.tile(np.eye(4), (len(positions), 1, 1))
+    out[:, :3, :3], out[:, :3, 3] = R, -np.einsum("tij,tj->ti", R, positions)
+    return out
+
+
+def motion_summary(cam_from_world: np.ndarray, pattern: str) -> dict[str, Any]:
+    """Dominant camera motion, measured in the first camera's frame (x right, z forward)."""
+    R = cam_from_world[:, :3, :3]
+    centres = -np.einsum("tji,tj->ti", R, cam_from_world[:, :3, 3])     # (T, 3) = -R^T t
+    disp = R[0] @ (centres[-1] - centres[0])
+    fwd_last = R[0] @ R[-1][2]                                         # last optical axis in camera 0
+    yaw = float(np.degrees(np.arctan2(fwd_last[0], fwd_last[2])))
+    lateral = abs(disp[0]) >= abs(disp[2])
+    direction = ("right" if disp[0] > 0 else "left") if lateral else ("forward" if disp[2] > 0 else "backward")
+    return {"pattern": pattern, "direction": direction, "rotation": "right" if yaw > 0 else "left",
+            "yaw_change_deg": round(yaw, 2), "displacement_cam0": round_list(disp),
+            "path_length_m": round(float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()), 4)}
+
+
+def round_list(x) -> list[float]:
+    return [round(float(v), 4) for v in np.ravel(x)]
