@@ -9,12 +9,12 @@ not a property of the file.
 Every draw is a pure function of (seed, index): sample `index` uses scene
 `perm_epoch[index % S]` (a fresh seeded permutation of the S scenes each epoch) and frames
 from `default_rng([seed, index])`. A resumed run that continues at the same index sees
-exactly the same data, with no sampler state to save.
+exactly the same data, with no sampler state to save. Only the sampled frames of a scene are
+read and decoded, so a DL3DV scene of hundreds of frames costs what its F frames cost.
 """
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from tracks.geometry import build_tracks
 from tracks.io import TrackReader
 from tracks.sampling import sample_train_frames
-from tracks.types import Scene, TrackSequence
+from tracks.types import TrackSequence
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +35,19 @@ class GeoStream:
     """Indexable stream of training TrackSequences (anchor frame first, query_frame 0)."""
 
     def __init__(self, path: str | Path, *, grid: int = 8, min_frames: int = 8, max_frames: int = 24,
-                 radius: int = 48, seed: int = 0, cache_scenes: int = 8):
+                 radius: int = 48, seed: int = 0):
         self.reader = TrackReader(path)
         self.scenes = sorted(self.reader.scene_names)
         if not self.scenes:
             raise GeoStreamError(f"{path} holds no scenes")
         self.grid, self.min_frames, self.max_frames, self.radius, self.seed = grid, min_frames, max_frames, radius, seed
-        short = {s: n for s in self.scenes if (n := self.reader.scene_num_frames(s)) < min_frames}
+        self.num_frames = {s: self.reader.scene_num_frames(s) for s in self.scenes}
+        short = {s: n for s, n in self.num_frames.items() if n < min_frames}
         if short:
             raise GeoStreamError(
                 f"{path}: {len(short)} of {len(self.scenes)} scene(s) have fewer frames than "
                 f"data.min_frames={min_frames} (e.g. {dict(list(short.items())[:3])}); lower data.min_frames "
                 "or use longer scenes")
-        self._cache: OrderedDict[str, Scene] = OrderedDict()
-        self._cache_size = cache_scenes
-
-    def _scene(self, name: str) -> Scene:
-        if name in self._cache:
-            self._cache.move_to_end(name)
-            return self._cache[name]
-        scene = self.reader.scene(name)
-        self._cache[name] = scene
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return scene
 
     def scene_for(self, index: int) -> str:
         n = len(self.scenes)
@@ -67,12 +56,11 @@ class GeoStream:
 
     def __getitem__(self, index: int) -> TrackSequence:
         name = self.scene_for(index)
-        scene = self._scene(name)
         rng = np.random.default_rng([self.seed, index])
-        ids = sample_train_frames(scene.num_frames, rng, self.min_frames, self.max_frames, self.radius)
-        tracks, visible, track_depth = build_tracks(scene.depth[ids], scene.K[ids], scene.cam_from_world[ids],
-                                                    query_frame=0, grid=self.grid)
-        return TrackSequence(frames=scene.frames[ids], depth=scene.depth[ids], K=scene.K[ids],
-                             cam_from_world=scene.cam_from_world[ids], frame_index=scene.frame_index[ids],
-                             tracks=tracks, visible=visible, track_depth=track_depth, query_frame=0,
-                             scene=name, key=f"{name}@{index}", grid=self.grid)
+        ids = sample_train_frames(self.num_frames[name], rng, self.min_frames, self.max_frames, self.radius)
+        scene = self.reader.scene(name, frames=ids)
+        tracks, visible, track_depth = build_tracks(scene.depth, scene.K, scene.cam_from_world, query_frame=0,
+                                                    grid=self.grid)
+        return TrackSequence(frames=scene.frames, depth=scene.depth, K=scene.K, cam_from_world=scene.cam_from_world,
+                             frame_index=scene.frame_index, tracks=tracks, visible=visible, track_depth=track_depth,
+                             query_frame=0, scene=name, key=f"{name}@{index}", grid=self.grid)

@@ -43,6 +43,11 @@ def test_round_trip(tmp_path, encoding):
     assert np.array_equal(seq.dt, np.abs(scene.frame_index[ids] - scene.frame_index[0]))
     assert r.scene_metadata("s0") == {"seed": 0, "objects": []}
     assert np.array_equal(r.scene("s0").frames, scene.frames)
+    part = r.scene("s0", frames=[4, 1, 4])                         # only these frames, in this order
+    for key in ("frames", "depth", "K", "cam_from_world", "frame_index"):
+        assert np.array_equal(getattr(part, key), getattr(scene, key)[[4, 1, 4]], equal_nan=True), key
+    with pytest.raises(IndexError, match="has 6 frames"):
+        r.scene("s0", frames=[6])
     assert r[-1].key == seq.key
 
 

@@ -263,3 +263,25 @@ def test_real_tracks_without_instruction_data_is_a_clear_error(tracks, tmp_path)
         "data.min_frames=3", "data.max_frames=4", "run.eval_sequences=1"])
     with pytest.raises(InstructionDataError, match=r"data.instruct is not set.*no synthetic metadata.*loss.lm=false"):
         setup(cfg)
+
+
+def test_geo_stream_reads_only_the_sampled_frames_and_matches_whole_scene_indexing(tracks, monkeypatch):
+    from gasp.geo_stream import GeoStream
+    from tracks.geometry import build_tracks
+    from tracks.io import TrackReader
+
+    stream = GeoStream(tracks / "train.h5", grid=4, min_frames=3, max_frames=5, radius=4, seed=3)
+    whole = TrackReader(tracks / "train.h5")
+    read = []
+    orig = TrackReader._read_frames
+    monkeypatch.setattr(TrackReader, "_read_frames", lambda self, g, ids, where: read.append(len(ids)) or
+                        orig(self, g, ids, where))
+    for index in range(6):
+        seq = stream[index]
+        n_read = read[-1]
+        scene = whole.scene(seq.scene)
+        ids = [int(np.flatnonzero(scene.frame_index == f)[0]) for f in seq.frame_index]
+        assert np.array_equal(seq.frames, scene.frames[ids])
+        exp = build_tracks(scene.depth[ids], scene.K[ids], scene.cam_from_world[ids], query_frame=0, grid=4)
+        assert np.array_equal(seq.tracks, exp[0], equal_nan=True) and np.array_equal(seq.visible, exp[1])
+        assert n_read == len(seq.frame_index) < scene.num_frames

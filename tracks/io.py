@@ -314,13 +314,17 @@ class TrackReader:
     def scene_metadata(self, name: str) -> dict:
         return json.loads(self._scene_group(name)[1].attrs["metadata"])
 
-    def scene(self, name: str) -> Scene:
-        """The whole scene (all frames)."""
+    def scene(self, name: str, frames: Sequence[int] | np.ndarray | None = None) -> Scene:
+        """Scene ``name`` with all its frames, or only ``frames`` (stored positions, in that order; only
+        those are read and decoded)."""
         k, g = self._scene_group(name)
-        ids = np.arange(int(g.attrs["num_frames"]))
-        frames, depth = self._read_frames(g, ids, f"{self.paths[k]}:scenes/{name}")
-        return Scene(name=name, frames=frames, depth=depth, K=g["K"][()], cam_from_world=g["cam_from_world"][()],
-                     frame_index=g["frame_index"][()], metadata=json.loads(g.attrs["metadata"]))
+        n = int(g.attrs["num_frames"])
+        ids = np.arange(n) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
+        if ids.size == 0 or ids.min() < 0 or ids.max() >= n:
+            raise IndexError(f"frames {ids.tolist()} of scene {name!r}: it has {n} frames (0..{n - 1})")
+        rgb, depth = self._read_frames(g, ids, f"{self.paths[k]}:scenes/{name}")
+        return Scene(name=name, frames=rgb, depth=depth, K=g["K"][()][ids], cam_from_world=g["cam_from_world"][()][ids],
+                     frame_index=g["frame_index"][()][ids], metadata=json.loads(g.attrs["metadata"]))
 
     def _read_frames(self, g: h5py.Group, ids: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
         uniq, inverse = np.unique(ids, return_inverse=True)   # h5py needs increasing indices
