@@ -114,6 +114,7 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
         assert run["seed"] == 0 and Path(run["checkpoint"], "adapter", "adapter_model.safetensors").exists()
         assert run["probe_command"].startswith("python probes/pck.py --model ")
     assert res["same_texture_sequences"]                        # the test split has the subset
+    assert all(k.startswith("test:synth_4000_") for k in res["same_texture_sequences"])  # not the reported split
     table = (tmp_path / "qa_table.md").read_text()
     assert table == res["qa_table"]
     for label in res["labels"].values():

@@ -9,7 +9,8 @@ Splits, disjoint by seed range (`tracks.synthetic.make_synthetic_file`, scene i 
 with base seed S is rendered from `SeedSequence(S).generate_state(n)[i]` and named
 `synth_S_i`): train scenes base seed 1000 (geometric stream and, written as instruction
 data, the LM stream), validation base seed 2000 (the trainer's own end-of-run probe),
-test base seed 3000 (8-frame evaluation sequences on an 8 x 8 query grid, Delta-t in 1..24
+test base seed 3000 (4000 for the quick and smoke presets, so that checking the pipeline
+never touches the reported test split; 8-frame evaluation sequences on an 8 x 8 query grid, Delta-t in 1..24
 from the evaluation sampler; every second scene is a same-texture-at-two-depths scene).
 The spatial-QA questions are asked on the test scenes.
 
@@ -30,6 +31,8 @@ ARMS: dict[str, dict[str, object]] = {
     "D": {"label": "D: LM + corr + depth on Q/K", "overrides": ["loss.corr=true", "loss.depth=true", "loss.on=qk"]},
 }
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
+# the quick and smoke presets check the pipeline on their own test scenes, never the reported test split
+DEV_SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 4000}
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Plan:
     max_frames: int = 8
     radius: int = 24
     lm_ratio: float = 0.25
+    split_seeds: dict[str, int] = field(default_factory=lambda: dict(SPLIT_SEEDS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     arms: list[str] = field(default_factory=lambda: list(ARMS))
 
@@ -91,11 +95,12 @@ PRESETS: dict[str, Plan] = {
     "full": Plan(),
     "quick": Plan(preset="quick", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
                   train_scenes=12, train_frames=32, val_scenes=1, test_scenes=6, warmup_steps=100, arm_steps=60,
-                  heads_hidden=64, heads_d_emb=32),
+                  heads_hidden=64, heads_d_emb=32, split_seeds=dict(DEV_SPLIT_SEEDS)),
     "smoke": Plan(preset="smoke", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                   intermediate_size=128, image_size=112, train_scenes=3, train_frames=26, val_scenes=1,
                   test_scenes=2, qa_frames=4, qa_scenes=1, warmup_steps=2, arm_steps=2, lora_r=4,
-                  heads_hidden=32, heads_d_emb=16, min_frames=3, max_frames=4, radius=8),
+                  heads_hidden=32, heads_d_emb=16, min_frames=3, max_frames=4, radius=8,
+                  split_seeds=dict(DEV_SPLIT_SEEDS)),
 }
 
 

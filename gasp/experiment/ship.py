@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gasp.experiment.plan import ARMS, SPLIT_SEEDS
+from gasp.experiment.plan import ARMS, Plan
 
 MANIFEST = "manifest.json"
 BASE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -90,7 +90,8 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
         "what": "small Qwen2.5-VL-architecture model after the shared LM warm-up (base) and LoRA adapters of "
                 "the replication's arms; tensors stored as float16, probed in fp32",
         "source": {k: res.get(k) for k in ("command", "preset", "git_sha", "gasp_version", "torch", "transformers")},
-        "plan": res["plan"], "test_split": {"seed": SPLIT_SEEDS["test"], "digest": tracks_digest(res["data"]["test"])},
+        "plan": res["plan"],
+        "test_split": {"seed": Plan(**res["plan"]).split_seeds["test"], "digest": tracks_digest(res["data"]["test"])},
         "models": models, "arm_labels": {a: ARMS[a]["label"] for a in arms},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -2,7 +2,7 @@
 
     res = run_experiment(make_plan("quick", seeds=1), "runs/small")
 
-1. data     train / val / test tracks (`plan.SPLIT_SEEDS`) and the instruction data written
+1. data     train / val / test tracks (`Plan.split_seeds`) and the instruction data written
             from the train scenes (`gasp.data.synthetic_instruct`).
 2. warm-up  a random Qwen2.5-VL (`plan.model_overrides`) saved to OUT/base_init, LM-only
             training on the instruction data (`gasp.recipe`, seed 0), the LoRA merged into
@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from gasp.config import load_config
-from gasp.experiment.plan import ARMS, SPLIT_SEEDS, Plan
+from gasp.experiment.plan import ARMS, Plan
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def make_split(plan: Plan, split: str, path: Path) -> Path:
     frames = getattr(plan, frames_key) if frames_key else EVAL_FRAMES
     if not path.exists():
         s = plan.image_size
-        make_synthetic_file(path, getattr(plan, n_key), seed=SPLIT_SEEDS[split], grid=8, split=sampler,
+        make_synthetic_file(path, getattr(plan, n_key), seed=plan.split_seeds[split], grid=8, split=sampler,
                             config=SyntheticSceneConfig(height=s, width=s, num_frames=frames))
     return path
 
@@ -66,7 +66,7 @@ def make_data(plan: Plan, root: Path) -> dict[str, Path]:
         write_synthetic_instruct,
     )
 
-    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in SPLIT_SEEDS}
+    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in plan.split_seeds}
     paths["instruct"] = root / "instruct" / "instruct.json"
     if not paths["instruct"].exists():
         write_synthetic_instruct(scenes_from_tracks(paths["train"]), paths["instruct"].parent,
