@@ -171,3 +171,12 @@ def test_targets_read_the_summary():
     assert dict((t, ok) for t, _, ok in targets(res))["C peak PCK@2 ≥ 3 × A's and ≥ 0.5"] is False
     md = report(res)
     assert "| arm C | 1 | 0.44 |" in md and "git `abc`" in md and "| C Y(Δt=24) ≥ 0.7 | 1.000 | yes |" in md
+
+
+def test_reference_pck_against_hand_counts():
+    from gasp.experiment.baselines import sequence_reference
+
+    tracks = np.array([[[3.0, 3.0], [0.0, 0.0]], [[3.0, 3.0], [3.0, 0.0]]])     # (F=2, N=2) pixel = token
+    ref = sequence_reference(tracks, np.ones((2, 2), bool), 0, (8, 8), token_size=1.0)
+    # 13 tokens within 2 of an interior point, 9 of (3, 0) on the top edge; the first point stays put
+    assert ref["uniform"] == pytest.approx((13 + 9) / 128) and ref["same_position"] == 0.5

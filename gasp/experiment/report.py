@@ -89,6 +89,29 @@ def targets_table(res: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+TOKEN_PX = 28        # Qwen2.5-VL: 14 px patches merged 2 x 2; the test frames are rendered at the model's input size
+
+
+def reference_section(res: dict[str, Any]) -> str:
+    """Model-free PCK references and point motion on the run's test split (`baselines`)."""
+    from pathlib import Path
+
+    from gasp.experiment.baselines import motion_by_dt, reference_pck
+
+    path = Path(res.get("data", {}).get("test", ""))
+    if not path.is_file():
+        return f"(test split {path} not found; references not computed)\n"
+    n = res["plan"]["image_size"] // TOKEN_PX
+    ref = reference_pck(path, (n, n), float(TOKEN_PX), delta=2.0)
+    rows = ["| reference (no model) | PCK@2 |", "|---|---|",
+            f"| uniform random token of frame k | {ref['uniform']:.3f} |",
+            f"| same position as the query (no motion) | {ref['same_position']:.3f} |", "",
+            "| Δt | median motion (tokens) | 90th percentile | moved ≤ 2 tokens | point pairs |", "|---|---|---|---|---|"]
+    rows += [f"| {m['dt'][0]}–{m['dt'][1]} | {m['median']:.2f} | {m['p90']:.2f} | {m['within_2']:.3f} | {m['n']} |"
+             for m in motion_by_dt(path, float(TOKEN_PX))]
+    return "\n".join(rows) + "\n"
+
+
 def report(res: dict[str, Any]) -> str:
     """All tables, with the provenance line (command, seeds, git SHA, wall time)."""
     t = res["timings"]
@@ -103,4 +126,5 @@ def report(res: dict[str, Any]) -> str:
         "### Same-texture-at-two-depths subset, PCK@2 per layer\n", layer_table(res, "same_texture_pck"),
         "### Spatial QA (option log-likelihood)\n", res["qa_table"],
         "### Per seed\n", seed_table(res),
-        "### Targets\n", targets_table(res)])
+        "### Targets\n", targets_table(res),
+        "### References on the test split (no model)\n", reference_section(res)])
