@@ -22,11 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", default=str(ROOT / "checkpoints" / "gasp-small"))
     ap.add_argument("--arms", nargs="+", default=["A", "C"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--note", help="provenance note stored in manifest.json (e.g. a correction to the run's record)")
     a = ap.parse_args(argv)
     from gasp.experiment.ship import export_checkpoints
 
     try:
-        man = export_checkpoints(a.run, a.dest, tuple(a.arms), a.seed)
+        man = export_checkpoints(a.run, a.dest, tuple(a.arms), a.seed, a.note)
     except (FileNotFoundError, KeyError) as e:
         print(f"export_small: error: {e}", file=sys.stderr)
         return 2

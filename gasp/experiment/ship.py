@@ -56,8 +56,18 @@ def _to_fp16(src: Path, dst: Path) -> None:
     dst.chmod(0o644)
 
 
+def _portable(path: Path) -> str:
+    """`path` relative to the repository root when inside it (the shipped files name no local folder)."""
+    from gasp.runinfo import ROOT
+
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] = ("A", "C"),
-                       seed: int = 0) -> dict[str, Any]:
+                       seed: int = 0, note: str | None = None) -> dict[str, Any]:
     """Write DEST (replacing it only once complete) from a finished `reproduce_small.py` run."""
     run, dest = Path(run), Path(dest)
     results_path = run / "results.json"
@@ -81,7 +91,7 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
         src, out = Path(entry["checkpoint"]) / "adapter", tmp / f"arm_{arm}"
         out.mkdir()
         cfg = json.loads((src / "adapter_config.json").read_text())
-        cfg["base_model_name_or_path"] = str(dest / "base")
+        cfg["base_model_name_or_path"] = _portable(dest / "base")
         (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         _to_fp16(src / "adapter_model.safetensors", out / "adapter_model.safetensors")
         models[arm] = {"label": res["labels"][arm], "adapter": out.name, "seed": seed,
@@ -94,6 +104,8 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
         "test_split": {"seed": Plan(**res["plan"]).split_seeds["test"], "digest": tracks_digest(res["data"]["test"])},
         "models": models, "arm_labels": {a: ARMS[a]["label"] for a in arms},
     }
+    if note:
+        manifest["note"] = note
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
