@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -51,6 +52,15 @@ def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dic
             "expect small differences", tracks)
     runs = {m["label"]: (str(ckpt / m["adapter"]), m["reported"]) for m in man["models"].values()}
     return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs
+
+
+def shipped_references(tracks: Path, image_size: int) -> dict[str, float]:
+    """Model-free PCK@2 on the shipped test split (`gasp.experiment.baselines`), to read the table against."""
+    from gasp.experiment.baselines import reference_pck
+    from gasp.experiment.report import TOKEN_PX
+
+    n = image_size // TOKEN_PX
+    return reference_pck(tracks, (n, n), float(TOKEN_PX))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,6 +100,7 @@ def _f(x: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # transformers
     from gasp.runinfo import run_info, write_json_atomic
     from plots.figure3 import draw_figure3
 
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, tracks, size, runs = shipped_runs(Path(a.checkpoints), out)
             size = tuple(a.size) if a.size else size
+        refs = None if a.model else shipped_references(tracks, size[0])
         results, rows, configs = [], [], {}
         for label, (adapter, reported) in runs.items():
             cfg = ProbeConfig(model=model, adapter=adapter, tracks=str(tracks), out=str(out / _slug(label)),
@@ -124,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['label']:28s} {r['peak_layer']:>10d} {_f(r['pck']):>7s} {_f(r['rho']):>7s} {_f(r['y_dt24']):>7s} "
               f"{_f(r.get('reported_pck')):>9s}")
+    if refs:
+        print(f"{'(no model) uniform random token':39s} {refs['uniform']:>7.3f}\n"
+              f"{'(no model) same position as query':39s} {refs['same_position']:>7.3f}   "
+              "points barely move in these scenes; see RESULTS.md")
     write_json_atomic(out / "compare.json", {"model": model, "tracks": str(tracks), "rows": rows,
-                                              "configs": configs, **run_info()})
+                                              "references": refs, "configs": configs, **run_info()})
     print(f"\nfigure: {fig[0]}\ntable:  {out / 'compare.json'}")
     bad = [r for r in rows if r.get("abs_diff") is not None and r["abs_diff"] > a.tolerance]
     if a.check and bad:

@@ -18,7 +18,7 @@ def test_shipped_checkpoints_are_small_safetensors_with_a_manifest():
     assert sum(p.stat().st_size for p in files) <= 20e6
     assert {p.suffix for p in files} <= {".safetensors", ".json"}
     man = json.loads((SHIPPED / "manifest.json").read_text())
-    assert set(man["models"]) == {"A", "C"} and man["source"]["git_sha"] and man["plan"]["preset"] == "full"
+    assert set(man["models"]) == {"A", "C", "D"} and man["source"]["git_sha"] and man["plan"]["preset"] == "full"
     for m in man["models"].values():
         assert (SHIPPED / m["adapter"] / "adapter_model.safetensors").is_file()
 
@@ -34,3 +34,5 @@ def test_reprobing_reproduces_the_reported_peak_pck(tmp_path):
         row = rows[m["label"]]
         assert row["num_sequences"] == m["reported"]["num_sequences"]
         assert row["pck"] == pytest.approx(m["reported"]["pck"], abs=0.02)
+    refs = json.loads((tmp_path / "compare.json").read_text())["references"]
+    assert 0 < refs["uniform"] < refs["same_position"] <= 1
