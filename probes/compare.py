@@ -54,15 +54,6 @@ def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dic
     return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs
 
 
-def shipped_references(tracks: Path, image_size: int) -> dict[str, float]:
-    """Model-free PCK@2 on the shipped test split (`gasp.experiment.baselines`), to read the table against."""
-    from gasp.experiment.baselines import reference_pck
-    from gasp.experiment.report import TOKEN_PX
-
-    n = image_size // TOKEN_PX
-    return reference_pck(tracks, (n, n), float(TOKEN_PX))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="base model (alias, folder or id); default: the shipped small checkpoints")
@@ -88,11 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def peak(res: dict) -> tuple[int, float, float | None, float | None]:
-    k = max(range(len(res["pck_mean"])), key=lambda i: -1.0 if res["pck_mean"][i] is None else res["pck_mean"][i])
-    return res["layers"][k], res["pck_mean"][k], res["rho"][k], res["dt_norm"][k][-1]
-
-
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -101,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # transformers
+    from gasp.experiment.baselines import references_at_input_size
+    from gasp.experiment.ship import peak_numbers
     from gasp.runinfo import run_info, write_json_atomic
     from plots.figure3 import draw_figure3
 
@@ -112,19 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, tracks, size, runs = shipped_runs(Path(a.checkpoints), out)
             size = tuple(a.size) if a.size else size
-        refs = None if a.model else shipped_references(tracks, size[0])
+        refs = None if a.model else references_at_input_size(tracks, size[0])
         results, rows, configs = [], [], {}
         for label, (adapter, reported) in runs.items():
             cfg = ProbeConfig(model=model, adapter=adapter, tracks=str(tracks), out=str(out / _slug(label)),
                               size=size, max_sequences=a.max_sequences, dtype=a.dtype, device=a.device)
             print(f"probing {label}: {model}" + (f" + {adapter}" if adapter else ""), flush=True)
             res = run_probe(cfg, progress=tqdm)
-            layer, pck, rho, y24 = peak(res)
-            row = {"label": label, "peak_layer": layer, "pck": pck, "rho": rho, "y_dt24": y24,
-                   "num_sequences": res["num_sequences"]}
+            p = peak_numbers(res)
+            row = {"label": label, **{k: p[k] for k in ("peak_layer", "pck", "rho", "y_dt24", "num_sequences")}}
             if reported is not None:
                 row.update(reported_pck=reported["pck"], reported_layer=reported["peak_layer"],
-                           abs_diff=abs(pck - reported["pck"]))
+                           abs_diff=abs(p["pck"] - reported["pck"]))
             results.append(res)
             rows.append(row)
             configs[label] = res["config"] if "config" in res else vars(cfg)

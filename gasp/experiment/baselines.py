@@ -20,6 +20,8 @@ import torch
 from probes.metrics import pixels_to_tokens, within_delta
 from tracks.io import TrackReader
 
+TOKEN_PX = 28        # Qwen2.5-VL: 14 px patches merged 2 x 2; the test frames are rendered at the model's input size
+
 
 def sequence_reference(tracks: np.ndarray, visible: np.ndarray, query_frame: int, grid: tuple[int, int],
                        token_size: float, delta: float = 2.0) -> dict[str, float]:
@@ -74,3 +76,9 @@ def motion_by_dt(tracks_path: str | Path, token_size: float,
             out.append({"dt": [lo, hi], "median": float(np.median(sel)), "p90": float(np.percentile(sel, 90)),
                         "within_2": float((sel <= 2).mean()), "n": int(sel.size)})
     return out
+
+
+def references_at_input_size(tracks_path: str | Path, image_size: int, delta: float = 2.0) -> dict[str, float]:
+    """`reference_pck` for the replication's square frames rendered at the Qwen2.5-VL input size."""
+    n = image_size // TOKEN_PX
+    return reference_pck(tracks_path, (n, n), float(TOKEN_PX), delta)

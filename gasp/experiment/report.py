@@ -89,20 +89,16 @@ def targets_table(res: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-TOKEN_PX = 28        # Qwen2.5-VL: 14 px patches merged 2 x 2; the test frames are rendered at the model's input size
-
-
 def reference_section(res: dict[str, Any]) -> str:
     """Model-free PCK references and point motion on the run's test split (`baselines`)."""
     from pathlib import Path
 
-    from gasp.experiment.baselines import motion_by_dt, reference_pck
+    from gasp.experiment.baselines import TOKEN_PX, motion_by_dt, references_at_input_size
 
     path = Path(res.get("data", {}).get("test", ""))
     if not path.is_file():
         return f"(test split {path} not found; references not computed)\n"
-    n = res["plan"]["image_size"] // TOKEN_PX
-    ref = reference_pck(path, (n, n), float(TOKEN_PX), delta=2.0)
+    ref = references_at_input_size(path, res["plan"]["image_size"])
     rows = ["| reference (no model) | PCK@2 |", "|---|---|",
             f"| uniform random token of frame k | {ref['uniform']:.3f} |",
             f"| same position as the query (no motion) | {ref['same_position']:.3f} |", "",
