@@ -109,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             res = run_probe(cfg, progress=tqdm)
             p = peak_numbers(res)
             row = {"label": label, **{k: p[k] for k in ("peak_layer", "pck", "rho", "y_dt24", "num_sequences")}}
-            if reported is not None:
+            if reported is not None and reported["num_sequences"] == p["num_sequences"]:   # not with --max-sequences
                 row.update(reported_pck=reported["pck"], reported_layer=reported["peak_layer"],
                            abs_diff=abs(p["pck"] - reported["pck"]))
             results.append(res)
             rows.append(row)
-            configs[label] = res["config"] if "config" in res else vars(cfg)
+            configs[label] = res["config"]
     except (ProbeError, TrackFormatError, FileNotFoundError, ValueError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
