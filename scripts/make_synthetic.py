@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="image size: one value for square images, or H W")
     p.add_argument("--frames", type=int, default=32, help="frames per scene")
     p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view in degrees")
+    p.add_argument("--pan", type=float, default=0.0, metavar="DEG",
+                   help="extra yaw sweep over each camera path (more image motion; default 0)")
     p.add_argument("--grid", type=int, default=8, help="g of the g x g query grid")
     p.add_argument("--sequences-per-scene", type=int, default=1)
     p.add_argument("--split", choices=["train", "eval"], default="train", help="which frame sampler to use")
@@ -49,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     height, width = (args.size * 2)[:2]
-    config = SyntheticSceneConfig(height=height, width=width, num_frames=args.frames, fov_deg=args.fov)
+    try:
+        config = SyntheticSceneConfig(height=height, width=width, num_frames=args.frames, fov_deg=args.fov,
+                                      pan_deg=args.pan)
+    except ValueError as e:
+        print(f"make_synthetic: error: {e}", file=sys.stderr)
+        return 2
     made_by = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     keys = make_synthetic_file(args.out, args.scenes, args.seed, config, grid=args.grid,
                                sequences_per_scene=args.sequences_per_scene, split=args.split,

@@ -224,6 +224,25 @@ def test_config_rejects_bad_values():
         SyntheticSceneConfig(min_boxes=4, max_boxes=2)
     with pytest.raises(ValueError, match="motion"):
         SyntheticSceneConfig(motion="spin")
+    with pytest.raises(ValueError, match="pan_deg"):
+        SyntheticSceneConfig(pan_deg=120)
+
+
+def test_pan_turns_the_camera_by_the_sweep_and_changes_nothing_else():
+    from dataclasses import replace
+
+    config = replace(SMALL, motion="dolly")
+    plain, panned = render_scene(3, config), render_scene(3, replace(config, pan_deg=30.0))
+    np.testing.assert_allclose(panned.cam_from_world[0], plain.cam_from_world[0], atol=1e-12)  # the sweep starts at 0
+    centres = lambda poses: -np.einsum("tji,tj->ti", poses[:, :3, :3], poses[:, :3, 3])  # noqa: E731
+    np.testing.assert_allclose(centres(panned.cam_from_world), centres(plain.cam_from_world), atol=1e-9)
+    fwd_plain, fwd_pan = plain.cam_from_world[-1, 2, :3], panned.cam_from_world[-1, 2, :3]      # optical axes
+    yaw = lambda v: np.degrees(np.arctan2(v[0], v[2]))  # noqa: E731   about the world vertical
+    assert abs(yaw(fwd_pan) - yaw(fwd_plain)) == pytest.approx(30.0, abs=1e-6)
+    assert abs(fwd_pan[1] - fwd_plain[1]) < 1e-9                        # no tilt added
+    boxes = lambda scene: [{k: v for k, v in o.items() if k != "visible_pixels"}  # noqa: E731
+                           for o in scene.metadata["objects"]]
+    assert boxes(plain) == boxes(panned)                                # same room and boxes
 
 
 def check_file(path, num_scenes, split):
@@ -268,3 +287,6 @@ def test_make_synthetic_script(tmp_path):
         meta = reader.scene_metadata(reader.scene_names[0])
     assert meta["made_by"]["scenes"] == 4 and meta["made_by"]["seed"] == 3
     assert meta["config"]["height"] == 88 and meta["config"]["num_frames"] == 26
+    bad = subprocess.run([*cmd[:3], str(tmp_path / "bad.h5"), "--scenes", "1", "--pan", "120"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "pan_deg must be in [0, 90]" in bad.stderr and not (tmp_path / "bad.h5").exists()

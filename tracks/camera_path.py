@@ -75,3 +75,19 @@ def motion_summary(cam_from_world: np.ndarray, pattern: str) -> dict[str, Any]:
 
 def round_list(x) -> list[float]:
     return [round(float(v), 4) for v in np.ravel(x)]
+
+
+def pan_targets(positions: np.ndarray, targets: np.ndarray, degrees: float) -> np.ndarray:
+    """Targets (T, 3) swung about the world vertical through each camera by an eased 0 -> `degrees` sweep.
+
+    The look direction at frame t turns by degrees * s(t), s easing from 0 to 1 like the paths
+    above, so the image content slides sideways: positive turns the camera to its right.
+    """
+    T = len(positions)
+    s = 0.5 - 0.5 * np.cos(np.pi * np.linspace(0.0, 1.0, T))                # (T,)
+    a = np.deg2rad(degrees) * s
+    d = targets - positions                                                 # (T, 3) look vectors
+    c, n = np.cos(a), np.sin(a)
+    # rotation about y (down): x' = c x + n z, z' = -n x + c z turns +z towards +x (to the right)
+    turned = np.stack([c * d[:, 0] + n * d[:, 2], d[:, 1], -n * d[:, 0] + c * d[:, 2]], axis=1)
+    return positions + turned

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from tracks.camera_path import MOTIONS, look_at, motion_summary, round_list, sample_camera_path
+from tracks.camera_path import MOTIONS, look_at, motion_summary, pan_targets, round_list, sample_camera_path
 from tracks.geometry import project
 from tracks.io import TrackWriter
 from tracks.sampling import plan_sequences
@@ -59,6 +59,7 @@ class SyntheticSceneConfig:
     pattern_prob: float = 0.7             # chance that a texture has a checker/stripe overlay
     same_texture_two_depths: bool = False
     motion: str | None = None             # "orbit" | "dolly" | "truck"; None draws one per scene
+    pan_deg: float = 0.0                  # extra eased yaw sweep over the path (random side); 0: none
 
     def __post_init__(self) -> None:
         if min(self.height, self.width, self.num_frames) < 1 or not 0 < self.fov_deg < 150:
@@ -66,6 +67,8 @@ class SyntheticSceneConfig:
         if not 0 <= self.min_boxes <= self.max_boxes <= len(OBJECT_COLORS):
             raise ValueError(f"need 0 <= min_boxes <= max_boxes <= {len(OBJECT_COLORS)}, "
                              f"got {self.min_boxes}, {self.max_boxes}")
+        if not 0 <= self.pan_deg <= 90:
+            raise ValueError(f"pan_deg must be in [0, 90] degrees, got {self.pan_deg}")
         if self.motion not in (None, *MOTIONS):
             raise ValueError(f"unknown camera motion {self.motion!r}; use one of {MOTIONS} or None")
 
@@ -297,6 +300,9 @@ def render_scene(seed: int, config: SyntheticSceneConfig | None = None, name: st
     rng = np.random.default_rng(seed)
     layout = sample_layout(rng, config)
     positions, targets, pattern = sample_camera_path(rng, config)
+    if config.pan_deg:                    # its own stream: the layout and path draws stay as without a pan
+        side = np.random.default_rng([seed, 7]).choice([-1.0, 1.0])
+        targets = pan_targets(positions, targets, side * config.pan_deg)
     cam_from_world = look_at(positions, targets)
     K = intrinsics(config)
     rgb, depth, ids = render_views(layout, K, cam_from_world, config.height, config.width)
