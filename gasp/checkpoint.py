@@ -3,14 +3,16 @@
     adapter/          a standard peft LoRA adapter (adapter_config.json + adapter_model.safetensors):
                       stock `PeftModel.from_pretrained(base, path)` loads it, gasp not needed
     heads/            `CorrespondenceHeads.save_pretrained` (training only)
-    trainer_state.pt  step, optimizer, scheduler, RNG states (torch, numpy, python) and the data
-                      position (the next global micro-batch index; the streams are index-based)
+    trainer_state.pt  step, optimizer, scheduler, the RNG states (torch, numpy, python) of every
+                      process (a list indexed by rank) and the data position (the next global
+                      micro-batch index; the streams are index-based)
 
 The folder is written under a temporary name and renamed into place, so a crash never
 leaves a half-written checkpoint that --resume could pick up.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -21,13 +23,27 @@ import numpy as np
 import torch
 
 STATE_NAME = "trainer_state.pt"
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_dir(out: str | Path, step: int) -> Path:
     return Path(out) / f"checkpoint-{step}"
 
 
-def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int) -> Path:
+def rng_state() -> dict:
+    """This process's torch, numpy and python RNG states."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
+                    rng_states: list[dict] | None = None) -> Path:
+    """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -39,8 +55,7 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
             heads.save_pretrained(tmp / "heads")
         torch.save({"step": step, "micro": micro, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                            "python": random.getstate()}}, tmp / STATE_NAME)
+                    "rng": rng_states or [rng_state()]}, tmp / STATE_NAME)
         if path.exists():
             shutil.rmtree(path)
         os.rename(tmp, path)
@@ -50,8 +65,9 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
     return path
 
 
-def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG from `path`; returns {"step", "micro"}."""
+def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, rank: int = 0,
+                    num_processes: int = 1) -> dict:
+    """Restore weights, optimizer, scheduler and this process's RNG from `path`; returns {"step", "micro"}."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -74,7 +90,9 @@ def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler) -
     state = torch.load(state_file, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
+    rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]   # a dict: saved by one process
+    if len(rng) != num_processes:
+        logger.warning("--resume %s: saved by %d process(es), resumed on %d; every process takes rank 0's "
+                       "RNG state, so dropout masks differ from an uninterrupted run", path, len(rng), num_processes)
+    set_rng_state(rng[rank] if len(rng) == num_processes else rng[0])
     return {"step": int(state["step"]), "micro": int(state["micro"])}

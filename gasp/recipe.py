@@ -113,7 +113,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
     position = {"step": 0, "micro": 0}
     if resume is not None:
-        position = ckpt.load_checkpoint(resume, peft_model, heads, optimizer, scheduler)
+        position = ckpt.load_checkpoint(resume, peft_model, heads, optimizer, scheduler,
+                                        accelerator.process_index, accelerator.num_processes)
         log.info("resumed from %s at step %d", resume, position["step"])
     gm.train()
     # The optimizer is prepared with the model (FSDP/DeepSpeed need both); the scheduler is stepped
@@ -266,10 +267,13 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
 
 
 def save(run: Run, step: int) -> None:
+    from accelerate.utils import gather_object
+
     acc = run.accelerator
     acc.wait_for_everyone()
+    rng_states = gather_object([ckpt.rng_state()])        # every rank's, in rank order (one process: its own)
     if acc.is_main_process:
         micro = step * run.cfg.optim.grad_accum
         ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, run.heads, run.optimizer,
-                             run.scheduler, step, micro)
+                             run.scheduler, step, micro, rng_states)
     acc.wait_for_everyone()

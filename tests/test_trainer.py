@@ -285,3 +285,35 @@ def test_geo_stream_reads_only_the_sampled_frames_and_matches_whole_scene_indexi
         exp = build_tracks(scene.depth[ids], scene.K[ids], scene.cam_from_world[ids], query_frame=0, grid=4)
         assert np.array_equal(seq.tracks, exp[0], equal_nan=True) and np.array_equal(seq.visible, exp[1])
         assert n_read == len(seq.frame_index) < scene.num_frames
+
+
+def test_two_process_resume_restores_every_ranks_rng(tracks, tmp_path):
+    """With LoRA dropout the RNG matters; each rank must get its own state back on resume."""
+    import torch
+
+    def launch(*args):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "scripts" / "train_gasp.py"), *args]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    full = tmp_path / "full"
+    launch(f"data.tracks={tracks / 'train.h5'}", f"run.out={full}", "loss.lm=false", "data.min_frames=3",
+           "data.max_frames=5", "optim.max_steps=4", "run.save_every=2", "run.eval_every=0", "run.eval_sequences=0",
+           "lora.dropout=0.2")
+    state = torch.load(full / "checkpoint-2" / "trainer_state.pt", weights_only=False)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    summary = lambda out: json.loads((out / "train_summary.json").read_text())["weights_checksum"]  # noqa: E731
+    for name, keep in (("resumed", 2), ("rank0_rng_only", 1)):      # the second is the old behaviour
+        out = tmp_path / name
+        out.mkdir()
+        (out / "config.yaml").write_text((full / "config.yaml").read_text().replace(str(full), str(out)))
+        ck = out / "checkpoint-2"
+        subprocess.run(["cp", "-r", str(full / "checkpoint-2"), str(ck)], check=True)
+        torch.save({**state, "rng": state["rng"][:keep]}, ck / "trainer_state.pt")
+        launch("--resume", str(ck))
+        same = summary(out) == summary(full)
+        assert same == (keep == 2), name
+    assert _metrics(tmp_path / "resumed") == _metrics(full)[2:]                  # steps 3 and 4
