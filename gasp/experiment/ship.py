@@ -27,9 +27,10 @@ BASE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokeni
 
 def peak_numbers(probe: dict[str, Any]) -> dict[str, Any]:
     """Peak layer (argmax of mean PCK over test sequences) and PCK, rho, Y(dt=24) there."""
-    pck = np.array([np.nan if v is None else v for v in probe["pck_mean"]], dtype=float)
-    k = int(np.nanargmax(pck))
-    return {"peak_layer": probe["layers"][k], "pck": float(pck[k]), "rho": probe["rho"][k],
+    from plots.figure3 import peak_layer_index
+
+    k = peak_layer_index(probe)
+    return {"peak_layer": probe["layers"][k], "pck": probe["pck_mean"][k], "rho": probe["rho"][k],
             "y_dt24": probe["dt_norm"][k][-1], "pck_per_layer": probe["pck_mean"],
             "num_sequences": probe["num_sequences"]}
 
