@@ -81,12 +81,13 @@ def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, r
     if unexpected:
         raise ValueError(f"--resume {path}: adapter weights do not fit the model: {unexpected[:5]}")
     if heads is not None:
-        from gasp.heads import CorrespondenceHeads
+        from gasp.qk_heads import load_heads
 
-        saved = CorrespondenceHeads.from_pretrained(path / "heads")
-        if saved.layers != heads.layers:
-            raise ValueError(f"--resume {path}: heads on layers {saved.layers}, the config asks for {heads.layers}")
-        heads.heads.load_state_dict(saved.heads.state_dict())
+        saved = load_heads(path / "heads")
+        if saved.layers != heads.layers or type(saved) is not type(heads):
+            raise ValueError(f"--resume {path}: {type(saved).__name__} on layers {saved.layers}, the config asks for "
+                             f"{type(heads).__name__} on {heads.layers}")
+        heads.load_state_dict(saved.state_dict())
     state = torch.load(state_file, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

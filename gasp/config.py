@@ -65,7 +65,8 @@ class LossConfig:
     tau: float = 0.07
     chunk_size: int | None = 64
     on: str = "heads"                   # "heads": eq. 5-8 on the heads' embeddings; "qk": on each layer's
-                                        # post-RoPE Q (anchor) vs K (candidates), no heads (issue 5, arm D)
+                                        # post-RoPE Q (anchor) vs K (candidates), no heads (issue 5, arm D);
+                                        # "qk_heads": a head pair on post-RoPE Q and K (`gasp.qk_heads`, issue 9, arm E)
 
 
 @dataclass
@@ -221,8 +222,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("optim.max_steps and optim.grad_accum must be >= 1")
     if cfg.model.mixed_precision not in ("auto", "bf16", "no"):
         raise ConfigError(f"model.mixed_precision must be auto, bf16 or no, got {cfg.model.mixed_precision!r}")
-    if cfg.loss.on not in ("heads", "qk"):
-        raise ConfigError(f"loss.on must be heads or qk, got {cfg.loss.on!r}")
+    if cfg.loss.on not in ("heads", "qk", "qk_heads"):
+        raise ConfigError(f"loss.on must be heads, qk or qk_heads, got {cfg.loss.on!r}")
     if cfg.heads.init not in ("svd", "random"):
         raise ConfigError(f"heads.init must be svd or random, got {cfg.heads.init!r}")
     if isinstance(cfg.heads.layers, str) and cfg.heads.layers != "all":

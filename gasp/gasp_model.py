@@ -9,6 +9,9 @@ forward with the heads' inputs captured at the visual tokens, `gasp.capture`, th
 `gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
 LoRA weights and the heads.
 
+`loss.on="qk_heads"` (issue 9's arm E) keeps heads but moves them onto post-RoPE Q (anchor)
+and K (candidates), one head pair per layer (`gasp.qk_heads`).
+
 `loss.on="qk"` (not in the paper; issue 5's arm D) puts the same losses on the attention
 itself, with no heads: the anchor is each layer's post-RoPE query, the candidates are the
 post-RoPE keys (`gasp.hooks.capture_qk`, grad mode). Per token, each head's vector is
@@ -89,10 +92,24 @@ class GaspModel(nn.Module):
         k = torch.stack([qk_embedding(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers])
         return k.unflatten(1, (nf, p)), q.unflatten(1, (nf, p))              # (L, F', P, H*D) each
 
+    def _qk_head_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
+        from gasp.hooks import capture_qk
+        from gasp.qk_heads import flat_heads
+
+        nf, p = batch["grids"]
+        with capture_qk(self.model, self.decoder_layers, layers=self.heads.layers,
+                        positions=batch["positions"].to(dev), grad=True) as rec:
+            self.model(**inputs, logits_to_keep=1)
+        q = {i: flat_heads(rec.q[i][0]) for i in rec.layers}                   # layer -> (F'*P, H*D)
+        k = {i: flat_heads(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers}
+        anchor, cand = self.heads(q, k)                                         # (L, F'*P, E) each
+        return cand.unflatten(1, (nf, p)), anchor.unflatten(1, (nf, p))
+
     def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
         lc = self.loss_cfg
         tg = batch["targets"].to(dev)
-        emb, anchor_emb = (self._qk_embeddings if lc.on == "qk" else self._head_embeddings)(inputs, batch, dev)
+        embed = {"qk": self._qk_embeddings, "qk_heads": self._qk_head_embeddings}.get(lc.on, self._head_embeddings)
+        emb, anchor_emb = embed(inputs, batch, dev)
         res = gasp_losses(emb, tg.anchor_tok, tg.gt_tok, tg.valid, tg.gt_depth, tg.tok_depth,
                           query_frame=tg.query_frame, tau=lc.tau, chunk_size=lc.chunk_size, anchor_emb=anchor_emb)
         loss = emb.new_zeros(())

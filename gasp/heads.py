@@ -54,12 +54,18 @@ __all__ = ["CorrespondenceHead", "CorrespondenceHeads", "base_q_proj", "svd_init
 
 
 class CorrespondenceHead(nn.Module):
-    """2-layer MLP d -> hidden -> d_emb with GELU, L2-normalised output (eq. 4)."""
+    """2-layer MLP d -> hidden -> d_emb with GELU, L2-normalised output (eq. 4).
+
+    hidden=0 makes a linear head d -> d_emb (no GELU, no fc2): issue 9's arm F, a head with too
+    little capacity to do the matching for the LLM. Its SVD init is fc1's rule with k = d_emb.
+    """
 
     def __init__(self, d_model: int, hidden: int = 512, d_emb: int = 128):
         super().__init__()
-        self.fc1 = nn.Linear(d_model, hidden)
-        self.fc2 = nn.Linear(hidden, d_emb)
+        if hidden < 0 or d_emb < 1:
+            raise ValueError(f"need hidden >= 0 and d_emb >= 1, got {hidden}, {d_emb}")
+        self.fc1 = nn.Linear(d_model, hidden or d_emb)
+        self.fc2 = nn.Linear(hidden, d_emb) if hidden else None
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., d) normed hidden states -> (..., d_emb) unit vectors.
@@ -67,7 +73,8 @@ class CorrespondenceHead(nn.Module):
         The input is cast to the head's parameter dtype; the normalisation runs in float32
         and the result is float32 (float64 for float64 heads), the dtype the losses use.
         """
-        y = self.fc2(F_.gelu(self.fc1(x.to(self.fc1.weight.dtype))))
+        y = self.fc1(x.to(self.fc1.weight.dtype))
+        y = self.fc2(F_.gelu(y)) if self.fc2 is not None else y
         y = y if y.dtype == torch.float64 else y.float()
         return F_.normalize(y, dim=-1)
 
@@ -96,7 +103,7 @@ def svd_init_(head: CorrespondenceHead, weight: Tensor, bias: Tensor | None = No
     """SVD initialisation of `head` from q_proj's W_q (H*D, d) and b_q (module docstring)."""
     fc1, fc2 = head.fc1, head.fc2
     k, d = fc1.weight.shape
-    e = fc2.weight.shape[0]
+    e = fc2.weight.shape[0] if fc2 is not None else k
     if weight.ndim != 2 or weight.shape[1] != d:
         raise ValueError(f"q_proj weight {tuple(weight.shape)} does not take the head's input width {d}")
     # float32 is ample for an initialisation and keeps 28 SVDs of a 3584^2 W_q cheap; a float64
@@ -115,7 +122,7 @@ def svd_init_(head: CorrespondenceHead, weight: Tensor, bias: Tensor | None = No
         w1[m:] = torch.randn(k - m, d, dtype=w.dtype, device=w.device) * sigma
     fc1.weight.copy_(w1)
     fc1.bias.copy_(b1)
-    if e <= k:
+    if fc2 is not None and e <= k:
         fc2.weight.zero_()
         fc2.weight[:, :e].copy_(torch.eye(e))
         fc2.bias.zero_()

@@ -107,6 +107,12 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
         layers = None if cfg.heads.layers == "all" else cfg.heads.layers
         heads = CorrespondenceHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
                                                hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
+    elif geo is not None and cfg.loss.on == "qk_heads":
+        from gasp.qk_heads import QKHeads
+
+        layers = None if cfg.heads.layers == "all" else cfg.heads.layers
+        heads = QKHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
+                                   hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
     gm = GaspModel(peft_model, heads, adapter, cfg)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)

@@ -222,6 +222,7 @@ class LayerResult:
     valid: torch.Tensor            # (F', N) bool: visible in the query frame and in frame k
     pred_rc: torch.Tensor          # (F', N, 2) long row, col, or (H, F', N, 2)
     dt: torch.Tensor | None = None  # (F',) long |frame_index[k] - frame_index[query]|
+    correct_at: dict[float, torch.Tensor] | None = None  # extra thresholds: delta -> (F', N) bool, like correct
 
 
 def evaluate_layer(
@@ -235,6 +236,7 @@ def evaluate_layer(
     heads: HeadsMode = "mean",
     delta: float = 2.0,
     scale: float | None = None,
+    extra_deltas: Sequence[float] = (),
 ) -> LayerResult:
     """Everything the probe needs from one layer of one sequence.
 
@@ -261,11 +263,14 @@ def evaluate_layer(
     gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
     valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
     correct = within_delta(pred_rc, gt.to(pred_rc.device), delta) & valid.to(pred_rc.device)
+    correct_at = {float(d): within_delta(pred_rc, gt.to(pred_rc.device), d) & valid.to(pred_rc.device)
+                  for d in extra_deltas}
     dt = None
     if frame_index is not None:
         fi = torch.as_tensor(frame_index, dtype=torch.long)
         dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
-    return LayerResult(correct=correct, conf=conf, valid=valid.to(pred_rc.device), pred_rc=pred_rc, dt=dt)
+    return LayerResult(correct=correct, conf=conf, valid=valid.to(pred_rc.device), pred_rc=pred_rc, dt=dt,
+                       correct_at=correct_at or None)
 
 
 def summarize(

@@ -45,6 +45,7 @@ class ProbeConfig:
     rope: str = "post"
     heads: str = "mean"
     delta: float = 2.0
+    extra_deltas: tuple[float, ...] = ()  # further PCK thresholds, reported as pck_at (issue 9: 1 and 4)
     max_sequences: int | None = None
     frames_mode: str | None = None     # adapter default when None
     dtype: str = "fp32"
@@ -141,7 +142,8 @@ class Probe:
                 res = [metrics.evaluate_layer(
                     q[b], k[b], torch.from_numpy(seq.tracks[fids]), torch.from_numpy(seq.visible[fids]),
                     layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qf,
-                    heads=mode, delta=self.cfg.delta) for mode in heads_modes]
+                    heads=mode, delta=self.cfg.delta, extra_deltas=self.cfg.extra_deltas if mode != "per-head" else ())
+                    for mode in heads_modes]
                 per_seq[b].append(res)
 
         for seq in seqs:
@@ -160,10 +162,17 @@ class Probe:
             rec = {"correct": torch.stack([r[0].correct for r in rows]).cpu().numpy(),   # (L, F', N)
                    "conf": torch.stack([r[0].conf for r in rows]).float().cpu().numpy(),  # (L, F', N)
                    "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy()}
+            for d in self.cfg.extra_deltas:
+                rec[delta_key(d)] = torch.stack([r[0].correct_at[float(d)] for r in rows]).cpu().numpy()
             if len(rows[0]) > 1:
                 rec["correct_head"] = torch.stack([r[1].correct for r in rows]).cpu().numpy()  # (L, H, F', N)
             out.append(rec)
         return out
+
+
+def delta_key(d: float) -> str:
+    """results.h5 array name of the per-point correctness at an extra threshold, e.g. correct_d4."""
+    return f"correct_d{float(d):g}".replace(".", "p")
 
 
 def _layer_results(arrays: dict[str, np.ndarray], key: str = "correct") -> list[metrics.LayerResult]:
@@ -189,6 +198,10 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
         "num_predictions": s["num_predictions"], "sequences": keys, "skipped_sequences": sorted(skipped),
         "per_sequence": {"pck": nn(s["pck_seq"]), "rho": nn(s["rho_seq"])},
     }
+    for d in cfg.extra_deltas:
+        sd = metrics.summarize([_layer_results(done[k]["arrays"], delta_key(d)) for k in keys], DTS)
+        res.setdefault("pck_at", {})[f"{float(d):g}"] = {"pck_mean": nn(sd["pck_mean"]), "pck_std": nn(sd["pck_std"]),
+                                                        "dt_pck": nn(sd["dt_pck"])}
     if all("correct_head" in done[k]["arrays"] for k in keys):
         sh = metrics.summarize([_layer_results(done[k]["arrays"], "correct_head") for k in keys], DTS)
         res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)
@@ -220,7 +233,8 @@ def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
     """Refuse to resume OUT with a probe whose numbers would differ; record the config otherwise."""
     import json
 
-    want = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
+    want = {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in _RESUME_FREE and not (k == "extra_deltas" and not v)}   # OUTs from before extra_deltas
     want = json.loads(json.dumps(want))                  # tuples -> lists, as read back
     path = out / "probe_config.json"
     if path.is_file():

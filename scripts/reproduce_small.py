@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def plan_sha() -> str | None:
+    """The last commit that touched docs/results/v2/PLAN.md (the pre-registration), if git knows it."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%H", "--", "docs/results/v2/PLAN.md"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder")
@@ -28,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller model, fewer scenes and steps (minutes)")
     size.add_argument("--smoke", action="store_true", help="a minimal run for the tests (seconds)")
-    ap.add_argument("--arms", nargs="+", help="subset of arms (default: A B C D)")
+    size.add_argument("--preset", help="a preset by name (full, quick, smoke, v1, v1-quick, v1-smoke); "
+                                       "v1 re-makes issue 5's run")
+    ap.add_argument("--arms", nargs="+", help="subset of arms (default: the preset's, A-F for v2)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("gasp", "probes", "tracks", "transformers", "peft", "accelerate"):
@@ -41,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from gasp.runinfo import run_info, write_json_atomic, write_text_atomic
     from plots.figure3 import draw_figure3
 
-    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
+    preset = args.preset or ("smoke" if args.smoke else "quick" if args.quick else "full")
     seeds = args.seeds if args.seeds is not None else (1 if args.smoke else None)
     try:
         plan = make_plan(preset, seeds=seeds, arms=args.arms)
@@ -52,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     info = run_info()                     # the code that runs: taken now, not after an hour of edits
+    info["plan_sha"] = plan_sha()
     try:
         res = run_experiment(plan, out, progress=log.warning)
     except PlanMismatchError as e:

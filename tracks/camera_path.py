@@ -91,3 +91,26 @@ def pan_targets(positions: np.ndarray, targets: np.ndarray, degrees: float) -> n
     # rotation about y (down): x' = c x + n z, z' = -n x + c z turns +z towards +x (to the right)
     turned = np.stack([c * d[:, 0] + n * d[:, 2], d[:, 1], -n * d[:, 0] + c * d[:, 2]], axis=1)
     return positions + turned
+
+
+def shake_poses(cam_from_world: np.ndarray, std_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """(T, 4, 4) poses turned about their own centres by i.i.d. yaw and pitch jitter (handheld shake).
+
+    Frame t's camera turns by yaw ~ N(0, std^2) about its down axis and pitch ~ N(0, std^2)
+    about its right axis (each clipped to +-2.5 std), independently per frame, so the image
+    moves by about f * tan(angle) pixels between ANY two frames, Delta-t = 1 included, while a
+    zero-mean jitter never carries the view away (points stay in view at large Delta-t). No
+    roll. The centres do not move: cam_from_world' = [J R | J t] with J the jitter rotation.
+    """
+    T = len(cam_from_world)
+    yaw, pitch = np.deg2rad(np.clip(rng.normal(0.0, std_deg, (2, T)), -2.5 * std_deg, 2.5 * std_deg))
+    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+    J = np.zeros((T, 3, 3))
+    # J = R_pitch(about camera x) @ R_yaw(about camera y): rows map old camera axes to new ones
+    J[:, 0, 0], J[:, 0, 2] = cy, -sy
+    J[:, 1, 0], J[:, 1, 1], J[:, 1, 2] = -sp * sy, cp, -sp * cy
+    J[:, 2, 0], J[:, 2, 1], J[:, 2, 2] = cp * sy, sp, cp * cy
+    out = cam_from_world.copy()
+    out[:, :3, :3] = J @ cam_from_world[:, :3, :3]
+    out[:, :3, 3] = np.einsum("tij,tj->ti", J, cam_from_world[:, :3, 3])
+    return out

@@ -30,7 +30,15 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from tracks.camera_path import MOTIONS, look_at, motion_summary, pan_targets, round_list, sample_camera_path
+from tracks.camera_path import (
+    MOTIONS,
+    look_at,
+    motion_summary,
+    pan_targets,
+    round_list,
+    sample_camera_path,
+    shake_poses,
+)
 from tracks.geometry import project
 from tracks.io import TrackWriter
 from tracks.sampling import plan_sequences
@@ -60,6 +68,7 @@ class SyntheticSceneConfig:
     same_texture_two_depths: bool = False
     motion: str | None = None             # "orbit" | "dolly" | "truck"; None draws one per scene
     pan_deg: float = 0.0                  # extra eased yaw sweep over the path (random side); 0: none
+    shake_deg: float = 0.0                # handheld shake: i.i.d. per-frame yaw/pitch jitter, std in degrees; 0: none
 
     def __post_init__(self) -> None:
         if min(self.height, self.width, self.num_frames) < 1 or not 0 < self.fov_deg < 150:
@@ -69,6 +78,8 @@ class SyntheticSceneConfig:
                              f"got {self.min_boxes}, {self.max_boxes}")
         if not 0 <= self.pan_deg <= 90:
             raise ValueError(f"pan_deg must be in [0, 90] degrees, got {self.pan_deg}")
+        if not 0 <= self.shake_deg <= 20:
+            raise ValueError(f"shake_deg must be in [0, 20] degrees, got {self.shake_deg}")
         if self.motion not in (None, *MOTIONS):
             raise ValueError(f"unknown camera motion {self.motion!r}; use one of {MOTIONS} or None")
 
@@ -304,6 +315,8 @@ def render_scene(seed: int, config: SyntheticSceneConfig | None = None, name: st
         side = np.random.default_rng([seed, 7]).choice([-1.0, 1.0])
         targets = pan_targets(positions, targets, side * config.pan_deg)
     cam_from_world = look_at(positions, targets)
+    if config.shake_deg:                  # its own stream too: renders without shake stay byte-identical
+        cam_from_world = shake_poses(cam_from_world, config.shake_deg, np.random.default_rng([seed, 11]))
     K = intrinsics(config)
     rgb, depth, ids = render_views(layout, K, cam_from_world, config.height, config.width)
     T = config.num_frames

@@ -5,6 +5,8 @@ matching (eq. 10-12: cosine, argmax over frame k's grid, within 2 tokens) runs o
 heads' unit embeddings e = H_c(x) of the same visual tokens (x = q_proj's input,
 `gasp.capture`), one "head" of width E per layer, query and key side both e. High PCK
 here with low probe PCK means the heads learnt the matching but the attention did not.
+Q/K head pairs (`gasp.qk_heads`, arm E) embed the query side from the captured post-RoPE Q
+and the key side from K, as they were trained.
 
 Shape vocabulary: L head layers, F grids (frames), h x w tokens, P = h*w, E embedding width.
 """
@@ -37,21 +39,36 @@ def head_pck(model, processor, adapter, heads: CorrespondenceHeads, tracks_path,
             inputs, layout = adapter.prepare_inputs(seq.frames, processor_or_tokenizer=processor, prompt=prompt,
                                                     fps=fps, size=size)
             dev = next(model.parameters()).device
-            with capture_q_inputs(model, layers_module, layers=heads.layers,
-                                  positions=layout.flat_positions.to(dev)) as rec:
-                model(**{k: v.to(dev) for k, v in inputs.items()})
             f, (h, w) = layout.num_grids, layout.grid
-            emb = heads({l: x[0].to(heads.heads[str(l)].fc1.weight.device) for l, x in rec.states.items()})
-            emb = emb.unflatten(1, (f, h, w))                                # (L, F, h, w, E)
+            emb_q, emb_k = _embed(model, layers_module, heads, inputs, layout, dev)
+            emb_q, emb_k = emb_q.unflatten(1, (f, h, w)), emb_k.unflatten(1, (f, h, w))  # (L, F, h, w, E)
             fids = layout.frame_ids.cpu().numpy()
             qf = int(np.flatnonzero(fids == seq.query_frame)[0])
             tracks = torch.from_numpy(seq.tracks[fids])
             visible = torch.from_numpy(seq.visible[fids])
             frame_index = torch.from_numpy(seq.frame_index[fids])
-            per_seq.append([metrics.evaluate_layer(e[None], e[None], tracks, visible, layout.token_size,
-                                                   frame_index, query_frame=qf, delta=delta) for e in emb])
+            per_seq.append([metrics.evaluate_layer(eq[None], ek[None], tracks, visible, layout.token_size,
+                                                   frame_index, query_frame=qf, delta=delta)
+                            for eq, ek in zip(emb_q, emb_k)])
             keys.append(seq.key)
     s = metrics.summarize(per_seq, DTS)
     nn = metrics.nan_to_none
     return {"layers": heads.layers, "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]),
             "dt": list(DTS), "dt_norm": nn(s["dt_norm"]), "sequences": keys, "pck_seq": nn(s["pck_seq"])}
+
+
+def _embed(model, layers_module, heads, inputs, layout, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, F*h*w, E) query-side and key-side embeddings of one sequence's visual tokens."""
+    from gasp.hooks import capture_qk
+    from gasp.qk_heads import QKHeads, flat_heads
+
+    pos = layout.flat_positions.to(dev)
+    if isinstance(heads, QKHeads):
+        with capture_qk(model, layers_module, layers=heads.layers, positions=pos) as rec:
+            model(**{k: v.to(dev) for k, v in inputs.items()})
+        return heads({i: flat_heads(rec.q[i][0]) for i in rec.layers},
+                     {i: flat_heads(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers})
+    with capture_q_inputs(model, layers_module, layers=heads.layers, positions=pos) as rec:
+        model(**{k: v.to(dev) for k, v in inputs.items()})
+    emb = heads({l: x[0].to(heads.heads[str(l)].fc1.weight.device) for l, x in rec.states.items()})
+    return emb, emb

@@ -29,10 +29,16 @@ ARMS: dict[str, dict[str, object]] = {
     "B": {"label": "B: LM + corr", "overrides": ["loss.corr=true", "loss.depth=false"]},
     "C": {"label": "C: LM + corr + depth", "overrides": ["loss.corr=true", "loss.depth=true"]},
     "D": {"label": "D: LM + corr + depth on Q/K", "overrides": ["loss.corr=true", "loss.depth=true", "loss.on=qk"]},
+    # issue 9: two head designs the paper leaves open (docs/results/v2/PLAN.md says why these two)
+    "E": {"label": "E: C with Q/K head pairs", "overrides": ["loss.corr=true", "loss.depth=true", "loss.on=qk_heads"]},
+    "F": {"label": "F: C with linear heads", "overrides": ["loss.corr=true", "loss.depth=true", "heads.hidden=0"]},
 }
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
 # the quick and smoke presets check the pipeline on their own test scenes, never the reported test split
 DEV_SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 4000}
+# v2 (issue 9): the instruction data has scenes of its own, disjoint from every split
+SPLIT_SEEDS_V2 = {**SPLIT_SEEDS, "instruct": 1500}
+DEV_SPLIT_SEEDS_V2 = {**DEV_SPLIT_SEEDS, "instruct": 1500}
 
 
 @dataclass
@@ -68,7 +74,20 @@ class Plan:
     lm_ratio: float = 0.25
     split_seeds: dict[str, int] = field(default_factory=lambda: dict(SPLIT_SEEDS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: ["A", "B", "C", "D"])
+    # ---- v2 (issue 9); the defaults are v1's behaviour, so v1's plan.json still loads as v1
+    version: int = 1
+    shake_deg: float = 0.0                # handheld shake of every split's camera (`SyntheticSceneConfig.shake_deg`)
+    pan_deg: float = 0.0
+    warmup: str = "lora"                  # "lora": v1 (LoRA on the LLM, merged); "full": every weight, vision too
+    instruct_scenes: int = 0              # 0: instruction data from the train scenes (v1); else scenes of their own
+    instruct_frames: int = 16             # frames rendered per instruction scene (qa_frames of them are shown)
+    head_lr_mult: float = 4.0
+    # validation sweep: arm C, seed 0, `sweep_steps` steps per [lr, lora_r]; the best mean head-space
+    # PCK@2 over layers on the validation split sets lr and lora_r for every arm. Empty: no sweep.
+    sweep: list[list[float]] = field(default_factory=list)
+    sweep_steps: int = 0
+    extra_deltas: list[float] = field(default_factory=list)   # PCK thresholds reported beside delta = 2
 
     def model_overrides(self) -> dict[str, int]:
         return {"hidden_size": self.hidden_size, "num_hidden_layers": self.num_hidden_layers,
@@ -76,27 +95,58 @@ class Plan:
                 "intermediate_size": self.intermediate_size, "vision_depth": self.vision_depth,
                 "vision_hidden_size": self.vision_hidden_size}
 
-    def train_overrides(self) -> list[str]:
+    def scene_config(self, num_frames: int):
+        from tracks.synthetic import SyntheticSceneConfig
+
+        s = self.image_size
+        return SyntheticSceneConfig(height=s, width=s, num_frames=num_frames, shake_deg=self.shake_deg,
+                                    pan_deg=self.pan_deg)
+
+    def train_overrides(self, lr: float | None = None, lora_r: int | None = None) -> list[str]:
         """Trainer overrides shared by the warm-up and every arm (`gasp.config` keys)."""
         s = self.image_size
+        lr, r = lr or self.lr, int(lora_r or self.lora_r)
         return [f"model.size=[{s},{s}]", "model.grad_ckpt=false", "model.mixed_precision='no'",
-                f"lora.r={self.lora_r}", f"lora.alpha={2 * self.lora_r}",
+                f"lora.r={r}", f"lora.alpha={2 * r}",
                 f"heads.hidden={self.heads_hidden}", f"heads.d_emb={self.heads_d_emb}",
                 "data.grid=8", f"data.min_frames={self.min_frames}", f"data.max_frames={self.max_frames}",
                 f"data.radius={self.radius}", f"data.lm_ratio={self.lm_ratio}", f"data.num_frames_lm={self.qa_frames}",
-                f"optim.lr={self.lr}", "optim.head_lr_mult=4.0", "optim.warmup_steps=10",
+                f"optim.lr={lr}", f"optim.head_lr_mult={self.head_lr_mult}", "optim.warmup_steps=10",
                 "run.eval_every=0", "run.save_every=0", "run.log_every=1", f"run.eval_sequences={self.val_scenes}"]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+V2 = dict(version=2, hidden_size=256, num_hidden_layers=6, image_size=448, shake_deg=10.0, warmup="full",
+          train_scenes=48, train_frames=40, val_scenes=4, test_scenes=30, qa_frames=4, instruct_scenes=300,
+          warmup_steps=1800, warmup_lr=1e-3, arm_steps=300, lr=1e-3, lora_r=16, min_frames=4, max_frames=6,
+          sweep=[[1e-3, 16], [3e-3, 16], [1e-3, 64]], sweep_steps=150, extra_deltas=[1.0, 4.0],
+          seeds=[0, 1], arms=list(ARMS), split_seeds=dict(SPLIT_SEEDS_V2))
+
 PRESETS: dict[str, Plan] = {
-    "full": Plan(),
-    "quick": Plan(preset="quick", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+    # issue 9's decisive replication (docs/results/v2/PLAN.md): 16 x 16 tokens, shaken cameras
+    "full": Plan(preset="full", **V2),
+    "quick": Plan(preset="quick", **{**V2, "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                                     "intermediate_size": 256, "train_scenes": 12, "train_frames": 32,
+                                     "val_scenes": 2, "test_scenes": 6, "instruct_scenes": 60,
+                                     "warmup_steps": 150, "arm_steps": 40, "sweep": [[1e-3, 16], [3e-3, 16]],
+                                     "sweep_steps": 20, "heads_hidden": 64, "heads_d_emb": 32, "seeds": [0],
+                                     "split_seeds": dict(DEV_SPLIT_SEEDS_V2)}),
+    "smoke": Plan(preset="smoke", **{**V2, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                     "num_key_value_heads": 1, "intermediate_size": 128, "image_size": 112,
+                                     "train_scenes": 3, "train_frames": 26, "val_scenes": 1, "test_scenes": 2,
+                                     "qa_frames": 4, "qa_scenes": 1, "instruct_scenes": 3, "instruct_frames": 4,
+                                     "warmup_steps": 2, "arm_steps": 2, "lora_r": 4, "sweep": [[1e-3, 4], [3e-3, 4]],
+                                     "sweep_steps": 1, "heads_hidden": 32, "heads_d_emb": 16, "min_frames": 3,
+                                     "max_frames": 4, "radius": 8, "seeds": [0],
+                                     "split_seeds": dict(DEV_SPLIT_SEEDS_V2)}),
+    # issue 5's run (docs/results/small), kept so that its numbers can be re-made
+    "v1": Plan(preset="v1", arms=["A", "B", "C", "D"]),
+    "v1-quick": Plan(preset="v1-quick", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
                   train_scenes=12, train_frames=32, val_scenes=1, test_scenes=6, warmup_steps=100, arm_steps=60,
                   heads_hidden=64, heads_d_emb=32, split_seeds=dict(DEV_SPLIT_SEEDS)),
-    "smoke": Plan(preset="smoke", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+    "v1-smoke": Plan(preset="v1-smoke", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                   intermediate_size=128, image_size=112, train_scenes=3, train_frames=26, val_scenes=1,
                   test_scenes=2, qa_frames=4, qa_scenes=1, warmup_steps=2, arm_steps=2, lora_r=4,
                   heads_hidden=32, heads_d_emb=16, min_frames=3, max_frames=4, radius=8,

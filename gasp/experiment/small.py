@@ -48,40 +48,47 @@ EVAL_FRAMES = 26                       # evaluation scenes: enough frames for De
 def make_split(plan: Plan, split: str, path: Path) -> Path:
     """Render one split's tracks file (skipped where already there); the same call everywhere, so the
     shipped checkpoints' test split (`probes/compare.py`) is re-rendered exactly as the experiment did."""
-    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+    from tracks.synthetic import make_synthetic_file
 
     n_key, frames_key, sampler = SPLIT_SPECS[split]
     frames = getattr(plan, frames_key) if frames_key else EVAL_FRAMES
     if not path.exists():
-        s = plan.image_size
         make_synthetic_file(path, getattr(plan, n_key), seed=plan.split_seeds[split], grid=8, split=sampler,
-                            config=SyntheticSceneConfig(height=s, width=s, num_frames=frames))
+                            config=plan.scene_config(frames))
     return path
 
 
 def make_data(plan: Plan, root: Path) -> dict[str, Path]:
     """Render the three splits and the instruction data (skipped where already there)."""
     from gasp.data.synthetic_instruct import (
+        render_scenes,
         scenes_from_tracks,
         write_synthetic_instruct,
     )
 
-    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in plan.split_seeds}
+    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in SPLIT_SPECS}
     paths["instruct"] = root / "instruct" / "instruct.json"
     if not paths["instruct"].exists():
-        write_synthetic_instruct(scenes_from_tracks(paths["train"]), paths["instruct"].parent,
-                                 num_frames=plan.qa_frames, seed=0)
+        # v1: questions about the train scenes; v2: scenes of their own seed range, many more of them
+        scenes = (render_scenes(plan.instruct_scenes, plan.split_seeds["instruct"],
+                                plan.scene_config(plan.instruct_frames))
+                  if plan.instruct_scenes else scenes_from_tracks(paths["train"]))
+        write_synthetic_instruct(scenes, paths["instruct"].parent, num_frames=plan.qa_frames, seed=0)
     return paths
 
 
-def _config(plan: Plan, data: dict[str, Path], model: Path, out: Path, seed: int, steps: int, extra: list[str]):
-    return load_config(None, [*plan.train_overrides(), f"model.name={model}", f"data.tracks={data['train']}",
+def _config(plan: Plan, data: dict[str, Path], model: Path, out: Path, seed: int, steps: int, extra: list[str],
+            lr: float | None = None, lora_r: int | None = None):
+    return load_config(None, [*plan.train_overrides(lr, lora_r), f"model.name={model}", f"data.tracks={data['train']}",
                               f"data.tracks_eval={data['val']}", f"data.instruct={data['instruct']}",
                               f"optim.max_steps={steps}", f"run.out={out}", f"run.seed={seed}", *extra])
 
 
-def warmup(plan: Plan, data: dict[str, Path], out: Path) -> Path:
-    """LM-only warm-up from random weights; returns the merged base model folder OUT/base."""
+def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], None] | None = None) -> Path:
+    """LM-only warm-up from random weights; returns the base model folder OUT/base.
+
+    plan.warmup "lora" (v1): LoRA on the LLM through the recipe, then merged. "full" (v2):
+    every weight, vision tower included (`gasp.experiment.warmup`)."""
     from gasp.models import load_model
     from gasp.models.tiny import save_tiny
     from gasp.recipe import train
@@ -91,6 +98,12 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path) -> Path:
         return base
     init = out / "base_init"
     save_tiny(TINY_FAMILY, init, seed=0, **plan.model_overrides())
+    if plan.warmup == "full":
+        from gasp.experiment.warmup import full_warmup
+
+        s = plan.image_size
+        return full_warmup(init, data["instruct"], out, steps=plan.warmup_steps, lr=plan.warmup_lr, size=(s, s),
+                           num_frames=plan.qa_frames, seed=0, say=say)
     cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps, ["loss.corr=false", "loss.depth=false",
                                                                         f"optim.lr={plan.warmup_lr}"])
     train(cfg)
@@ -100,15 +113,58 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path) -> Path:
     return base
 
 
-def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int,
-              out: Path) -> tuple[Path, dict, dict]:
+def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int, out: Path,
+              steps: int | None = None, lr: float | None = None, lora_r: int | None = None) -> tuple[Path, dict, dict]:
     """Train one arm from the base; returns (checkpoint folder, validation results, resolved trainer config)."""
     from gasp.config import to_dict
     from gasp.recipe import train
 
-    cfg = _config(plan, data, base, out, seed, plan.arm_steps, list(ARMS[arm]["overrides"]))
+    steps = steps or plan.arm_steps
+    cfg = _config(plan, data, base, out, seed, steps, list(ARMS[arm]["overrides"]), lr, lora_r)
     summary = train(cfg)
-    return out / f"checkpoint-{plan.arm_steps}", summary.get("results") or {}, to_dict(cfg)
+    return out / f"checkpoint-{steps}", summary.get("results") or {}, to_dict(cfg)
+
+
+def loss_curves(run_dir: Path) -> dict[str, list]:
+    """The run's metrics.jsonl as columns: step and each loss term (None where a step did not compute it)."""
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    return {k: [r.get(k) for r in rows] for k in ("step", "l_lm", "l_corr", "l_depth")}
+
+
+def val_head_pck(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path) -> dict[str, Any] | None:
+    """Head-space PCK@2 of a checkpoint's heads on the validation split (None without heads)."""
+    from gasp.experiment.head_probe import head_pck
+    from gasp.models import load_model
+    from gasp.qk_heads import load_heads
+
+    if not (ckpt / "heads").is_dir():
+        return None
+    model, proc, ad = load_model(str(base), adapter=str(ckpt / "adapter"))
+    s = plan.image_size
+    return head_pck(model, proc, ad, load_heads(ckpt / "heads"), data["val"], size=(s, s))
+
+
+def run_sweep(plan: Plan, data: dict[str, Path], base: Path, out: Path,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    """The validation sweep (`Plan.sweep`): arm C, seed 0; picks [lr, lora_r] by mean head-space val PCK."""
+    path = out / "sweep" / "sweep.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = []
+    for lr, r in plan.sweep:
+        d = out / "sweep" / f"lr{lr:g}_r{int(r)}"
+        ckpt, val, _ = train_arm(plan, data, base, "C", 0, d, steps=plan.sweep_steps, lr=lr, lora_r=int(r))
+        hp = val_head_pck(plan, data, base, ckpt)
+        vals = [v for v in hp["pck_mean"] if v is not None]
+        rows.append({"lr": lr, "lora_r": int(r), "steps": plan.sweep_steps, "val_head_pck": hp["pck_mean"],
+                     "val_head_pck_mean": float(sum(vals) / len(vals)) if vals else None,
+                     "val_qk_pck": val.get("pck_mean"), "curves": loss_curves(d)})
+        say(f"sweep lr {lr:g} r {int(r)}: mean val head PCK@2 {rows[-1]['val_head_pck_mean']:.3f}")
+    best = max(rows, key=lambda x: -1.0 if x["val_head_pck_mean"] is None else x["val_head_pck_mean"])
+    res = {"rule": "arm C, seed 0, max mean over layers of head-space PCK@2 on the validation split",
+           "rows": rows, "chosen": {"lr": best["lr"], "lora_r": best["lora_r"]}}
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    return res
 
 
 def same_texture_keys(tracks_path: Path) -> set[str]:
@@ -138,16 +194,16 @@ def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None,
     """The test-split measurements of one trained model (ckpt None: the warm-up base alone)."""
     from gasp.experiment.head_probe import head_pck
     from gasp.experiment.qa_eval import score
-    from gasp.heads import CorrespondenceHeads
     from gasp.models import load_model
+    from gasp.qk_heads import load_heads
     from probes.runner import ProbeConfig, run_probe
 
     size = (plan.image_size, plan.image_size)
     adapter = str(ckpt / "adapter") if ckpt is not None else None
     shutil.rmtree(out / "probe", ignore_errors=True)      # the probe resumes from a folder; start clean
     probe = run_probe(ProbeConfig(model=str(base), adapter=adapter, tracks=str(data["test"]), out=str(out / "probe"),
-                                  size=size, seed=seed))
-    keep = ("layers", "pck_mean", "pck_std", "rho", "dt", "dt_pck", "dt_norm", "peak_layer", "num_sequences",
+                                  size=size, seed=seed, extra_deltas=tuple(plan.extra_deltas)))
+    keep = ("pck_at",) * bool(plan.extra_deltas) + ("layers", "pck_mean", "pck_std", "rho", "dt", "dt_pck", "dt_norm", "peak_layer", "num_sequences",
             "num_predictions", "sequences", "per_sequence", "delta", "rope", "heads", "frames_mode")
     res: dict[str, Any] = {"probe": {k: probe[k] for k in keep},
                            "probe_command": _probe_command(base, adapter, data, out, size)}
@@ -155,8 +211,7 @@ def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None,
     res["other_pck"] = subset_pck(probe, set(probe["sequences"]) - same_keys)
     model, proc, ad = load_model(str(base), adapter=adapter)
     if ckpt is not None and (ckpt / "heads").is_dir():
-        res["head_pck"] = head_pck(model, proc, ad, CorrespondenceHeads.from_pretrained(ckpt / "heads"),
-                                   data["test"], size=size)
+        res["head_pck"] = head_pck(model, proc, ad, load_heads(ckpt / "heads"), data["test"], size=size)
     res["qa"] = score(model, proc, ad, questions, size=size)
     res["qa_blind"] = score(model, proc, ad, questions, blind=True, size=size)
     return res
@@ -189,11 +244,23 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
     t = time.time()
     data = make_data(plan, out / "data")
     timings["data_s"] = time.time() - t
-    t = time.time()
-    base = warmup(plan, data, out)
-    timings["warmup_s"] = time.time() - t
-    questions = build_questions(data["test"], plan.qa_frames, max_scenes=plan.qa_scenes)
     same = same_texture_keys(data["test"])
+    references = None
+    if plan.version >= 2:              # model-free, from the test tracks alone, before any model runs
+        from gasp.experiment.baselines import TOKEN_PX, benchmark_references
+
+        references = benchmark_references(data["test"], TOKEN_PX, same_keys=same)
+    t = time.time()
+    base = warmup(plan, data, out, say)
+    timings["warmup_s"] = time.time() - t
+    sweep, chosen = None, {}
+    if plan.sweep:
+        t = time.time()
+        sweep = run_sweep(plan, data, base, out, say)
+        chosen = sweep["chosen"]
+        timings["sweep_s"] = time.time() - t
+        say(f"sweep chose lr {chosen['lr']:g}, LoRA rank {chosen['lora_r']} in {timings['sweep_s']:.0f} s")
+    questions = build_questions(data["test"], plan.qa_frames, max_scenes=plan.qa_scenes)
     say(f"data + warm-up done in {timings['data_s'] + timings['warmup_s']:.0f} s; {len(questions)} test questions, "
         f"{len(same)} same-texture test sequences")
     t = time.time()
@@ -204,15 +271,33 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
         runs[arm] = []
         for seed in plan.seeds:
             d = out / "arms" / arm / f"seed{seed}"
+            done = d / "run.json"          # a finished run is reused, so an interrupted experiment resumes
+            if done.exists():
+                runs[arm].append(json.loads(done.read_text()))
+                say(f"arm {arm} seed {seed}: reused {done}")
+                continue
             t = time.time()
-            ckpt, val, cfg = train_arm(plan, data, base, arm, seed, d)
+            ckpt, val, cfg = train_arm(plan, data, base, arm, seed, d, lr=chosen.get("lr"),
+                                       lora_r=chosen.get("lora_r"))
             t_train = time.time() - t
             res = test_model(plan, data, base, ckpt, d / "test", seed, questions, same)
             res.update(seed=seed, checkpoint=str(ckpt), train_config=cfg, train_s=t_train,
                        test_s=time.time() - t - t_train,
                        val={k: val.get(k) for k in ("pck_mean", "rho", "peak_layer")})
+            if plan.version >= 2:
+                res["curves"] = loss_curves(d)
+                vh = val_head_pck(plan, data, base, ckpt)
+                if vh is not None:
+                    res["val_head_pck"] = {k: vh[k] for k in ("layers", "pck_mean", "pck_std")}
+            done.write_text(json.dumps(res) + "\n")
             runs[arm].append(res)
             say(f"arm {arm} seed {seed}: train {t_train:.0f} s, test {res['test_s']:.0f} s")
-    warmup_cfg = yaml.safe_load((out / "warmup" / "config.yaml").read_text())
-    return {"runs": runs, "timings": timings, "data": {k: str(v) for k, v in data.items()}, "warmup_config": warmup_cfg,
+    wcfg = out / "warmup" / "config.yaml"
+    warmup_cfg = yaml.safe_load(wcfg.read_text()) if wcfg.exists() else {"warmup": "full", "steps": plan.warmup_steps,
+                                                                          "lr": plan.warmup_lr}
+    extra = {"references": references, "sweep": sweep} if plan.version >= 2 else {}
+    if plan.version >= 2 and (out / "warmup_metrics.jsonl").exists():
+        rows = [json.loads(ln) for ln in (out / "warmup_metrics.jsonl").read_text().splitlines() if ln.strip()]
+        extra["warmup_curve"] = {"step": [r["step"] for r in rows], "loss": [r["loss"] for r in rows]}
+    return {**extra, "runs": runs, "timings": timings, "data": {k: str(v) for k, v in data.items()}, "warmup_config": warmup_cfg,
             "num_questions": len(questions), "same_texture_sequences": sorted(same)}

@@ -1,0 +1,74 @@
+"""The common starting point of every arm (issue 9, sec. 2): a VLM from random weights that reads its frames.
+
+The analogue of the paper's SFT control. A random-init vision tower is not a vision encoder,
+so unlike the arms (LoRA on the LLM, vision frozen) the warm-up trains EVERY weight, vision
+tower included, on the LM loss alone: synthetic spatial instruction data (camera motion,
+object count, relative depth; `gasp.data.synthetic_instruct`) from scenes of their own seed
+range. No geometric loss touches it, so arm A (LM only) and the GASP arms start equal.
+
+    base = full_warmup(init_dir, instruct_json, out, steps=..., lr=..., size=(448, 448))
+
+AdamW, linear warm-up then cosine decay, gradient clipping at 1.0, one example per step from
+`gasp.lm_stream.LMStream` (a pure function of (seed, index)). OUT/metrics.jsonl gets the loss
+per step; the trained weights and the tokenizer go to OUT/base (save_pretrained).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, steps: int, lr: float,
+                size: tuple[int, int], num_frames: int, seed: int = 0, warmup_frac: float = 0.05,
+                say: Callable[[str], None] | None = None) -> Path:
+    """Train every weight of the model at `init` on the instruction data; returns OUT/base."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from gasp.lm_stream import LMStream
+    from gasp.models import load_model
+
+    out = Path(out)
+    base = out / "base"
+    if (base / "config.json").exists():
+        return base
+    torch.manual_seed(seed)
+    model, proc, adapter = load_model(str(init), seed=seed)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, max(1, int(warmup_frac * steps)), steps)
+    stream = LMStream(instruct, None, num_frames=num_frames, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "warmup_metrics.jsonl"
+    t0, recent = time.time(), []
+    with metrics.open("w") as f:
+        for step in range(steps):
+            inputs, _ = stream[step].adapter_inputs(adapter, proc, fps=2.0, size=size)
+            loss = model(**inputs).loss
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            recent.append(float(loss))
+            f.write(json.dumps({"step": step + 1, "loss": round(float(loss), 5), "grad_norm": round(float(gn), 4),
+                                "lr": sched.get_last_lr()[0]}) + "\n")
+            if say and ((step + 1) % max(1, steps // 10) == 0 or step + 1 == steps):
+                say(f"warm-up step {step + 1}/{steps}: mean LM loss {sum(recent) / len(recent):.3f} "
+                    f"({time.time() - t0:.0f} s)")
+                recent = []
+            if not math.isfinite(float(loss)):
+                raise FloatingPointError(f"warm-up LM loss became {float(loss)} at step {step + 1}; lower warmup_lr")
+    model.save_pretrained(base)
+    getattr(proc, "tokenizer", proc).save_pretrained(base)
+    return base
