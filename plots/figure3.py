@@ -46,8 +46,13 @@ def peak_layer_index(res: dict) -> int:
     return int(np.nanargmax(pck)) if np.isfinite(pck).any() else 0
 
 
-def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mode: str = "peak") -> list[Path]:
-    """Write ``out`` (PNG) and a PDF beside it; return the written paths."""
+def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mode: str = "peak",
+                 references: dict[str, float] | None = None) -> list[Path]:
+    """Write ``out`` (PNG) and a PDF beside it; return the written paths.
+
+    ``references`` ({"uniform": 0.05, "same_position": 0.14, ...}, model-free PCK at the same
+    delta) are drawn in panel (a) as labelled horizontal lines.
+    """
     if len(results) != len(labels):
         raise ValueError(f"{len(results)} results but {len(labels)} labels")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
@@ -68,6 +73,12 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
                 y, tag = np.nanmean(dt_norm, axis=0), f"{label} (mean over layers)"
         ok = np.isfinite(y)                                   # Δt without support in this run are left out
         ax_dt.plot(dt[ok], y[ok], "-o", ms=3, color=c, label=tag)
+    for (name, value), ls in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
+        ax_pck.axhline(value, color="0.35", lw=1.0, ls=ls, label=f"{name.replace('_', ' ')} (no model): {value:.2f}")
+    if references:
+        ax_pck.legend(*[[h for h, n in zip(*ax_pck.get_legend_handles_labels()) if "no model" in n],
+                        [n for n in ax_pck.get_legend_handles_labels()[1] if "no model" in n]],
+                      loc="upper right", fontsize=7, frameon=False)
     delta = results[0].get("delta", 2)
     rope = results[0].get("rope", "post")
     ax_pck.set(xlabel="LLM layer", ylabel=f"PCK@{delta:g} (fraction of visible points)", ylim=(0, 1.02),
@@ -84,6 +95,7 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
         ax.grid(alpha=0.3)
     for ax in (ax_pck, ax_rho):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax_dt.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]

@@ -1,10 +1,10 @@
 """Probe one base model with several LoRA adapters on the same tracks and overlay their Figure 3.
 
-    python probes/compare.py                         # the shipped small baseline vs GASP (checkpoints/gasp-small)
+    python probes/compare.py                         # the shipped v2 replication's arms (checkpoints/gasp-v2)
     python probes/compare.py --model qwen2.5-vl-7b --tracks test.h5 --out runs/cmp \\
         --adapter baseline=none --adapter gasp=runs/gasp/checkpoint-2000/adapter
 
-With no --model, the checkpoints shipped in checkpoints/gasp-small (see its manifest.json) are
+With no --model, the checkpoints shipped in checkpoints/gasp-v2 (see its manifest.json) are
 probed on their test split, re-rendered exactly as `scripts/reproduce_small.py` made it, and each
 model's peak-layer PCK is printed beside the number the replication reported (RESULTS.md);
 `--check` exits non-zero when any differs by more than --tolerance.
@@ -20,6 +20,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,11 +31,11 @@ from probes.runner import ProbeConfig, ProbeError, run_probe  # noqa: E402
 from tracks.io import TrackFormatError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "checkpoints" / "gasp-small"
+SHIPPED = ROOT / "checkpoints" / "gasp-v2"
 
 
-def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dict[str, tuple[str | None, dict]]]:
-    """(base model, test tracks, input size, {label: (adapter, reported)}) of the shipped checkpoints."""
+def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dict[str, tuple[str | None, dict]], Any]:
+    """(base model, test tracks, input size, {label: (adapter, reported)}, plan) of the shipped checkpoints."""
     from gasp.experiment.plan import Plan
     from gasp.experiment.ship import MANIFEST, tracks_digest
     from gasp.experiment.small import make_split
@@ -51,7 +52,19 @@ def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dic
             "the re-rendered test split differs from the one the numbers were reported on (%s); "
             "expect small differences", tracks)
     runs = {m["label"]: (str(ckpt / m["adapter"]), m["reported"]) for m in man["models"].values()}
-    return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs
+    return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs, plan
+
+
+def model_free_references(tracks: Path, size: int, version: int) -> dict[str, float]:
+    """PCK@2 of the no-model references on the test split, as the probe averages (mean over sequences)."""
+    if version >= 2:
+        from gasp.experiment.baselines import benchmark_references
+
+        ref = benchmark_references(tracks)
+        return {k: ref[k]["2"]["mean"] for k in ("uniform", "same_position", "appearance")}
+    from gasp.experiment.baselines import references_at_input_size
+
+    return {k: v for k, v in references_at_input_size(tracks, size).items() if k != "num_sequences"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # transformers
-    from gasp.experiment.baselines import references_at_input_size
     from gasp.experiment.ship import peak_numbers
     from gasp.runinfo import run_info, write_json_atomic
     from plots.figure3 import draw_figure3
@@ -98,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             model, tracks, size = a.model, Path(a.tracks), tuple(a.size) if a.size else None
             runs = {lab: (None if p.lower() == "none" else p, None) for lab, p in (s.split("=", 1) for s in a.adapter)}
         else:
-            model, tracks, size, runs = shipped_runs(Path(a.checkpoints), out)
+            model, tracks, size, runs, plan = shipped_runs(Path(a.checkpoints), out)
             size = tuple(a.size) if a.size else size
-        refs = None if a.model else references_at_input_size(tracks, size[0])
+        refs = None if a.model else model_free_references(tracks, size[0], plan.version)
         results, rows, configs = [], [], {}
         for label, (adapter, reported) in runs.items():
             cfg = ProbeConfig(model=model, adapter=adapter, tracks=str(tracks), out=str(out / _slug(label)),
@@ -118,15 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ProbeError, TrackFormatError, FileNotFoundError, ValueError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
-    fig = draw_figure3(results, [r["label"] for r in rows], out / "figure3.png")
+    fig = draw_figure3(results, [r["label"] for r in rows], out / "figure3.png", references=refs)
     print(f"\n{'model':28s} {'peak layer':>10s} {'PCK@2':>7s} {'rho':>7s} {'Y(24)':>7s} {'reported':>9s}")
     for r in rows:
         print(f"{r['label']:28s} {r['peak_layer']:>10d} {_f(r['pck']):>7s} {_f(r['rho']):>7s} {_f(r['y_dt24']):>7s} "
               f"{_f(r.get('reported_pck')):>9s}")
-    if refs:
-        print(f"{'(no model) uniform random token':39s} {refs['uniform']:>7.3f}\n"
-              f"{'(no model) same position as query':39s} {refs['same_position']:>7.3f}   "
-              "points barely move in these scenes; see RESULTS.md")
+    names = {"uniform": "uniform random token", "same_position": "same position as query",
+             "appearance": "pixel-patch NCC, no learning"}
+    for k, v in (refs or {}).items():
+        print(f"{'(no model) ' + names.get(k, k):39s} {v:>7.3f}")
     write_json_atomic(out / "compare.json", {"model": model, "tracks": str(tracks), "rows": rows,
                                               "references": refs, "configs": configs, **run_info()})
     print(f"\nfigure: {fig[0]}\ntable:  {out / 'compare.json'}")

@@ -102,14 +102,26 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     assert (tmp_path / "figure3.png").stat().st_size > 0 and (tmp_path / "figure3.pdf").exists()
     n_layers = res["plan"]["num_hidden_layers"]
     assert res["seeds"] == [0] and res["git_sha"] and res["plan"]["preset"] == "smoke"
-    assert set(res["summary"]) == {"base", "A", "B", "C", "D"}
+    assert set(res["summary"]) == {"base", "A", "B", "C", "D", "E", "F"}
+    assert res["plan"]["version"] == 2 and res["plan_sha"]                      # v2 records its PLAN.md commit
+    assert set(res["references"]) >= {"uniform", "same_position", "appearance", "motion_by_dt", "visible_at_max_dt"}
+    assert res["sweep"]["chosen"] in [{"lr": lr, "lora_r": r} for lr, r in res["plan"]["sweep"]]
+    chosen = res["sweep"]["chosen"]
+    assert res["runs"]["A"][0]["train_config"]["optim"]["lr"] == chosen["lr"]     # every arm uses the sweep's pick
+    assert res["runs"]["F"][0]["train_config"]["lora"]["r"] == chosen["lora_r"]
+    assert res["runs"]["F"][0]["train_config"]["heads"]["hidden"] == 0
+    assert res["runs"]["E"][0]["train_config"]["loss"]["on"] == "qk_heads"
+    for arm in "BCEF":
+        assert len(res["runs"][arm][0]["val_head_pck"]["pck_mean"]) == n_layers
+        assert any(v is not None for v in res["runs"][arm][0]["curves"]["l_corr"])
+    assert set(res["runs"]["C"][0]["probe"]["pck_at"]) == {"1", "4"}
     for arm, s in res["summary"].items():
         for key in ("pck_mean", "pck_std", "rho", "same_texture_pck"):
             assert len(s[key]) == n_layers, (arm, key)
         assert len(s["dt_norm"]) == n_layers and len(s["dt_norm"][0]) == 24
         assert {"pck", "rho", "y_dt24", "same_texture_pck"} <= set(s["peak"])
-        assert ("head_pck" in s) == (arm in ("B", "C")), arm
-    for arm in "ABCD":
+        assert ("head_pck" in s) == (arm in ("B", "C", "E", "F")), arm
+    for arm in "ABCDEF":
         (run,) = res["runs"][arm]
         assert run["seed"] == 0 and Path(run["checkpoint"], "adapter", "adapter_model.safetensors").exists()
         assert run["probe_command"].startswith("python probes/pck.py --model ")
@@ -127,7 +139,7 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     import compare
 
     ship = tmp_path / "ship"
-    assert export_small.main([str(tmp_path), "--dest", str(ship)]) == 0
+    assert export_small.main([str(tmp_path), "--dest", str(ship), "--arms", "A", "C"]) == 0
     man = json.loads((ship / "manifest.json").read_text())
     assert man["source"]["git_sha"] == res["git_sha"] and set(man["models"]) == {"A", "C"}
     from safetensors import safe_open

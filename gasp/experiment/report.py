@@ -1,7 +1,9 @@
-"""Markdown tables for RESULTS.md from a finished small replication's results.json (issue 5).
+"""Markdown tables for RESULTS.md from a finished replication's results.json (issues 5 and 9).
 
-Every number is read from the JSON, never typed by hand. `targets` checks the issue's five
-criteria for a convincing replication; they are reported whether met or not.
+Every number is read from the JSON, never typed by hand. `targets` checks the five criteria
+for a convincing replication; they are reported whether met or not. A v2 run (issue 9) adds
+the benchmark targets (`benchmark_targets`, from the model-free `references`), the base
+model's QA target, the validation head-space target, the sweep and PCK@1/@4.
 """
 from __future__ import annotations
 
@@ -108,8 +110,192 @@ def reference_section(res: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+# ---- v2 (issue 9) ------------------------------------------------------------------------------
+
+def _yes(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def benchmark_targets(ref: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 9 sec. 1 targets from the test split's model-free references."""
+    sp, ap = ref["same_position"]["2"], ref["appearance"]["2"]
+    vis, n_same, n = ref["visible_at_max_dt"], ref.get("same_texture_sequences", 0), ref["num_sequences"]
+    return [("same-position PCK@2 ≤ 0.30, pooled", f"{sp['pooled']:.3f}", sp["pooled"] <= 0.30),
+            ("same-position PCK@2 ≤ 0.15 at Δt ≥ 12", f"{sp['by_dt']['12-24']:.3f}", sp["by_dt"]["12-24"] <= 0.15),
+            ("appearance matcher ≥ 2 × same position (PCK@2 pooled)",
+             f"{ap['pooled']:.3f} vs {sp['pooled']:.3f} ({ap['pooled'] / max(sp['pooled'], 1e-9):.1f}×)",
+             ap["pooled"] >= 2 * sp["pooled"]),
+            ("≥ 50% of query points visible at Δt = 24", f"{vis:.3f}", vis >= 0.5),
+            ("≥ 1/3 of sequences from same-texture scenes", f"{n_same} of {n}", 3 * n_same >= n)]
+
+
+def references_table(ref: dict[str, Any]) -> str:
+    rows = ["| reference (no model) | δ | mean over sequences | pooled | Δt 1–4 | Δt 5–11 | Δt 12–24 |",
+            "|---|---|---|---|---|---|---|"]
+    for name in ("uniform", "same_position", "appearance"):
+        for d, v in ref[name].items():
+            b = v["by_dt"]
+            rows.append(f"| {name} | {d} | {v['mean']:.3f} | {v['pooled']:.3f} | "
+                        + " | ".join(f"{b[k]:.3f}" for k in ("1-4", "5-11", "12-24")) + " |")
+    rows += ["", "| Δt bin | median point motion (tokens) | share moving ≤ 2 tokens |", "|---|---|---|"]
+    rows += [f"| {m['dt'][0]}–{m['dt'][1]} | {m['median']:.2f} | {m['within_2']:.3f} |" for m in ref["motion_by_dt"]]
+    rows += ["", f"Query points visible at Δt = 24: {ref['visible_at_max_dt']:.3f}; "
+                 f"{ref.get('same_texture_sequences', 'n/a')} of {ref['num_sequences']} sequences are same-texture; "
+                 f"{ref['num_pairs']} valid pairs."]
+    return "\n".join(rows) + "\n"
+
+
+def base_qa_target(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Issue 9 sec. 2: with frames beats grey video by >= 15 points on camera motion and object count."""
+    b = res["summary"].get("base")
+    if b is None:
+        return []
+    out = []
+    for kind in ("camera_motion", "object_count"):
+        w, g = b["qa"][kind]["mean"], b["qa_blind"][kind]["mean"]
+        ok = None if w is None or g is None else w - g >= 0.15
+        out.append((f"base, {kind.replace('_', ' ')}: frames − grey ≥ 0.15",
+                    "n/a" if ok is None else f"{w:.3f} − {g:.3f} = {w - g:+.3f} (n = {b['qa_n'][kind]})", ok))
+    return out
+
+
+def val_head_layers(res: dict[str, Any], arm: str) -> list[float | None] | None:
+    """Seed-mean validation head-space PCK@2 per layer of an arm (None without heads)."""
+    import numpy as np
+
+    runs = res["runs"].get(arm)
+    if not isinstance(runs, list) or not all("val_head_pck" in r for r in runs):
+        return None
+    a = np.array([[np.nan if v is None else v for v in r["val_head_pck"]["pck_mean"]] for r in runs], dtype=float)
+    return [None if not np.isfinite(v) else float(v) for v in np.nanmean(a, 0)]
+
+
+def heads_target(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Issue 9 sec. 3: validation head-space PCK@2 of B and C >= 0.8 at most layers, far above same position."""
+    ref = (res.get("references_val") or {}).get("same_position", {}).get("2", {}).get("mean")
+    out = []
+    for arm in ("B", "C"):
+        v = val_head_layers(res, arm)
+        if v is None:
+            continue
+        good = sum(x is not None and x >= 0.8 for x in v)
+        ok = good > len(v) / 2 and (ref is None or min(x for x in v if x is not None) > 2 * ref)
+        out.append((f"{arm}: val head-space PCK@2 ≥ 0.8 at most layers"
+                    + (f" and > 2 × same position ({ref:.3f})" if ref is not None else ""),
+                    f"{good} of {len(v)} layers; per layer " + ", ".join(_ms(x) for x in v), ok))
+    return out
+
+
+def val_heads_table(res: dict[str, Any]) -> str:
+    layers = next(iter(res["summary"].values()))["layers"]
+    rows = ["| arm | " + " | ".join(f"L{i}" for i in layers) + " |", "|---|" + "---|" * len(layers)]
+    for arm in res["runs"]:
+        v = val_head_layers(res, arm)
+        if v is not None:
+            rows.append(f"| {res['labels'].get(arm, arm)} | " + " | ".join(_ms(x) for x in v) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def thresholds_table(res: dict[str, Any]) -> str:
+    """Peak-layer PCK at delta 1, 2 and 4 (mean ± std over seeds, at the arm's PCK@2 peak layer)."""
+    import numpy as np
+
+    ds = [f"{d:g}" for d in res["plan"].get("extra_deltas", [])]
+    rows = ["| model | peak layer | " + " | ".join(f"PCK@{d}" for d in sorted(["2", *ds], key=float)) + " |",
+            "|---|---|" + "---|" * (len(ds) + 1)]
+    for name, s in res["summary"].items():
+        runs = res["runs"][name] if isinstance(res["runs"][name], list) else [res["runs"][name]]
+        k = s["layers"].index(s["peak"]["layer"])
+        cells = {"2": _ms(s["peak"]["pck"], s["peak"]["pck_std"], 3)}
+        for d in ds:
+            vals = [r["probe"]["pck_at"][d]["pck_mean"][k] for r in runs]
+            vals = np.array([np.nan if v is None else v for v in vals], dtype=float)
+            cells[d] = _ms(float(np.nanmean(vals)), float(np.nanstd(vals)) if len(vals) > 1 else None, 3)
+        rows.append(f"| {res['labels'][name]} | {s['peak']['layer']} | "
+                    + " | ".join(cells[d] for d in sorted(cells, key=float)) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def sweep_table(res: dict[str, Any]) -> str:
+    sw = res.get("sweep")
+    if not sw:
+        return "(no sweep)\n"
+    rows = [f"Rule: {sw['rule']}. Chosen: lr {sw['chosen']['lr']:g}, LoRA rank {sw['chosen']['lora_r']}.", "",
+            "| lr | LoRA rank | steps | mean val head-space PCK@2 | per layer | last L_corr (mean of 10 geo steps) |",
+            "|---|---|---|---|---|---|"]
+    for r in sw["rows"]:
+        lc = [v for v in r["curves"]["l_corr"] if v is not None][-10:]
+        rows.append(f"| {r['lr']:g} | {r['lora_r']} | {r['steps']} | {_ms(r['val_head_pck_mean'], nd=3)} | "
+                    + ", ".join(_ms(x) for x in r["val_head_pck"]) + f" | {_ms(sum(lc) / len(lc) if lc else None)} |")
+    return "\n".join(rows) + "\n"
+
+
+def replication_targets_v2(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The five replication targets as issue 9 words them (stricter than v1's `targets`)."""
+    import numpy as np
+
+    s, out = res["summary"], []
+    if not all(a in s for a in ("A", "B", "C")):
+        return targets(res)
+    a, c = s["A"]["peak"], s["C"]["peak"]
+    out.append(("C peak PCK@2 ≥ 3 × A's and ≥ 0.5", f"C {c['pck']:.3f}, A {a['pck']:.3f} (ratio "
+                f"{c['pck'] / max(a['pck'], 1e-9):.2f})", c["pck"] >= 3 * a["pck"] and c["pck"] >= 0.5))
+    out.append(("C ρ at peak > 0, A's ≤ 0 or clearly lower (by ≥ 0.1)", f"C {c['rho']:+.3f}, A {a['rho']:+.3f}",
+                c["rho"] > 0 and (a["rho"] <= 0 or c["rho"] - a["rho"] >= 0.1)))
+    k = s["C"]["layers"].index(c["layer"])
+    p1 = float(np.nanmean([np.nan if r["probe"]["dt_pck"][k][0] is None else r["probe"]["dt_pck"][k][0]
+                           for r in res["runs"]["C"]]))
+    uni = (res.get("references") or {}).get("uniform", {}).get("2", {}).get("pooled")
+    counts = uni is None or p1 >= 2 * uni
+    out.append(("C Y(Δt=24) ≥ 0.7, counted only if C's PCK(Δt=1) ≥ 2 × uniform",
+                f"Y(24) {c['y_dt24']:.3f}; PCK(Δt=1) {p1:.3f} vs uniform {uni if uni is None else round(uni, 3)}"
+                + ("" if counts else " (does not count)"), (c["y_dt24"] >= 0.7) if counts else None))
+    b = s["B"]["peak"]
+    spread = max(b.get("same_texture_pck_std") or 0.0, c.get("same_texture_pck_std") or 0.0)
+    out.append(("C > B on the same-texture subset by more than the seed spread",
+                f"C {c['same_texture_pck']:.3f}, B {b['same_texture_pck']:.3f}, spread {spread:.3f}",
+                c["same_texture_pck"] - b["same_texture_pck"] > spread))
+    qa, qc, qb = (s["A"]["qa"]["camera_motion"]["mean"], s["C"]["qa"]["camera_motion"]["mean"],
+                  s["A"]["qa_blind"]["camera_motion"]["mean"])
+    out.append(("C ≥ A on camera-motion QA, with A above its grey-video row",
+                f"C {qc:.3f}, A {qa:.3f}, A grey {qb:.3f}", qc >= qa and qa > qb))
+    return out
+
+
+def v2_targets_table(res: dict[str, Any]) -> str:
+    rows = ["| section | target | measured | |", "|---|---|---|---|"]
+    for sec, items in (("1 benchmark", benchmark_targets(res["references"]) if res.get("references") else []),
+                       ("2 base model", base_qa_target(res)), ("3 training (validation)", heads_target(res)),
+                       ("replication", replication_targets_v2(res))):
+        rows += [f"| {sec} | {t} | {m} | {_yes(ok)} |" for t, m, ok in items]
+    return "\n".join(rows) + "\n"
+
+
+def report_v2(res: dict[str, Any]) -> str:
+    t = res["timings"]
+    head = (f"Command: `python scripts/{res['command']}` · preset `{res['preset']}` · seeds {res['seeds']} · "
+            f"git `{res['git_sha']}` · plan `{res.get('plan_sha')}` · torch {res['torch']} · "
+            f"transformers {res['transformers']} · wall time {t['total_s'] / 60:.1f} min (data {t['data_s']:.0f} s, "
+            f"warm-up {t['warmup_s']:.0f} s, sweep {t.get('sweep_s', 0):.0f} s)\n")
+    return "\n".join([
+        head, "### Targets\n", v2_targets_table(res),
+        "### Benchmark: model-free references on the test split\n", references_table(res["references"]),
+        "### Peak layer (mean ± std over seeds)\n", peak_table(res),
+        "### PCK at δ = 1, 2, 4 at the peak layer\n", thresholds_table(res),
+        "### PCK@2 per layer, the model's own post-RoPE Q/K\n", layer_table(res, "pck_mean", "pck_seed_std"),
+        "### ρ per layer\n", layer_table(res, "rho", "rho_std"),
+        "### Head-space PCK@2 per layer, validation split\n", val_heads_table(res),
+        "### Head-space PCK@2 per layer, test split\n", layer_table(res, "head_pck", "head_pck_seed_std"),
+        "### Same-texture-at-two-depths subset, PCK@2 per layer\n", layer_table(res, "same_texture_pck"),
+        "### Spatial QA (option log-likelihood)\n", res["qa_table"],
+        "### Validation sweep\n", sweep_table(res),
+        "### Per seed\n", seed_table(res)])
+
+
 def report(res: dict[str, Any]) -> str:
     """All tables, with the provenance line (command, seeds, git SHA, wall time)."""
+    if res.get("plan", {}).get("version", 1) >= 2:
+        return report_v2(res)
     t = res["timings"]
     head = (f"Command: `python scripts/{res['command']}` · preset `{res['preset']}` · seeds {res['seeds']} · "
             f"git `{res['git_sha']}` · torch {res['torch']} · transformers {res['transformers']} · "

@@ -1,6 +1,6 @@
 """Export the small replication's checkpoints that ship with the repository (issue 5).
 
-    export_checkpoints("runs/small", "checkpoints/gasp-small", arms=("A", "C"), seed=0)
+    export_checkpoints("runs/v2", "checkpoints/gasp-v2", arms=("A", "C", "D", "F"), seed=0)
 
 DEST/base is the warm-up model (what every arm starts from), DEST/arm_A and DEST/arm_C are
 peft LoRA adapters on it (the heads are dropped, as at inference). Tensors are stored as
@@ -100,6 +100,7 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
     manifest = {
         "what": "small Qwen2.5-VL-architecture model after the shared LM warm-up (base) and LoRA adapters of "
                 "the replication's arms; tensors stored as float16, probed in fp32",
+        "results": "docs/results/v2/results.json" if res["plan"].get("version", 1) >= 2 else "docs/results/small",
         "source": {k: res.get(k) for k in ("command", "preset", "git_sha", "gasp_version", "torch", "transformers")},
         "plan": res["plan"],
         "test_split": {"seed": Plan(**res["plan"]).split_seeds["test"], "digest": tracks_digest(res["data"]["test"])},

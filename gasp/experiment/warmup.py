@@ -56,19 +56,20 @@ def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, step
             inputs, _ = stream[step].adapter_inputs(adapter, proc, fps=2.0, size=size)
             loss = model(**inputs).loss
             loss.backward()
+            lv = loss.item()
             gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            recent.append(float(loss))
-            f.write(json.dumps({"step": step + 1, "loss": round(float(loss), 5), "grad_norm": round(float(gn), 4),
+            recent.append(lv)
+            f.write(json.dumps({"step": step + 1, "loss": round(lv, 5), "grad_norm": round(float(gn), 4),
                                 "lr": sched.get_last_lr()[0]}) + "\n")
             if say and ((step + 1) % max(1, steps // 10) == 0 or step + 1 == steps):
                 say(f"warm-up step {step + 1}/{steps}: mean LM loss {sum(recent) / len(recent):.3f} "
                     f"({time.time() - t0:.0f} s)")
                 recent = []
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"warm-up LM loss became {float(loss)} at step {step + 1}; lower warmup_lr")
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"warm-up LM loss became {lv} at step {step + 1}; lower warmup_lr")
     model.save_pretrained(base)
     getattr(proc, "tokenizer", proc).save_pretrained(base)
     return base
