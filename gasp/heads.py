@@ -98,6 +98,16 @@ def base_q_proj(layer: nn.Module) -> nn.Linear:
     return q
 
 
+def layer_q_projs(decoder_layers: Sequence[nn.Module], layers: Sequence[int] | None) -> dict[int, nn.Linear]:
+    """{layer: its base q_proj} for `layers` (default all), or a ValueError naming the layers that exist."""
+    n = len(decoder_layers)
+    layers = list(range(n)) if layers is None else [int(i) for i in layers]
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist; the model has decoder layers 0..{n - 1}")
+    return {i: base_q_proj(decoder_layers[i]) for i in layers}
+
+
 @torch.no_grad()
 def svd_init_(head: CorrespondenceHead, weight: Tensor, bias: Tensor | None = None) -> None:
     """SVD initialisation of `head` from q_proj's W_q (H*D, d) and b_q (module docstring)."""
@@ -175,12 +185,8 @@ class CorrespondenceHeads(nn.Module):
         if decoder_layers is None:
             from gasp.adapters import get_adapter
             decoder_layers = get_adapter(model).decoder_layers(model)
-        n = len(decoder_layers)
-        layers = list(range(n)) if layers is None else [int(i) for i in layers]
-        bad = [i for i in layers if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"layers {bad} do not exist; the model has decoder layers 0..{n - 1}")
-        qs = {i: base_q_proj(decoder_layers[i]) for i in layers}
+        qs = layer_q_projs(decoder_layers, layers)
+        layers = list(qs)
         d_model = {q.weight.shape[1] for q in qs.values()}
         if len(d_model) != 1:
             raise ValueError(f"q_proj input widths differ across layers: {sorted(d_model)}")

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gasp.heads import CONFIG_NAME, FORMAT_VERSION, CorrespondenceHeads, base_q_proj
+from gasp.heads import CONFIG_NAME, FORMAT_VERSION, CorrespondenceHeads, layer_q_projs
 
 logger = logging.getLogger(__name__)
 KIND = "qk_pair"
@@ -64,12 +64,8 @@ class QKHeads(nn.Module):
                    hidden: int = 512, d_emb: int = 128, init: str = "svd") -> QKHeads:
         if init not in ("svd", "random"):
             raise ValueError(f"init must be 'svd' or 'random', got {init!r}")
-        n = len(decoder_layers)
-        layers = list(range(n)) if layers is None else [int(i) for i in layers]
-        bad = [i for i in layers if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"layers {bad} do not exist; the model has decoder layers 0..{n - 1}")
-        qs = {i: base_q_proj(decoder_layers[i]) for i in layers}
+        qs = layer_q_projs(decoder_layers, layers)
+        layers = list(qs)
         width = {q.weight.shape[0] for q in qs.values()}
         if len(width) != 1:
             raise ValueError(f"q_proj output widths differ across layers: {sorted(width)}")

@@ -96,6 +96,11 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
     for ax in (ax_pck, ax_rho):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_dt.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    return save_png_pdf(fig, out)
+
+
+def save_png_pdf(fig, out: str | Path) -> list[Path]:
+    """Write `fig` as OUT.png and OUT.pdf (folders made as needed), close it, return both paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from plots.figure3 import COLORS  # noqa: E402
+from plots.figure3 import COLORS, save_png_pdf  # noqa: E402
 
 TERMS = (("l_corr", "L_corr (InfoNCE, eq. 5)"), ("l_depth", "L_depth (eq. 8)"))
 
@@ -75,13 +75,7 @@ def draw_loss_curves(res: dict, out: str | Path, smooth: int = 15) -> list[Path]
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=min(4, max(1, len(names))), frameon=False)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_png_pdf(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,14 @@
 """Does GASP work? The paper's Figure 3 and ablation as a controlled small-scale run on CPU (issue 5).
 
-    python scripts/reproduce_small.py --out runs/small                      # full: 3 seeds, ~1 h on 2 cores
-    python scripts/reproduce_small.py --out runs/small_quick --seeds 1 --quick
+    python scripts/reproduce_small.py --out runs/v2                         # issue 9's run: 2 seeds x arms A-F
+    python scripts/reproduce_small.py --out runs/v2_quick --quick           # one seed, a smaller model (minutes)
     python scripts/reproduce_small.py --out runs/smoke --smoke              # seconds; what the test runs
+    python scripts/reproduce_small.py --out runs/v2_gpu --preset gpu --device cuda   # the larger preset, one GPU
+    python scripts/reproduce_small.py --out runs/small --preset v1          # issue 5's run (docs/results/small)
 
-Arms A (LM only), B (+corr), C (+corr+depth), D (corr+depth on Q/K directly) from one shared
-LM warm-up; the model, splits and hyperparameters are fixed in `gasp/experiment/plan.py`.
+Arms A (LM only), B (+corr), C (+corr+depth), D (corr+depth on Q/K directly), E (C on Q/K head
+pairs) and F (C with linear heads) from one shared LM warm-up; the model, splits, the validation
+sweep and every hyperparameter are fixed in `gasp/experiment/plan.py` (docs/results/v2/PLAN.md).
 Writes OUT/results.json (every number, seeds, plan, trainer configs, git SHA, timings),
 OUT/figure3.png/.pdf (all arms overlaid) and OUT/qa_table.md.
 """
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="a minimal run for the tests (seconds)")
     size.add_argument("--preset", help="a preset by name (full, quick, smoke, v1, v1-quick, v1-smoke); "
                                        "v1 re-makes issue 5's run")
+    ap.add_argument("--device", help="where the warm-up, probes and QA run (default: cuda if available, else cpu); "
+                                     "the arms train on accelerate's device. With --device cpu on a GPU machine, "
+                                     "also set CUDA_VISIBLE_DEVICES= to keep training on the CPU")
     ap.add_argument("--arms", nargs="+", help="subset of arms (default: the preset's, A-F for v2)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     info = run_info()                     # the code that runs: taken now, not after an hour of edits
     info["plan_sha"] = plan_sha()
     try:
-        res = run_experiment(plan, out, progress=log.warning)
+        import torch
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        res = run_experiment(plan, out, progress=log.warning, device=device)
     except PlanMismatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

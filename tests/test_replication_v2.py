@@ -299,3 +299,20 @@ def test_replication_targets_v2_apply_the_conditions():
     res["summary"] = summarize_arms(runs)
     got = {t.split(",")[0]: ok for t, _, ok in replication_targets_v2(res)}
     assert got["C Y(Δt=24) ≥ 0.7"] is None and got["C ≥ A on camera-motion QA"] is False
+
+
+def test_results_md_quotes_the_report_of_the_committed_json():
+    """RESULTS.md's v2 tables are scripts/report_small.py's output on docs/results/v2/results.json."""
+    from pathlib import Path
+
+    from gasp.experiment.report import report
+
+    root = Path(__file__).resolve().parents[1]
+    res = json.loads((root / "docs" / "results" / "v2" / "results.json").read_text())
+    md = report(res)
+    assert md == (root / "docs" / "results" / "v2" / "tables.md").read_text()
+    assert md in (root / "RESULTS.md").read_text()
+    assert res["plan_sha"] and res["git_sha"].startswith(res["plan_sha"])        # the run ran the plan's commit
+    assert {"uniform", "same_position", "appearance"} <= set(res["references"])
+    assert set(res["summary"]) == {"base", "A", "B", "C", "D", "E", "F"}
+    assert all(s["peak"]["pck"] is not None for s in res["summary"].values())

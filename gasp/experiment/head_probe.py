@@ -29,9 +29,37 @@ def head_pck(model, processor, adapter, heads: CorrespondenceHeads, tracks_path,
              size: tuple[int, int] | None, fps: float = 2.0, prompt: str = "describe the video.",
              delta: float = 2.0) -> dict[str, Any]:
     """Per-layer PCK (mean, std over sequences), pooled Y(dt), per-sequence PCK and keys."""
-    model.eval()
     heads = heads.eval()
     layers_module = adapter.decoder_layers(model)
+    return embedding_pck(model, processor, adapter, heads.layers, tracks_path,
+                         lambda inputs, layout, dev: _embed(model, layers_module, heads, inputs, layout, dev),
+                         size=size, fps=fps, prompt=prompt, delta=delta)
+
+
+@torch.no_grad()
+def feature_pck(model, processor, adapter, tracks_path, *, layers: list[int] | None = None,
+                size: tuple[int, int] | None, fps: float = 2.0, prompt: str = "describe the video.",
+                delta: float = 2.0) -> dict[str, Any]:
+    """The same matching on the raw normed hidden states q_proj reads (no head, no training):
+    what the features themselves carry about correspondence, layer by layer."""
+    layers_module = adapter.decoder_layers(model)
+    layers = list(range(len(layers_module))) if layers is None else layers
+
+    def embed(inputs, layout, dev):
+        with capture_q_inputs(model, layers_module, layers=layers, positions=layout.flat_positions.to(dev)) as rec:
+            model(**{k: v.to(dev) for k, v in inputs.items()})
+        e = torch.stack([torch.nn.functional.normalize(rec.states[i][0].float(), dim=-1) for i in layers])
+        return e, e                                                          # (L, F*h*w, d)
+
+    return embedding_pck(model, processor, adapter, layers, tracks_path, embed, size=size, fps=fps, prompt=prompt,
+                         delta=delta)
+
+
+def embedding_pck(model, processor, adapter, layers: list[int], tracks_path, embed, *, size, fps: float,
+                  prompt: str, delta: float) -> dict[str, Any]:
+    """PCK of matching query-side against key-side embeddings, `embed(inputs, layout, dev)` ->
+    ((L, F*h*w, E), (L, F*h*w, E)), over every sequence of a tracks file (eq. 10-12 as the probe)."""
+    model.eval()
     per_seq, keys = [], []
     with TrackReader(tracks_path) as reader:
         for i in range(len(reader)):
@@ -40,7 +68,7 @@ def head_pck(model, processor, adapter, heads: CorrespondenceHeads, tracks_path,
                                                     fps=fps, size=size)
             dev = next(model.parameters()).device
             f, (h, w) = layout.num_grids, layout.grid
-            emb_q, emb_k = _embed(model, layers_module, heads, inputs, layout, dev)
+            emb_q, emb_k = embed(inputs, layout, dev)
             emb_q, emb_k = emb_q.unflatten(1, (f, h, w)), emb_k.unflatten(1, (f, h, w))  # (L, F, h, w, E)
             fids = layout.frame_ids.cpu().numpy()
             qf = int(np.flatnonzero(fids == seq.query_frame)[0])
@@ -53,7 +81,7 @@ def head_pck(model, processor, adapter, heads: CorrespondenceHeads, tracks_path,
             keys.append(seq.key)
     s = metrics.summarize(per_seq, DTS)
     nn = metrics.nan_to_none
-    return {"layers": heads.layers, "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]),
+    return {"layers": list(layers), "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]),
             "dt": list(DTS), "dt_norm": nn(s["dt_norm"]), "sequences": keys, "pck_seq": nn(s["pck_seq"])}
 
 

@@ -141,6 +141,14 @@ PRESETS: dict[str, Plan] = {
                                      "sweep_steps": 1, "heads_hidden": 32, "heads_d_emb": 16, "min_frames": 3,
                                      "max_frames": 4, "radius": 8, "seeds": [0],
                                      "split_seeds": dict(DEV_SPLIT_SEEDS_V2)}),
+    # the same experiment sized for one GPU (`--preset gpu --device cuda`); never run so far (no GPU here)
+    "gpu": Plan(preset="gpu", **{**V2, "hidden_size": 512, "num_hidden_layers": 12, "num_attention_heads": 8,
+                                 "num_key_value_heads": 2, "intermediate_size": 1536, "vision_depth": 4,
+                                 "vision_hidden_size": 128, "train_scenes": 256, "train_frames": 48,
+                                 "val_scenes": 8, "test_scenes": 100, "instruct_scenes": 2000,
+                                 "warmup_steps": 8000, "arm_steps": 3000, "sweep_steps": 1000, "lora_r": 64,
+                                 "sweep": [[3e-4, 64], [1e-3, 64], [1e-3, 256]], "heads_hidden": 512,
+                                 "heads_d_emb": 128, "max_frames": 8, "seeds": [0, 1, 2]}),
     # issue 5's run (docs/results/small), kept so that its numbers can be re-made
     "v1": Plan(preset="v1", arms=["A", "B", "C", "D"]),
     "v1-quick": Plan(preset="v1-quick", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,

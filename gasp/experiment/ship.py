@@ -1,9 +1,9 @@
-"""Export the small replication's checkpoints that ship with the repository (issue 5).
+"""Export the small replication's checkpoints that ship with the repository (issues 5 and 9).
 
-    export_checkpoints("runs/v2", "checkpoints/gasp-v2", arms=("A", "C", "D", "F"), seed=0)
+    export_checkpoints("runs/v2", "checkpoints/gasp-v2", arms=("A", "C", "D", "E"), seed=0)
 
-DEST/base is the warm-up model (what every arm starts from), DEST/arm_A and DEST/arm_C are
-peft LoRA adapters on it (the heads are dropped, as at inference). Tensors are stored as
+DEST/base is the warm-up model (what every arm starts from), DEST/arm_<ARM> are peft LoRA
+adapters on it (the heads are dropped, as at inference). Tensors are stored as
 float16 safetensors to fit the size budget; `load_model` upcasts them to fp32. DEST/manifest.json
 records where they came from (command, git SHA, plan, seed) and the numbers the run reported
 for them on the test split, which `probes/compare.py` re-probes and compares against.

@@ -84,7 +84,8 @@ def _config(plan: Plan, data: dict[str, Path], model: Path, out: Path, seed: int
                               f"optim.max_steps={steps}", f"run.out={out}", f"run.seed={seed}", *extra])
 
 
-def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], None] | None = None) -> Path:
+def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], None] | None = None,
+           device: str = "cpu") -> Path:
     """LM-only warm-up from random weights; returns the base model folder OUT/base.
 
     plan.warmup "lora" (v1): LoRA on the LLM through the recipe, then merged. "full" (v2):
@@ -103,7 +104,7 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
 
         s = plan.image_size
         return full_warmup(init, data["instruct"], out, steps=plan.warmup_steps, lr=plan.warmup_lr, size=(s, s),
-                           num_frames=plan.qa_frames, seed=0, say=say)
+                           num_frames=plan.qa_frames, seed=0, say=say, device=device)
     cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps, ["loss.corr=false", "loss.depth=false",
                                                                         f"optim.lr={plan.warmup_lr}"])
     train(cfg)
@@ -131,7 +132,8 @@ def loss_curves(run_dir: Path) -> dict[str, list]:
     return {k: [r.get(k) for r in rows] for k in ("step", "l_lm", "l_corr", "l_depth")}
 
 
-def val_head_pck(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path) -> dict[str, Any] | None:
+def val_head_pck(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path,
+                 device: str = "cpu") -> dict[str, Any] | None:
     """Head-space PCK@2 of a checkpoint's heads on the validation split (None without heads)."""
     from gasp.experiment.head_probe import head_pck
     from gasp.models import load_model
@@ -139,13 +141,13 @@ def val_head_pck(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path) -> d
 
     if not (ckpt / "heads").is_dir():
         return None
-    model, proc, ad = load_model(str(base), adapter=str(ckpt / "adapter"))
+    model, proc, ad = load_model(str(base), adapter=str(ckpt / "adapter"), device=device)
     s = plan.image_size
-    return head_pck(model, proc, ad, load_heads(ckpt / "heads"), data["val"], size=(s, s))
+    return head_pck(model, proc, ad, load_heads(ckpt / "heads", device=device), data["val"], size=(s, s))
 
 
 def run_sweep(plan: Plan, data: dict[str, Path], base: Path, out: Path,
-              say: Callable[[str], None]) -> dict[str, Any]:
+              say: Callable[[str], None], device: str = "cpu") -> dict[str, Any]:
     """The validation sweep (`Plan.sweep`): arm C, seed 0; picks [lr, lora_r] by mean head-space val PCK."""
     path = out / "sweep" / "sweep.json"
     if path.exists():
@@ -154,7 +156,7 @@ def run_sweep(plan: Plan, data: dict[str, Path], base: Path, out: Path,
     for lr, r in plan.sweep:
         d = out / "sweep" / f"lr{lr:g}_r{int(r)}"
         ckpt, val, _ = train_arm(plan, data, base, "C", 0, d, steps=plan.sweep_steps, lr=lr, lora_r=int(r))
-        hp = val_head_pck(plan, data, base, ckpt)
+        hp = val_head_pck(plan, data, base, ckpt, device)
         vals = [v for v in hp["pck_mean"] if v is not None]
         rows.append({"lr": lr, "lora_r": int(r), "steps": plan.sweep_steps, "val_head_pck": hp["pck_mean"],
                      "val_head_pck_mean": float(sum(vals) / len(vals)) if vals else None,
@@ -190,7 +192,7 @@ def subset_pck(res: dict, keys: set[str]) -> list[float | None]:
 
 
 def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None, out: Path, seed: int,
-               questions, same_keys: set[str]) -> dict[str, Any]:
+               questions, same_keys: set[str], device: str = "cpu") -> dict[str, Any]:
     """The test-split measurements of one trained model (ckpt None: the warm-up base alone)."""
     from gasp.experiment.head_probe import head_pck
     from gasp.experiment.qa_eval import score
@@ -202,16 +204,17 @@ def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None,
     adapter = str(ckpt / "adapter") if ckpt is not None else None
     shutil.rmtree(out / "probe", ignore_errors=True)      # the probe resumes from a folder; start clean
     probe = run_probe(ProbeConfig(model=str(base), adapter=adapter, tracks=str(data["test"]), out=str(out / "probe"),
-                                  size=size, seed=seed, extra_deltas=tuple(plan.extra_deltas)))
+                                  size=size, seed=seed, extra_deltas=tuple(plan.extra_deltas), device=device))
     keep = ("pck_at",) * bool(plan.extra_deltas) + ("layers", "pck_mean", "pck_std", "rho", "dt", "dt_pck", "dt_norm", "peak_layer", "num_sequences",
             "num_predictions", "sequences", "per_sequence", "delta", "rope", "heads", "frames_mode")
     res: dict[str, Any] = {"probe": {k: probe[k] for k in keep},
                            "probe_command": _probe_command(base, adapter, data, out, size)}
     res["same_texture_pck"] = subset_pck(probe, same_keys)
     res["other_pck"] = subset_pck(probe, set(probe["sequences"]) - same_keys)
-    model, proc, ad = load_model(str(base), adapter=adapter)
+    model, proc, ad = load_model(str(base), adapter=adapter, device=device)
     if ckpt is not None and (ckpt / "heads").is_dir():
-        res["head_pck"] = head_pck(model, proc, ad, load_heads(ckpt / "heads"), data["test"], size=size)
+        res["head_pck"] = head_pck(model, proc, ad, load_heads(ckpt / "heads", device=device), data["test"],
+                                   size=size)
     res["qa"] = score(model, proc, ad, questions, size=size)
     res["qa_blind"] = score(model, proc, ad, questions, blind=True, size=size)
     return res
@@ -233,8 +236,12 @@ def _check_plan(plan: Plan, out: Path) -> None:
     path.write_text(json.dumps(fixed, indent=1) + "\n")
 
 
-def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Everything in the module docstring; returns the results dict (also OUT/results.json's core)."""
+def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] | None = None,
+                   device: str = "cpu") -> dict[str, Any]:
+    """Everything in the module docstring; returns the results dict (also OUT/results.json's core).
+
+    `device` is where the warm-up, the probes and the QA run; the arms train on accelerate's
+    device (an accelerator whenever one is visible)."""
     from gasp.experiment.qa_eval import build_questions
 
     out = Path(out)
@@ -251,12 +258,12 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
 
         references = benchmark_references(data["test"], TOKEN_PX, same_keys=same)
     t = time.time()
-    base = warmup(plan, data, out, say)
+    base = warmup(plan, data, out, say, device)
     timings["warmup_s"] = time.time() - t
     sweep, chosen = None, {}
     if plan.sweep:
         t = time.time()
-        sweep = run_sweep(plan, data, base, out, say)
+        sweep = run_sweep(plan, data, base, out, say, device)
         chosen = sweep["chosen"]
         timings["sweep_s"] = time.time() - t
         say(f"sweep chose lr {chosen['lr']:g}, LoRA rank {chosen['lora_r']} in {timings['sweep_s']:.0f} s")
@@ -264,7 +271,8 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
     say(f"data + warm-up done in {timings['data_s'] + timings['warmup_s']:.0f} s; {len(questions)} test questions, "
         f"{len(same)} same-texture test sequences")
     t = time.time()
-    runs: dict[str, Any] = {"base": test_model(plan, data, base, None, out / "base_test", 0, questions, same)}
+    runs: dict[str, Any] = {"base": test_model(plan, data, base, None, out / "base_test", 0, questions, same,
+                                               device)}
     timings["test_base_s"] = time.time() - t
     say(f"warm-up base tested in {timings['test_base_s']:.0f} s")
     for arm in plan.arms:
@@ -280,13 +288,13 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
             ckpt, val, cfg = train_arm(plan, data, base, arm, seed, d, lr=chosen.get("lr"),
                                        lora_r=chosen.get("lora_r"))
             t_train = time.time() - t
-            res = test_model(plan, data, base, ckpt, d / "test", seed, questions, same)
+            res = test_model(plan, data, base, ckpt, d / "test", seed, questions, same, device)
             res.update(seed=seed, checkpoint=str(ckpt), train_config=cfg, train_s=t_train,
                        test_s=time.time() - t - t_train,
                        val={k: val.get(k) for k in ("pck_mean", "rho", "peak_layer")})
             if plan.version >= 2:
                 res["curves"] = loss_curves(d)
-                vh = val_head_pck(plan, data, base, ckpt)
+                vh = val_head_pck(plan, data, base, ckpt, device)
                 if vh is not None:
                     res["val_head_pck"] = {k: vh[k] for k in ("layers", "pck_mean", "pck_std")}
             done.write_text(json.dumps(res) + "\n")

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, steps: int, lr: float,
                 size: tuple[int, int], num_frames: int, seed: int = 0, warmup_frac: float = 0.05,
-                say: Callable[[str], None] | None = None) -> Path:
+                say: Callable[[str], None] | None = None, device: str = "cpu") -> Path:
     """Train every weight of the model at `init` on the instruction data; returns OUT/base."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -40,7 +40,7 @@ def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, step
     if (base / "config.json").exists():
         return base
     torch.manual_seed(seed)
-    model, proc, adapter = load_model(str(init), seed=seed)
+    model, proc, adapter = load_model(str(init), seed=seed, device=device)
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -54,6 +54,7 @@ def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, step
     with metrics.open("w") as f:
         for step in range(steps):
             inputs, _ = stream[step].adapter_inputs(adapter, proc, fps=2.0, size=size)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
             loss = model(**inputs).loss
             loss.backward()
             lv = loss.item()

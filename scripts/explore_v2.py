@@ -1,0 +1,98 @@
+"""Exploratory follow-ups of a finished v2 replication, on the VALIDATION split only (never test).
+
+    python scripts/explore_v2.py runs/v2 --out docs/results/v2/explore [--steps 1200 --every 300]
+
+1. features  cosine matching on the raw normed hidden states that q_proj reads, every layer, no head:
+             the warm-up base against the same architecture at its random init (OUT/base_init),
+             beside the pixel-patch NCC matcher on the same sequences. It says how much
+             correspondence the features carry before any GASP training.
+2. steps     arm C, seed 0, the run's chosen lr / LoRA rank, trained `--steps` steps from the base
+             with a checkpoint every `--every`: validation head-space PCK@2 and Q/K PCK@2 against
+             steps. It says whether the heads target is a matter of training length.
+
+Writes OUT/explore.json (with the command, git SHA and the trainer config).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="a finished scripts/reproduce_small.py output folder (v2 preset)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "v2" / "explore"))
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--every", type=int, default=300)
+    ap.add_argument("--skip-steps", action="store_true", help="only the feature check (seconds)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    run = Path(a.run)
+    if not (run / "results.json").is_file():
+        print(f"explore_v2: error: {run / 'results.json'} not found", file=sys.stderr)
+        return 2
+    if a.steps < 1 or a.every < 1 or a.steps % a.every:
+        print(f"explore_v2: error: --steps ({a.steps}) must be a positive multiple of --every ({a.every})",
+              file=sys.stderr)
+        return 2
+    from gasp.config import to_dict
+    from gasp.experiment.baselines import TOKEN_PX, benchmark_references
+    from gasp.experiment.head_probe import feature_pck, head_pck
+    from gasp.experiment.plan import ARMS, Plan
+    from gasp.experiment.small import _config
+    from gasp.models import load_model
+    from gasp.qk_heads import load_heads
+    from gasp.recipe import train
+    from gasp.runinfo import run_info, write_json_atomic
+
+    res = json.loads((run / "results.json").read_text())
+    plan = Plan(**res["plan"])
+    size = (plan.image_size, plan.image_size)
+    data = {k: Path(v) for k, v in res["data"].items()}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"command": " ".join(["explore_v2.py", *(argv if argv is not None else sys.argv[1:])]), **run_info(),
+            "split": "val", "run": str(run)}
+    ref = benchmark_references(data["val"], TOKEN_PX)
+    feats = {"appearance_ncc": ref["appearance"]["2"]["mean"], "same_position": ref["same_position"]["2"]["mean"],
+             "uniform": ref["uniform"]["2"]["mean"]}
+    for name in ("base_init", "base"):
+        model, proc, ad = load_model(str(run / name))
+        feats[name] = feature_pck(model, proc, ad, data["val"], size=size)["pck_mean"]
+        print(f"features of {name}: PCK@2 per layer " + ", ".join(f"{v:.3f}" for v in feats[name]), flush=True)
+    print(f"pixel NCC {feats['appearance_ncc']:.3f}, same position {feats['same_position']:.3f}, "
+          f"uniform {feats['uniform']:.3f} (validation split)", flush=True)
+    result = {**info, "features": feats}
+    if not a.skip_steps:
+        chosen = (res.get("sweep") or {}).get("chosen", {})
+        d = run / "explore" / "run_C_seed0"            # checkpoints stay in the run folder, not in docs
+        cfg = _config(plan, data, run / "base", d, 0, a.steps, [*ARMS["C"]["overrides"], f"run.save_every={a.every}"],
+                      chosen.get("lr"), chosen.get("lora_r"))
+        t = time.time()
+        summary = train(cfg)
+        curve = []
+        for step in range(a.every, a.steps + 1, a.every):
+            ck = d / f"checkpoint-{step}"
+            model, proc, ad = load_model(str(run / "base"), adapter=str(ck / "adapter"))
+            hp = head_pck(model, proc, ad, load_heads(ck / "heads"), data["val"], size=size)
+            curve.append({"step": step, "val_head_pck": hp["pck_mean"]})
+            print(f"step {step}: val head-space PCK@2 " + ", ".join(f"{v:.3f}" for v in hp["pck_mean"]), flush=True)
+        rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        result["steps"] = {"arm": "C", "seed": 0, "train_s": time.time() - t, "curve": curve,
+                           "val_qk_pck_final": (summary.get("results") or {}).get("pck_mean"),
+                           "l_corr": [[r["step"], r["l_corr"]] for r in rows if r.get("l_corr") is not None],
+                           "train_config": to_dict(cfg)}
+    write_json_atomic(out / "explore.json", result)
+    print(f"wrote {out / 'explore.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
