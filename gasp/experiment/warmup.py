@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, steps: int, lr: float,
                 size: tuple[int, int], num_frames: int, seed: int = 0, warmup_frac: float = 0.05,
-                say: Callable[[str], None] | None = None, device: str = "cpu") -> Path:
-    """Train every weight of the model at `init` on the instruction data; returns OUT/base."""
+                say: Callable[[str], None] | None = None, device: str = "cpu", train_vision: bool = True) -> Path:
+    """Train every weight of the model at `init` on the instruction data; returns OUT/base.
+
+    train_vision=False keeps the vision tower at its initial weights (an exploratory variant)."""
     from transformers import get_cosine_schedule_with_warmup
 
     from gasp.lm_stream import LMStream
@@ -44,6 +46,9 @@ def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, step
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
+    if not train_vision:
+        for p in adapter.vision_tower(model).parameters():
+            p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, max(1, int(warmup_frac * steps)), steps)
