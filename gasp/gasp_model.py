@@ -32,6 +32,7 @@ from torch import nn
 from gasp.capture import capture_q_inputs
 from gasp.config import TrainConfig
 from gasp.heads import CorrespondenceHeads
+from gasp.qk_heads import flat_heads
 from gasp.losses import gasp_losses
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,12 @@ class GaspModel(nn.Module):
 
     def _qk_head_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
         from gasp.hooks import capture_qk
-        from gasp.qk_heads import flat_heads
 
         nf, p = batch["grids"]
         with capture_qk(self.model, self.decoder_layers, layers=self.heads.layers,
                         positions=batch["positions"].to(dev), grad=True) as rec:
             self.model(**inputs, logits_to_keep=1)
-        q = {i: flat_heads(rec.q[i][0]) for i in rec.layers}                   # layer -> (F'*P, H*D)
-        k = {i: flat_heads(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers}
-        anchor, cand = self.heads(q, k)                                         # (L, F'*P, E) each
+        anchor, cand = self.heads.embed_record(rec)                             # (L, F'*P, E) each
         return cand.unflatten(1, (nf, p)), anchor.unflatten(1, (nf, p))
 
     def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
@@ -127,10 +125,8 @@ def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
     K (Hkv heads) is repeated to `num_heads` query heads like transformers' repeat_kv, so the
     dot product of a query's and a key's embedding is the mean over heads of their cosines.
     """
-    x = torch.nn.functional.normalize(x.float(), dim=-1)
-    if num_heads is not None and num_heads != x.shape[0]:
-        x = x.repeat_interleave(num_heads // x.shape[0], dim=0)              # (H, N, D)
-    return x.transpose(0, 1).flatten(1) / x.shape[0] ** 0.5
+    h = num_heads or x.shape[0]
+    return flat_heads(torch.nn.functional.normalize(x.float(), dim=-1), num_heads) / h ** 0.5   # (N, H*D)
 
 
 def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:

@@ -98,14 +98,26 @@ def base_q_proj(layer: nn.Module) -> nn.Linear:
     return q
 
 
-def layer_q_projs(decoder_layers: Sequence[nn.Module], layers: Sequence[int] | None) -> dict[int, nn.Linear]:
-    """{layer: its base q_proj} for `layers` (default all), or a ValueError naming the layers that exist."""
+def layer_q_projs(decoder_layers: Sequence[nn.Module], layers: Sequence[int] | None,
+                  init: str = "svd") -> dict[int, nn.Linear]:
+    """{layer: its base q_proj} for `layers` (default all), or a ValueError naming the layers that exist
+    (or the bad `init`): what every head family's `from_model` checks first."""
+    if init not in ("svd", "random"):
+        raise ValueError(f"init must be 'svd' or 'random', got {init!r}")
     n = len(decoder_layers)
     layers = list(range(n)) if layers is None else [int(i) for i in layers]
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
         raise ValueError(f"layers {bad} do not exist; the model has decoder layers 0..{n - 1}")
     return {i: base_q_proj(decoder_layers[i]) for i in layers}
+
+
+def common_width(q_projs: Mapping[int, nn.Linear], side: str) -> int:
+    """The q_projs' shared "input" (d) or "output" (H*D) width; a ValueError when the layers differ."""
+    widths = {q.weight.shape[1 if side == "input" else 0] for q in q_projs.values()}
+    if len(widths) != 1:
+        raise ValueError(f"q_proj {side} widths differ across layers: {sorted(widths)}")
+    return widths.pop()
 
 
 @torch.no_grad()
@@ -180,17 +192,11 @@ class CorrespondenceHeads(nn.Module):
         looked up that way when None). Each head is built on its layer's q_proj device in
         `dtype`; with init="svd" it is initialised from the base (pre-LoRA) q_proj weight/bias.
         """
-        if init not in ("svd", "random"):
-            raise ValueError(f"init must be 'svd' or 'random', got {init!r}")
         if decoder_layers is None:
             from gasp.adapters import get_adapter
             decoder_layers = get_adapter(model).decoder_layers(model)
-        qs = layer_q_projs(decoder_layers, layers)
-        layers = list(qs)
-        d_model = {q.weight.shape[1] for q in qs.values()}
-        if len(d_model) != 1:
-            raise ValueError(f"q_proj input widths differ across layers: {sorted(d_model)}")
-        heads = cls(layers, d_model.pop(), hidden, d_emb)
+        qs = layer_q_projs(decoder_layers, layers, init)
+        heads = cls(list(qs), common_width(qs, "input"), hidden, d_emb)
         for i, q in qs.items():
             head = heads[i].to(device=q.weight.device, dtype=dtype)
             if init == "svd":

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gasp.heads import CONFIG_NAME, FORMAT_VERSION, CorrespondenceHeads, layer_q_projs
+from gasp.heads import CONFIG_NAME, FORMAT_VERSION, CorrespondenceHeads, common_width, layer_q_projs
 
 logger = logging.getLogger(__name__)
 KIND = "qk_pair"
@@ -56,20 +56,19 @@ class QKHeads(nn.Module):
         """{layer: (N, H*D) Q}, {layer: (N, H*D) K} -> anchor and candidate embeddings, each (L, N, E)."""
         return self.q(q), self.k(k)
 
+    def embed_record(self, rec) -> tuple[Tensor, Tensor]:
+        """Anchor and candidate embeddings (L, N, E) from a `gasp.hooks.capture_qk` record of one sequence."""
+        return self({i: flat_heads(rec.q[i][0]) for i in rec.layers},
+                    {i: flat_heads(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers})
+
     def config(self) -> dict:
         return {**self.q.config(), "kind": KIND}
 
     @classmethod
     def from_model(cls, model: nn.Module, decoder_layers: Sequence[nn.Module], layers: Sequence[int] | None = None,
                    hidden: int = 512, d_emb: int = 128, init: str = "svd") -> QKHeads:
-        if init not in ("svd", "random"):
-            raise ValueError(f"init must be 'svd' or 'random', got {init!r}")
-        qs = layer_q_projs(decoder_layers, layers)
-        layers = list(qs)
-        width = {q.weight.shape[0] for q in qs.values()}
-        if len(width) != 1:
-            raise ValueError(f"q_proj output widths differ across layers: {sorted(width)}")
-        heads = cls(layers, width.pop(), hidden, d_emb)
+        qs = layer_q_projs(decoder_layers, layers, init)
+        heads = cls(list(qs), common_width(qs, "output"), hidden, d_emb)
         for i, qp in qs.items():
             for side in (heads.q[i], heads.k[i]):
                 side.to(device=qp.weight.device)

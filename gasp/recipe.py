@@ -37,6 +37,7 @@ from gasp.gasp_model import GaspModel, build_lora_model, param_groups
 from gasp.geo_batch import geo_targets
 from gasp.geo_stream import GeoStream
 from gasp.heads import CorrespondenceHeads
+from gasp.qk_heads import QKHeads
 from gasp.lm_stream import LMStream, batch_kind
 from gasp.runinfo import run_info, write_text_atomic
 from gasp.train_data import prepare_data
@@ -103,16 +104,11 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     torch.manual_seed(cfg.run.seed)                       # LoRA init is identical on every process
     peft_model = build_lora_model(model, adapter, cfg)
     heads = None
-    if geo is not None and cfg.loss.on == "heads":
+    head_cls = {"heads": CorrespondenceHeads, "qk_heads": QKHeads}.get(cfg.loss.on)   # loss.on=qk: no heads
+    if geo is not None and head_cls is not None:
         layers = None if cfg.heads.layers == "all" else cfg.heads.layers
-        heads = CorrespondenceHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
-                                               hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
-    elif geo is not None and cfg.loss.on == "qk_heads":
-        from gasp.qk_heads import QKHeads
-
-        layers = None if cfg.heads.layers == "all" else cfg.heads.layers
-        heads = QKHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
-                                   hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
+        heads = head_cls.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
+                                    hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
     gm = GaspModel(peft_model, heads, adapter, cfg)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)

@@ -262,14 +262,14 @@ def evaluate_layer(
     pred_rc, conf = match_frames(q1, k.index_select(1, others), heads, scale)
     gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
     valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
-    correct = within_delta(pred_rc, gt.to(pred_rc.device), delta) & valid.to(pred_rc.device)
-    correct_at = {float(d): within_delta(pred_rc, gt.to(pred_rc.device), d) & valid.to(pred_rc.device)
-                  for d in extra_deltas}
+    gt, valid = gt.to(pred_rc.device), valid.to(pred_rc.device)
+    correct = within_delta(pred_rc, gt, delta) & valid
+    correct_at = {float(d): within_delta(pred_rc, gt, d) & valid for d in extra_deltas}
     dt = None
     if frame_index is not None:
         fi = torch.as_tensor(frame_index, dtype=torch.long)
         dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
-    return LayerResult(correct=correct, conf=conf, valid=valid.to(pred_rc.device), pred_rc=pred_rc, dt=dt,
+    return LayerResult(correct=correct, conf=conf, valid=valid, pred_rc=pred_rc, dt=dt,
                        correct_at=correct_at or None)
 
 

@@ -105,9 +105,7 @@ def patch_descriptors(frame: np.ndarray, xy: np.ndarray, window: int, pool: int 
     y0 = np.clip(np.rint(xy[:, 1]).astype(int), 0, frame.shape[0] - 1)
     c = window // pool
     x = np.stack([pad[y:y + window, x:x + window] for x, y in zip(x0, y0)])  # (N, window, window, 3)
-    x = x.reshape(len(xy), c, pool, c, pool, 3).mean((2, 4)).reshape(len(xy), -1)
-    x -= x.mean(-1, keepdims=True)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    return _unit(x.reshape(len(xy), c, pool, c, pool, 3).mean((2, 4)).reshape(len(xy), -1))
 
 
 def ncc_predictions(frames: np.ndarray, query_xy: np.ndarray, query_frame: int, token_size: int,

@@ -88,14 +88,13 @@ def embedding_pck(model, processor, adapter, layers: list[int], tracks_path, emb
 def _embed(model, layers_module, heads, inputs, layout, dev) -> tuple[torch.Tensor, torch.Tensor]:
     """(L, F*h*w, E) query-side and key-side embeddings of one sequence's visual tokens."""
     from gasp.hooks import capture_qk
-    from gasp.qk_heads import QKHeads, flat_heads
+    from gasp.qk_heads import QKHeads
 
     pos = layout.flat_positions.to(dev)
     if isinstance(heads, QKHeads):
         with capture_qk(model, layers_module, layers=heads.layers, positions=pos) as rec:
             model(**{k: v.to(dev) for k, v in inputs.items()})
-        return heads({i: flat_heads(rec.q[i][0]) for i in rec.layers},
-                     {i: flat_heads(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers})
+        return heads.embed_record(rec)
     with capture_q_inputs(model, layers_module, layers=heads.layers, positions=pos) as rec:
         model(**{k: v.to(dev) for k, v in inputs.items()})
     emb = heads({l: x[0].to(heads.heads[str(l)].fc1.weight.device) for l, x in rec.states.items()})

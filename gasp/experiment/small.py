@@ -205,8 +205,9 @@ def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None,
     shutil.rmtree(out / "probe", ignore_errors=True)      # the probe resumes from a folder; start clean
     probe = run_probe(ProbeConfig(model=str(base), adapter=adapter, tracks=str(data["test"]), out=str(out / "probe"),
                                   size=size, seed=seed, extra_deltas=tuple(plan.extra_deltas), device=device))
-    keep = ("pck_at",) * bool(plan.extra_deltas) + ("layers", "pck_mean", "pck_std", "rho", "dt", "dt_pck", "dt_norm", "peak_layer", "num_sequences",
+    keep = ("layers", "pck_mean", "pck_std", "rho", "dt", "dt_pck", "dt_norm", "peak_layer", "num_sequences",
             "num_predictions", "sequences", "per_sequence", "delta", "rope", "heads", "frames_mode")
+    keep += ("pck_at",) if plan.extra_deltas else ()
     res: dict[str, Any] = {"probe": {k: probe[k] for k in keep},
                            "probe_command": _probe_command(base, adapter, data, out, size)}
     res["same_texture_pck"] = subset_pck(probe, same_keys)
