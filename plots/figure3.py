@@ -74,7 +74,8 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
         ok = np.isfinite(y)                                   # Δt without support in this run are left out
         ax_dt.plot(dt[ok], y[ok], "-o", ms=3, color=c, label=tag)
     for (name, value), ls in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
-        ax_pck.axhline(value, color="0.35", lw=1.0, ls=ls, label=f"{name.replace('_', ' ')} (no model): {value:.2f}")
+        name = "chance (uniform)" if name == "uniform" else name.replace("_", " ")
+        ax_pck.axhline(value, color="0.35", lw=1.0, ls=ls, label=f"{name} (no model): {value:.2f}")
     if references:
         ax_pck.legend(*[[h for h, n in zip(*ax_pck.get_legend_handles_labels()) if "no model" in n],
                         [n for n in ax_pck.get_legend_handles_labels()[1] if "no model" in n]],

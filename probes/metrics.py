@@ -223,6 +223,7 @@ class LayerResult:
     pred_rc: torch.Tensor          # (F', N, 2) long row, col, or (H, F', N, 2)
     dt: torch.Tensor | None = None  # (F',) long |frame_index[k] - frame_index[query]|
     correct_at: dict[float, torch.Tensor] | None = None  # extra thresholds: delta -> (F', N) bool, like correct
+    sim: torch.Tensor | None = None  # (F', M, h, w) head-mean cosine maps of the points asked for (sim_points)
 
 
 def evaluate_layer(
@@ -237,6 +238,7 @@ def evaluate_layer(
     delta: float = 2.0,
     scale: float | None = None,
     extra_deltas: Sequence[float] = (),
+    sim_points: Sequence[int] = (),
 ) -> LayerResult:
     """Everything the probe needs from one layer of one sequence.
 
@@ -245,6 +247,8 @@ def evaluate_layer(
     token's size in the tracks' pixels, a number or (th, tw) (``VisualLayout.token_size``);
     frame_index: (F,) source-video frame numbers.
     Query point i reads the query-frame token that contains tracks[query_frame, i].
+    ``sim_points`` (M indices into N) also returns their eq.-10 cosine maps over every other
+    frame, head-averaged whatever ``heads`` is, for the match explorer (``plots/matches.py``).
     """
     hq, f, h, w, d = q.shape
     if k.shape[1:] != (f, h, w, d):
@@ -269,8 +273,41 @@ def evaluate_layer(
     if frame_index is not None:
         fi = torch.as_tensor(frame_index, dtype=torch.long)
         dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
+    sim = None
+    if len(sim_points):
+        kf = k.index_select(1, others).flatten(2, 3)                  # (Hkv, F', P, D)
+        sel = torch.as_tensor(list(sim_points), dtype=torch.long, device=q1.device)
+        sim = similarity(q1.index_select(1, sel), kf, "mean").unflatten(-1, (h, w))  # (F', M, h, w)
     return LayerResult(correct=correct, conf=conf, valid=valid, pred_rc=pred_rc, dt=dt,
-                       correct_at=correct_at or None)
+                       correct_at=correct_at or None, sim=sim)
+
+
+def reference_pck(tracks: torch.Tensor, visible: torch.Tensor, query_frame: int, grid: tuple[int, int],
+                  token_size: float | tuple[float, float], delta: float = 2.0) -> dict[str, float]:
+    """PCK@delta of two predictors that never look at the model, for one sequence.
+
+    tracks (F, N, 2) pixel x, y; visible (F, N). Scored as ``evaluate_layer`` scores a layer:
+        uniform        expected PCK of a token drawn uniformly from frame k's h x w grid (chance)
+        same_position  PCK of predicting the query's own token in every frame (a purely
+                       positional match: what the probe would get from a model that ignores content)
+    NaN when no point is visible in the query frame and another frame.
+    """
+    h, w = grid
+    tok = pixels_to_tokens(torch.as_tensor(tracks, dtype=torch.float64), token_size)        # (F, N, 2)
+    vis = torch.as_tensor(visible, dtype=torch.bool) & torch.isfinite(tok).all(-1)
+    others = [i for i in range(tok.shape[0]) if i != query_frame]
+    valid = vis[query_frame][None] & vis[others]                                             # (F', N)
+    gt = tok[others]                                                                         # (F', N, 2)
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    cells = torch.stack([rows.reshape(-1), cols.reshape(-1)], -1)                            # (h*w, 2) row, col
+    hit = within_delta(cells[:, None, None, :].expand(-1, *gt.shape[:2], 2), gt[None], delta)  # (h*w, F', N)
+    q = torch.nan_to_num(tok[query_frame]).add(0.5).floor().long()                           # (N, 2) x, y
+    q_rc = torch.stack([q[:, 1].clamp(0, h - 1), q[:, 0].clamp(0, w - 1)], -1)               # (N, 2) row, col
+    same = within_delta(q_rc[None].expand(gt.shape[0], -1, -1), gt, delta)                   # (F', N)
+    n = int(valid.sum())
+    if n == 0:
+        return {"uniform": math.nan, "same_position": math.nan}
+    return {"uniform": float((hit.double().mean(0) * valid).sum() / n), "same_position": float((same & valid).sum() / n)}
 
 
 def summarize(

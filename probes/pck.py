@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
     p.add_argument("--model", default=d.model, help="alias (qwen2.5-vl-7b, ...), local checkpoint folder, "
                    "HF id in the local cache, or tiny-* (default %(default)s)")
     p.add_argument("--adapter", help="peft LoRA adapter folder applied on top of --model")
-    p.add_argument("--tracks", help="tracks file or folder of shards (default: render synthetic eval sequences)")
+    p.add_argument("--tracks", help="tracks file or folder of shards (default: synthetic eval sequences, "
+                   "rendered once into GASP_CACHE, ~/.cache/gasp)")
     p.add_argument("--out", default=d.out, help="results folder (default %(default)s)")
     p.add_argument("--layers", default=d.layers, help="'all' or comma-separated layer indices")
     p.add_argument("--rope", choices=["post", "pre"], default=d.rope, help="Q/K after (default) or before RoPE")
@@ -47,8 +48,12 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
     p.add_argument("--synthetic-size", type=int, default=d.synthetic_size, help="their frame size in pixels")
     p.add_argument("--trust-remote-code", action="store_true")
     a = p.parse_args(argv)
-    if a.batch_size < 1 or (a.max_sequences is not None and a.max_sequences < 1) or a.delta <= 0:
-        p.error("--batch-size and --max-sequences must be >= 1 and --delta > 0")
+    if a.delta <= 0:
+        p.error(f"argument --delta: must be > 0 (a distance in tokens), got {a.delta:g}")
+    if a.batch_size < 1:
+        p.error(f"argument --batch-size: must be >= 1, got {a.batch_size}")
+    if a.max_sequences is not None and a.max_sequences < 1:
+        p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
     return ProbeConfig(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
                        heads=a.heads, delta=a.delta, max_sequences=a.max_sequences, frames_mode=a.frames_mode,
                        dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from plots.figure3 import draw_figure3
 
     paths = draw_figure3([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
-                         Path(cfg.out) / "figure3.png")
+                         Path(cfg.out) / "figure3.png", references=res.get("references"))
     print(f"peak PCK@{cfg.delta:g} {max((v for v in res['pck_mean'] if v is not None), default=float('nan')):.3f} "
           f"at layer {res['peak_layer']} over {res['num_sequences']} sequences")
     print(f"results: {Path(cfg.out) / 'results.json'}")

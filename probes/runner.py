@@ -39,7 +39,7 @@ class ProbeConfig:
 
     model: str = "tiny-qwen2.5-vl"
     adapter: str | None = None
-    tracks: str | None = None          # None: synthetic evaluation sequences made in OUT
+    tracks: str | None = None          # None: synthetic evaluation sequences, rendered once into GASP_CACHE
     out: str = "runs/probe"
     layers: str = "all"                # "all" or "i,j,..."
     rope: str = "post"
@@ -58,6 +58,8 @@ class ProbeConfig:
     trust_remote_code: bool = False
     synthetic_scenes: int = 8          # embedded default: scenes of 26 frames, one 8-frame sequence each
     synthetic_size: int = 448          # 16 x 16 tokens per frame for Qwen (28 px tokens)
+    explore_sequences: int = 8         # the first N sequences also store similarity maps (plots/matches.py)
+    explore_points: int = 4            # ... of this many query points each
 
 
 class ProbeError(ValueError):
@@ -78,15 +80,12 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
 
 
 def synthetic_eval_tracks(cfg: ProbeConfig) -> Path:
-    """Make (once) the embedded default's evaluation sequences in OUT."""
-    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+    """The embedded default's evaluation sequences, rendered once into the cache (``tracks/cache.py``)."""
+    from tracks.cache import cached_synthetic_file
+    from tracks.synthetic import SyntheticSceneConfig
 
-    path = Path(cfg.out) / "synthetic_eval.h5"
-    if not path.exists():
-        scene_cfg = SyntheticSceneConfig(height=cfg.synthetic_size, width=cfg.synthetic_size, num_frames=26)
-        log.info("no --tracks given: rendering %d synthetic evaluation scenes into %s", cfg.synthetic_scenes, path)
-        make_synthetic_file(path, cfg.synthetic_scenes, seed=10_000 + cfg.seed, config=scene_cfg, grid=8, split="eval")
-    return path
+    scene_cfg = SyntheticSceneConfig(height=cfg.synthetic_size, width=cfg.synthetic_size, num_frames=26)
+    return cached_synthetic_file(cfg.synthetic_scenes, 10_000 + cfg.seed, scene_cfg, grid=8, split="eval")
 
 
 class Probe:
@@ -121,8 +120,14 @@ class Probe:
             raise ProbeError(f"sequence {seq.key} ({seq.image_size[0]}x{seq.image_size[1]} px): {e}") from None
         return inputs, layout
 
-    def evaluate(self, seqs: list[TrackSequence]) -> list[dict[str, np.ndarray]]:
-        """Probe a batch of sequences with identical input shapes in one forward."""
+    def evaluate(self, seqs: list[TrackSequence], maps: list[bool] | None = None) -> list[dict[str, np.ndarray]]:
+        """Probe a batch of sequences with identical input shapes in one forward.
+
+        Each record holds the metrics' inputs (correct, conf, valid, dt), the predicted token
+        of every point in every frame at every layer (``pred``, flat row-major index into the
+        h x w grid) and, where ``maps[b]``, similarity maps of ``explore_points`` query points.
+        """
+        maps = maps or [False] * len(seqs)
         prepared = [self.prepare(s) for s in seqs]
         layout = prepared[0][1]
         # every input's first dim is the batch or a flat run of patches: both concatenate on dim 0
@@ -133,16 +138,20 @@ class Probe:
         heads_modes = ["mean", "per-head"] if self.cfg.heads == "per-head" else [self.cfg.heads]
         F, (h, w) = layout.num_grids, layout.grid
 
+        qfs = [int(np.flatnonzero(fids == seq.query_frame)[0]) if seq.query_frame in fids else -1 for seq in seqs]
+        points = [spread_points(seq.visible[seq.query_frame], self.cfg.explore_points) if m else [] for seq, m in
+                  zip(seqs, maps)]
+
         def on_layer(layer: int, q: torch.Tensor, k: torch.Tensor) -> None:
             # q: (B, H, F*h*w, D) -> (B, H, F, h, w, D)
             q = q.float().unflatten(2, (F, h, w))
             k = k.float().unflatten(2, (F, h, w))
             for b, seq in enumerate(seqs):
-                qf = int(np.flatnonzero(fids == seq.query_frame)[0])
                 res = [metrics.evaluate_layer(
                     q[b], k[b], torch.from_numpy(seq.tracks[fids]), torch.from_numpy(seq.visible[fids]),
-                    layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qf,
-                    heads=mode, delta=self.cfg.delta, extra_deltas=self.cfg.extra_deltas if mode != "per-head" else ())
+                    layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qfs[b],
+                    heads=mode, delta=self.cfg.delta, extra_deltas=self.cfg.extra_deltas if mode != "per-head" else (),
+                    sim_points=points[b] if mode != "per-head" else ())
                     for mode in heads_modes]
                 per_seq[b].append(res)
 
@@ -157,17 +166,35 @@ class Probe:
                                                 rope=self.cfg.rope, on_layer=on_layer):
             self.model(**inputs)
         out = []
-        for rows in per_seq:
+        for b, rows in enumerate(per_seq):
             first = rows[0][0]
+            pred = torch.stack([r[0].pred_rc for r in rows]).cpu()                      # (L, F', N, 2) row, col
             rec = {"correct": torch.stack([r[0].correct for r in rows]).cpu().numpy(),   # (L, F', N)
                    "conf": torch.stack([r[0].conf for r in rows]).float().cpu().numpy(),  # (L, F', N)
-                   "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy()}
+                   "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy(),
+                   "pred": (pred[..., 0] * w + pred[..., 1]).numpy().astype(np.uint16),   # (L, F', N) flat token
+                   "frame_ids": fids.astype(np.int32), "query_grid": np.int32(qfs[b]),
+                   "grid": np.int32([h, w]), "token_size": np.float64(layout.token_size)}
+            ref = metrics.reference_pck(seqs[b].tracks[fids], seqs[b].visible[fids], qfs[b], (h, w),
+                                        layout.token_size, self.cfg.delta)
+            rec["reference"] = np.float64([ref["uniform"], ref["same_position"]])    # model-free PCK@delta
+            if points[b]:
+                rec["sim_points"] = np.asarray(points[b], dtype=np.int32)                 # (M,)
+                rec["sim"] = torch.stack([r[0].sim for r in rows]).cpu().numpy().astype(np.float16)  # (L, F', M, h, w)
             for d in self.cfg.extra_deltas:
                 rec[delta_key(d)] = torch.stack([r[0].correct_at[float(d)] for r in rows]).cpu().numpy()
             if len(rows[0]) > 1:
                 rec["correct_head"] = torch.stack([r[1].correct for r in rows]).cpu().numpy()  # (L, H, F', N)
             out.append(rec)
         return out
+
+
+def spread_points(visible_query: np.ndarray, m: int) -> list[int]:
+    """``m`` query points spread evenly over those visible in the query frame (for similarity maps)."""
+    idx = np.flatnonzero(visible_query)
+    if m <= 0 or idx.size == 0:
+        return []
+    return sorted({int(idx[round(j)]) for j in np.linspace(0, idx.size - 1, min(m, idx.size))})
 
 
 def delta_key(d: float) -> str:
@@ -205,6 +232,11 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
     if all("correct_head" in done[k]["arrays"] for k in keys):
         sh = metrics.summarize([_layer_results(done[k]["arrays"], "correct_head") for k in keys], DTS)
         res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)
+    if all("reference" in done[k]["arrays"] for k in keys):
+        ref = np.stack([done[k]["arrays"]["reference"] for k in keys])                # (S, 2)
+        if np.isfinite(ref).all(1).any():
+            # model-free PCK@delta, mean over sequences like pck_mean (figure 3's reference lines)
+            res["references"] = dict(zip(("uniform", "same_position"), np.nanmean(ref, 0).tolist()))
     pck = np.array([np.nan if v is None else v for v in res["pck_mean"]])
     res["peak_layer"] = layers[int(np.nanargmax(pck))] if np.isfinite(pck).any() else None
     res["config"] = dataclasses.asdict(cfg)
@@ -226,7 +258,7 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 
 
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
-_RESUME_FREE = ("out", "device", "batch_size", "max_sequences")
+_RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
 
 
 def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
@@ -253,12 +285,17 @@ def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
 
 def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any] | None:
     """Probe every sequence (sharded over accelerate processes); return results on process 0."""
+    from gasp.models.loading import AdapterMismatchError, ModelNotFoundError, UnknownModelError, check_model
+
+    try:                                           # a wrong --model fails here, before anything is made
+        check_model(cfg.model, adapter=cfg.adapter, trust_remote_code=cfg.trust_remote_code)
+    except (ModelNotFoundError, UnknownModelError, AdapterMismatchError) as e:
+        raise ProbeError(str(e)) from None
     state = process_state(cfg.device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.tracks is None:
-        with state.main_process_first():
-            tracks_path = synthetic_eval_tracks(cfg) if state.is_main_process else Path(cfg.out) / "synthetic_eval.h5"
+        with state.main_process_first():           # process 0 renders (once), the others then read the cache
+            tracks_path = synthetic_eval_tracks(cfg)
     else:
         tracks_path = Path(cfg.tracks)
     reader = TrackReader(tracks_path)
@@ -266,6 +303,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     if n == 0:
         raise ProbeError(f"{tracks_path} holds no sequences")
     keys = reader.sequence_keys[:n]
+    out.mkdir(parents=True, exist_ok=True)
     _check_resume(cfg, out, write=state.is_main_process)
     done = store.read_finished(out)
     todo = [i for i in range(n) if keys[i] not in done and i % state.num_processes == state.process_index]
@@ -276,7 +314,8 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     part = store.part_path(out, state.process_index, state.num_processes)
     bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
     for batch in batches(todo, reader, cfg.batch_size):
-        for (i, seq), rec in zip(batch, probe.evaluate([s for _, s in batch])):
+        recs = probe.evaluate([s for _, s in batch], maps=[i < cfg.explore_sequences for i, _ in batch])
+        for (i, seq), rec in zip(batch, recs):
             skipped = not rec["valid"].any()
             if skipped:
                 log.warning("sequence %s has no point visible in the query frame and another frame; skipped", seq.key)

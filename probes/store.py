@@ -42,7 +42,10 @@ def append(path: Path, key: str, arrays: dict[str, np.ndarray], attrs: dict | No
                 del f[name]
             g = f.create_group(name)
             for k, v in arrays.items():
-                g.create_dataset(k, data=np.asarray(v))
+                v = np.asarray(v)
+                big = v.size >= 4096                 # predictions and similarity maps: compress
+                g.create_dataset(k, data=v, **({"compression": "gzip", "compression_opts": 4, "shuffle": True}
+                                               if big else {}))
             for k, v in (attrs or {}).items():
                 g.attrs[k] = v
             g.attrs["complete"] = True          # written last: a torn group is not complete

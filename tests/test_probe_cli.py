@@ -101,6 +101,74 @@ def test_bad_model(tmp_path, tracks_file, model, message):
     assert message in p.stderr and "Traceback" not in p.stderr
 
 
+def test_bad_model_fails_before_rendering(tmp_path):
+    """Issue 12: a wrong --model used to surface after 13 s of rendering, leaving an 85 MB file in OUT."""
+    cache, out = tmp_path / "cache", tmp_path / "o"
+    p = run("--model", "no-such-model", "--out", str(out), env={"GASP_CACHE": str(cache)}, check=False)
+    assert p.returncode == 2 and "no-such-model" in p.stderr
+    assert not out.exists() and not cache.exists()              # nothing rendered, nothing half-written
+
+
+def test_default_tracks_are_cached_outside_out(tmp_path):
+    cache = tmp_path / "cache"
+    args = ("--max-sequences", "1", "--synthetic-scenes", "1", "--synthetic-size", "112")
+    run(*args, "--out", str(tmp_path / "a"), env={"GASP_CACHE": str(cache)})
+    (cached,) = list((cache / "synthetic").glob("eval-*.h5"))
+    mtime = cached.stat().st_mtime_ns
+    run(*args, "--out", str(tmp_path / "b"), env={"GASP_CACHE": str(cache)})
+    assert cached.stat().st_mtime_ns == mtime                      # read back, not rendered again
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert not list(out.glob("*.h5")) or {p.name for p in out.glob("*.h5")} == {"results.h5"}
+        assert json.loads((out / "results.json").read_text())["tracks"] == str(cached)
+    assert numbers(tmp_path / "a") == numbers(tmp_path / "b")
+
+
+@pytest.mark.parametrize("arg, value", [("--delta", "-1"), ("--batch-size", "0"), ("--max-sequences", "0")])
+def test_bad_number_names_its_argument(arg, value):
+    p = run(arg, value, check=False)
+    assert p.returncode == 2 and f"argument {arg}:" in p.stderr
+    others = {"--delta", "--batch-size", "--max-sequences"} - {arg}
+    assert not any(o in p.stderr.splitlines()[-1] for o in others)
+
+
+def test_match_records_agree_with_the_metrics(tmp_path, tracks_file):
+    """results.h5 stores what plots/matches.py draws: predictions, similarity maps and the references."""
+    import torch
+
+    from probes import metrics
+    from probes.store import read_finished
+    from tracks.io import TrackReader
+
+    out = tmp_path / "o"
+    run("--tracks", str(tracks_file), "--out", str(out), "--max-sequences", "2")
+    done = read_finished(out)
+    res = json.loads((out / "results.json").read_text())
+    with TrackReader(tracks_file) as reader:
+        for key, rec in done.items():
+            a = rec["arrays"]
+            seq = reader[reader.sequence_keys.index(key)]
+            h, w = a["grid"]
+            L, Fp, N = a["pred"].shape
+            assert (L, Fp, N) == a["correct"].shape and a["pred"].max() < h * w
+            # correctness recomputed from the stored predictions and the tracks, independently of the probe
+            others = [f for f in range(len(a["frame_ids"])) if f != a["query_grid"]]
+            tok = (seq.tracks[a["frame_ids"]][others] + 0.5) / a["token_size"][::-1] - 0.5     # (F', N, 2) x, y
+            pr, pc = a["pred"] // w, a["pred"] % w
+            dist = np.hypot(pc - tok[None, ..., 0], pr - tok[None, ..., 1])
+            assert np.array_equal(a["correct"], (dist <= 2 + 1e-6) & a["valid"][None])
+            # the similarity maps' argmax is the stored prediction (ties aside) for the chosen points
+            sim = a["sim"].astype(np.float32).reshape(L, Fp, len(a["sim_points"]), h * w)
+            best = sim.max(-1)
+            at_pred = np.take_along_axis(sim, a["pred"][:, :, a["sim_points"], None].astype(np.int64), -1)[..., 0]
+            assert np.allclose(at_pred, best, atol=2e-3)           # fp16 maps
+            ref = metrics.reference_pck(torch.from_numpy(seq.tracks[a["frame_ids"]]),
+                                        torch.from_numpy(seq.visible[a["frame_ids"]]), int(a["query_grid"]),
+                                        (int(h), int(w)), tuple(a["token_size"]))
+            assert np.allclose(a["reference"], [ref["uniform"], ref["same_position"]])
+    refs = np.mean([r["arrays"]["reference"] for r in done.values()], 0)
+    assert res["references"] == pytest.approx(dict(zip(("uniform", "same_position"), refs)))
+
+
 def test_tracks_without_needed_datasets(tmp_path, tracks_file):
     bad = tmp_path / "bad.h5"
     shutil.copy(tracks_file, bad)

@@ -186,7 +186,7 @@ def test_targets_read_the_summary():
 
 
 def test_reference_pck_against_hand_counts():
-    from gasp.experiment.baselines import sequence_reference
+    from probes.metrics import reference_pck as sequence_reference
 
     tracks = np.array([[[3.0, 3.0], [0.0, 0.0]], [[3.0, 3.0], [3.0, 0.0]]])     # (F=2, N=2) pixel = token
     ref = sequence_reference(tracks, np.ones((2, 2), bool), 0, (8, 8), token_size=1.0)

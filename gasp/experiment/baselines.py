@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from probes.metrics import pixels_to_tokens, within_delta
+from probes.metrics import reference_pck as reference_pck_sequence
 from tracks.io import TrackReader
 
 TOKEN_PX = 28        # Qwen2.5-VL: 14 px patches merged 2 x 2; the test frames are rendered at the model's input size
@@ -25,21 +26,8 @@ TOKEN_PX = 28        # Qwen2.5-VL: 14 px patches merged 2 x 2; the test frames a
 
 def sequence_reference(tracks: np.ndarray, visible: np.ndarray, query_frame: int, grid: tuple[int, int],
                        token_size: float, delta: float = 2.0) -> dict[str, float]:
-    """Both references for one sequence; tracks (F, N, 2) pixel x, y, visible (F, N)."""
-    h, w = grid
-    tok = pixels_to_tokens(torch.as_tensor(tracks, dtype=torch.float64), token_size)        # (F, N, 2)
-    vis = torch.as_tensor(visible, dtype=torch.bool) & torch.isfinite(tok).all(-1)
-    others = [i for i in range(tok.shape[0]) if i != query_frame]
-    valid = vis[query_frame][None] & vis[others]                                             # (F', N)
-    gt = tok[others]                                                                         # (F', N, 2)
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    cells = torch.stack([rows.reshape(-1), cols.reshape(-1)], -1)                            # (h*w, 2) row, col
-    hit = within_delta(cells[:, None, None, :].expand(-1, *gt.shape[:2], 2), gt[None], delta)  # (h*w, F', N)
-    q = torch.nan_to_num(tok[query_frame]).add(0.5).floor().long()                           # (N, 2) x, y
-    q_rc = torch.stack([q[:, 1].clamp(0, h - 1), q[:, 0].clamp(0, w - 1)], -1)               # (N, 2) row, col
-    same = within_delta(q_rc[None].expand(gt.shape[0], -1, -1), gt, delta)                   # (F', N)
-    n = valid.sum().clamp_min(1)
-    return {"uniform": float((hit.double().mean(0) * valid).sum() / n), "same_position": float((same & valid).sum() / n)}
+    """Both references for one sequence (``probes.metrics.reference_pck``, which the probe also uses)."""
+    return reference_pck_sequence(tracks, visible, query_frame, grid, token_size, delta)
 
 
 def reference_pck(tracks_path: str | Path, grid: tuple[int, int], token_size: float,

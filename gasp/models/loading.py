@@ -215,6 +215,29 @@ def apply_lora(model, adapter_dir: str, model_name: str):
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
 
 
+def check_model(name_or_path: str, *, adapter: str | os.PathLike | None = None,
+                trust_remote_code: bool = False) -> str | None:
+    """Fail fast, before any work, if `name_or_path` (and `adapter`) cannot be loaded; reads configs only.
+
+    Returns the checkpoint folder, or None for a `tiny-*` name (built, not loaded).
+    """
+    name_or_path = os.fspath(name_or_path)
+    path = None
+    if name_or_path.lower() not in TINY_NAMES:
+        from transformers import AutoConfig
+
+        path = resolve_checkpoint(name_or_path)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        if config.model_type not in supported_model_types():
+            raise UnknownModelError(
+                f"{name_or_path!r} is a {config.model_type!r} model; supported model types: "
+                f"{', '.join(supported_model_types())}"
+            )
+    if adapter is not None and not os.path.isfile(os.path.join(os.fspath(adapter), "adapter_config.json")):
+        raise ModelNotFoundError(f"no LoRA adapter at {os.path.abspath(adapter)} (missing adapter_config.json)")
+    return path
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -231,19 +254,13 @@ def load_model(
     """
     name_or_path = os.fspath(name_or_path)
     torch_dtype = _torch_dtype(dtype)
-    if name_or_path.lower() in TINY_NAMES:
+    path = check_model(name_or_path, adapter=adapter, trust_remote_code=trust_remote_code)
+    if path is None:
         model, processor = build_tiny(name_or_path.lower(), seed=seed)
         model = model.to(torch_dtype)
     else:
-        from transformers import AutoConfig, AutoModelForImageTextToText
+        from transformers import AutoModelForImageTextToText
 
-        path = resolve_checkpoint(name_or_path)
-        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-        if config.model_type not in supported_model_types():
-            raise UnknownModelError(
-                f"{name_or_path!r} is a {config.model_type!r} model; supported model types: "
-                f"{', '.join(supported_model_types())}"
-            )
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=torch_dtype, attn_implementation="sdpa", local_files_only=True,
             trust_remote_code=trust_remote_code,
@@ -260,5 +277,5 @@ def load_model(
 
 __all__ = [
     "ALIASES", "AdapterMismatchError", "ModelNotFoundError", "ProcessorBundle", "UnknownModelError",
-    "apply_lora", "check_adapter_fits", "load_model", "resolve_checkpoint",
+    "apply_lora", "check_adapter_fits", "check_model", "load_model", "resolve_checkpoint",
 ]
