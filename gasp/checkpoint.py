@@ -9,6 +9,11 @@
 
 The folder is written under a temporary name and renamed into place, so a crash never
 leaves a half-written checkpoint that --resume could pick up.
+
+``trainer_state.pt`` holds tensors and plain Python values only (numpy's RNG state is stored
+as a tensor), and is read with ``torch.load(weights_only=True)``: a downloaded checkpoint
+cannot run code. Files from before that change also hold a numpy array; exactly the numpy
+types needed to rebuild it are allowlisted (``_LEGACY_NUMPY``).
 """
 from __future__ import annotations
 
@@ -31,14 +36,45 @@ def checkpoint_dir(out: str | Path, step: int) -> Path:
 
 
 def rng_state() -> dict:
-    """This process's torch, numpy and python RNG states."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's torch, numpy and python RNG states, as tensors and plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": random.getstate()}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        npy = (npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+               npy["cached_gaussian"])
+    np.random.set_state(npy)
     random.setstate(state["python"])
+
+
+def _legacy_numpy_globals() -> list:
+    """What unpickling a numpy RNG key array needs: the array rebuilder, ndarray and the uint32 dtype."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:                     # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def read_state(state_file: Path) -> dict:
+    """``trainer_state.pt`` with ``weights_only=True``; a file that needs anything else is refused."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(state_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "a non-allowlisted object")
+        raise ValueError(f"{state_file}: refused to load: it holds objects other than tensors and plain values "
+                         f"({what}). gasp writes no such file; a checkpoint from elsewhere may try to run code "
+                         "when unpickled. Start from a checkpoint gasp wrote.") from None
 
 
 def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
@@ -65,6 +101,15 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
     return path
 
 
+def remove_stale_temporaries(out: str | Path) -> list[Path]:
+    """Delete the half-written checkpoint folders a killed run left in ``out`` (they never held a checkpoint)."""
+    stale = sorted(Path(out).glob(".checkpoint-*.tmp-*"))
+    for p in stale:
+        logger.info("removing %s, left by an interrupted save", p)
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, rank: int = 0,
                     num_processes: int = 1) -> dict:
     """Restore weights, optimizer, scheduler and this process's RNG from `path`; returns {"step", "micro"}."""
@@ -88,7 +133,7 @@ def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, r
             raise ValueError(f"--resume {path}: {type(saved).__name__} on layers {saved.layers}, the config asks for "
                              f"{type(heads).__name__} on {heads.layers}")
         heads.load_state_dict(saved.state_dict())
-    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    state = read_state(state_file)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]   # a dict: saved by one process

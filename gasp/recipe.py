@@ -189,6 +189,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     if acc.is_main_process:
         save_config(cfg, out / "config.yaml", extra={**run_info(), "num_processes": acc.num_processes})
         _truncate_metrics(metrics, pos["step"])
+        ckpt.remove_stale_temporaries(out)
     last = min(cfg.optim.max_steps, stop_after or cfg.optim.max_steps)
     bar = progress(total=cfg.optim.max_steps, initial=pos["step"], desc="train",
                    disable=not acc.is_local_main_process) if progress else None
@@ -227,7 +228,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines past `step` (an interrupted run may have logged beyond its last checkpoint)."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:         # the last line of a run killed mid-write
+            continue
+        if rec["step"] <= step:
+            keep.append(ln)
     write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 

@@ -5,7 +5,7 @@ per frame; one forward pass with :func:`gasp.hooks.capture_qk` hands over each l
 visual-token Q/K as soon as that layer has run; :func:`probes.metrics.evaluate_layer`
 reduces them to per-point correctness and confidence, and the tensors are dropped, so
 peak extra memory is one layer's visual Q/K. Per-sequence results are appended to
-``OUT/results.h5`` (resumable; see ``probes/store.py``), and the summary goes to
+``OUT/results.h5`` (resumable and kill-safe; see ``probes/store.py``), and the summary goes to
 ``OUT/results.json``.
 
 Shapes: L layers, H heads, F frames (token grids), N points, h x w tokens, D head dim.
@@ -311,7 +311,6 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
         log.info("resuming: %d of %d sequences already finished in %s", sum(k in done for k in keys), n, out)
     device = cfg.device or state.device
     probe = Probe.load(cfg, device=device)
-    part = store.part_path(out, state.process_index, state.num_processes)
     bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
     for batch in batches(todo, reader, cfg.batch_size):
         recs = probe.evaluate([s for _, s in batch], maps=[i < cfg.explore_sequences for i, _ in batch])
@@ -319,7 +318,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
             skipped = not rec["valid"].any()
             if skipped:
                 log.warning("sequence %s has no point visible in the query frame and another frame; skipped", seq.key)
-            store.append(part, keys[i], rec, {"scene": seq.scene, "skipped": skipped})
+            store.append(out, keys[i], rec, {"scene": seq.scene, "skipped": skipped})
         if bar:
             bar.update(len(batch))
     if bar:

@@ -1,17 +1,22 @@
-"""Per-sequence probe results on disk: appended as they finish, read back to resume.
+"""Per-sequence probe results on disk: written as they finish, read back to resume, kill-safe.
 
-``DIR/results.h5`` holds one group per finished sequence (named by the sequence key,
-with ``/`` and ``:`` escaped), each a handful of small arrays. Under
-``accelerate launch`` every process appends to its own ``results.rank<r>.h5`` and
-process 0 merges them into ``results.h5`` at the end. Each sequence is written in
-its own open-write-close cycle and its group is marked complete last, so a crash
-loses at most the sequence being written.
+Each finished sequence goes to its own small file ``OUT/parts/<key>.h5``, written under a
+temporary name and renamed into place, so a process killed at any moment (SIGKILL included)
+leaves only whole files: at most the sequence being probed is lost. Under ``accelerate
+launch`` every process writes its own sequences' parts. At the end process 0 folds every
+part into ``OUT/results.h5`` (again written aside and renamed) and removes the parts. HDF5
+files are not safe to kill mid-write, which is why no file is ever appended to in place.
+
+A results file holds one group per sequence (named by the sequence key, ``/`` escaped),
+each a handful of arrays (large ones gzip-compressed) and attributes.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import h5py
 import numpy as np
@@ -19,6 +24,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAIN = "results.h5"
+PARTS = "parts"
 
 
 def _group_name(key: str) -> str:
@@ -29,41 +35,47 @@ def _key(group_name: str) -> str:
     return group_name.replace("|", "/")
 
 
-def part_path(out: Path, rank: int, world: int) -> Path:
-    return out / (MAIN if world == 1 else f"results.rank{rank}.h5")
-
-
-def append(path: Path, key: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
-    """Add one finished sequence's arrays to ``path``; replaces an incomplete earlier try."""
+def _write(path: Path, records: dict[str, dict]) -> None:
+    """Write ``{key: {"arrays", "attrs"}}`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(path, "a") as f:
-            name = _group_name(key)
-            if name in f:
-                del f[name]
-            g = f.create_group(name)
-            for k, v in arrays.items():
-                v = np.asarray(v)
-                big = v.size >= 4096                 # predictions and similarity maps: compress
-                g.create_dataset(k, data=v, **({"compression": "gzip", "compression_opts": 4, "shuffle": True}
-                                               if big else {}))
-            for k, v in (attrs or {}).items():
-                g.attrs[k] = v
-            g.attrs["complete"] = True          # written last: a torn group is not complete
-            f.flush()
+        with h5py.File(tmp, "w") as f:
+            for key, rec in records.items():
+                g = f.create_group(_group_name(key))
+                for k, v in rec["arrays"].items():
+                    v = np.asarray(v)
+                    big = v.size >= 4096                 # predictions and similarity maps: compress
+                    g.create_dataset(k, data=v, **({"compression": "gzip", "compression_opts": 4, "shuffle": True}
+                                                   if big else {}))
+                g.attrs.update(rec.get("attrs") or {})
+        os.replace(tmp, path)
     except OSError as e:
-        raise OSError(f"{path}: cannot append probe results ({e}); if the file is damaged, delete it to start over") from None
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: cannot write probe results ({e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def part_file(out: Path, key: str) -> Path:
+    return out / PARTS / f"{quote(key, safe='')}.h5"
+
+
+def append(out: Path, key: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
+    """Record one finished sequence in ``out`` (its own part file; replaces an earlier try)."""
+    path = part_file(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, {key: {"arrays": arrays, "attrs": attrs or {}}})
 
 
 def read_all(path: Path) -> dict[str, dict]:
-    """key -> {"arrays": {...}, "attrs": {...}} for every complete sequence in ``path``."""
+    """key -> {"arrays": {...}, "attrs": {...}} for every sequence in ``path``."""
     if not path.exists():
         return {}
     out: dict[str, dict] = {}
     try:
         with h5py.File(path, "r") as f:
             for name, g in f.items():
-                if not g.attrs.get("complete", False):
-                    continue
                 out[_key(name)] = {"arrays": {k: g[k][()] for k in g.keys()},
                                    "attrs": {k: v for k, v in g.attrs.items() if k != "complete"}}
     except OSError as e:
@@ -72,16 +84,17 @@ def read_all(path: Path) -> dict[str, dict]:
 
 
 def read_finished(out: Path) -> dict[str, dict]:
-    """Everything finished so far in ``out``: the main file plus any per-process parts."""
-    done: dict[str, dict] = {}
-    for p in [out / MAIN, *sorted(out.glob("results.rank*.h5"))]:
+    """Everything finished so far in ``out``: the merged file plus any parts not yet merged."""
+    done = read_all(out / MAIN)
+    for p in sorted((out / PARTS).glob("*.h5")):
         done.update(read_all(p))
     return done
 
 
 def merge_parts(out: Path) -> None:
-    """Fold per-process part files into ``results.h5`` (called on process 0 after a barrier)."""
-    for p in sorted(out.glob("results.rank*.h5")):
-        for key, rec in read_all(p).items():
-            append(out / MAIN, key, rec["arrays"], rec["attrs"])
-        os.remove(p)
+    """Fold every part into ``results.h5`` (process 0, after every process has finished)."""
+    parts = out / PARTS
+    if not parts.is_dir():
+        return
+    _write(out / MAIN, read_finished(out))
+    shutil.rmtree(parts)                # also any temporary file a killed process left
