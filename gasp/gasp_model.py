@@ -42,17 +42,19 @@ def build_lora_model(model, adapter, cfg: TrainConfig):
     """peft LoRA on the LLM's projections only (the adapter's regex); everything else frozen."""
     from peft import LoraConfig, get_peft_model
 
+    from gasp.models.loading import enable_activation_checkpointing, peft_quietly
+
     for p in model.parameters():
         p.requires_grad_(False)
     lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=adapter.lora_target_modules(model), bias="none")
-    model = get_peft_model(model, lcfg)
+    with peft_quietly():
+        model = get_peft_model(model, lcfg)
     if not cfg.model.freeze_vision:
         for p in adapter.vision_tower(model).parameters():
             p.requires_grad_(True)
     if cfg.model.grad_ckpt:
-        # Non-reentrant: with use_reentrant=True the captured states carry no gradient (METHOD.md sec. 3).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     return model
 
 

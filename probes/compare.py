@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +98,6 @@ def _f(x: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # transformers
     from gasp.experiment.ship import peak_numbers
     from gasp.runinfo import run_info, write_json_atomic
     from plots.figure3 import draw_figure3

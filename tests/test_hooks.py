@@ -13,7 +13,6 @@ from gasp.hooks import capture_qk
 from gasp.models.tiny import TINY_NAMES, build_tiny
 
 # raised inside peft's get_peft_model, not by this project
-pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
 
 def frames(n=3, h=56, w=84, seed=0):
@@ -65,10 +64,13 @@ def attention_from_qk(q, k, scale):
 def add_lora(model):
     from peft import LoraConfig, get_peft_model
 
+    from gasp.models.loading import peft_quietly
+
     torch.manual_seed(1)
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=get_adapter(model).lora_target_modules(),
                      init_lora_weights=False)  # random B: the adapter changes Q/K
-    return get_peft_model(copy.deepcopy(model), cfg)
+    with peft_quietly():
+        return get_peft_model(copy.deepcopy(model), cfg)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["base", "lora"])

@@ -317,3 +317,22 @@ def test_two_process_resume_restores_every_ranks_rng(tracks, tmp_path):
         same = summary(out) == summary(full)
         assert same == (keep == 2), name
     assert _metrics(tmp_path / "resumed") == _metrics(full)[2:]                  # steps 3 and 4
+
+
+def test_lora_wrap_and_checkpointing_raise_no_deprecation_warning(tracks, tmp_path):
+    """Issue 12: our calls used transformers' deprecated gradient-checkpointing names (FutureWarning)."""
+    import warnings
+
+    from gasp.gasp_model import build_lora_model
+    from gasp.models import load_model
+    from gasp.models.loading import apply_lora
+
+    cfg = _cfg(tracks, tmp_path, "model.grad_ckpt=true")
+    model, _, adapter = load_model("tiny-qwen2.5-vl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        peft_model = build_lora_model(model, adapter, cfg)
+        assert peft_model.base_model.model.is_activation_checkpointing
+        peft_model.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
+        base, _, _ = load_model("tiny-qwen2.5-vl")
+        apply_lora(base, str(tmp_path / "adapter"), "tiny-qwen2.5-vl")

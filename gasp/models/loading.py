@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +214,32 @@ def apply_lora(model, adapter_dir: str, model_name: str):
     from peft import PeftModel
 
     check_adapter_fits(model, adapter_dir, model_name)
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    with peft_quietly():
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+
+
+@contextmanager
+def peft_quietly():
+    """Silence exactly one warning that peft, not gasp, triggers on every LoRA wrap.
+
+    peft (0.21) reads `model.is_gradient_checkpointing`, which transformers 5.24 deprecates
+    with a FutureWarning. gasp itself calls only the new names (`activation_checkpointing_*`).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing, by the API name the installed transformers uses.
+
+    Non-reentrant: with use_reentrant=True the captured states carry no gradient (METHOD.md sec. 3).
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):           # transformers >= 5.24
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def check_model(name_or_path: str, *, adapter: str | os.PathLike | None = None,
@@ -277,5 +304,5 @@ def load_model(
 
 __all__ = [
     "ALIASES", "AdapterMismatchError", "ModelNotFoundError", "ProcessorBundle", "UnknownModelError",
-    "apply_lora", "check_adapter_fits", "check_model", "load_model", "resolve_checkpoint",
+    "apply_lora", "check_adapter_fits", "check_model", "enable_activation_checkpointing", "peft_quietly", "load_model", "resolve_checkpoint",
 ]
