@@ -63,7 +63,7 @@ def _stream_times(num_frames: int, reps: int) -> tuple[float, float]:
     """Median seconds per GeoStream sample: the stream as it is, and with a whole-scene read first."""
     import tempfile
 
-    from gasp.geo_stream import GeoStream
+    from gasp.train.geo_stream import GeoStream
     from tracks.io import TrackWriter
     from tracks.sampling import sample_train_frames
 

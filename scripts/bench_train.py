@@ -3,8 +3,8 @@
 Part 1, training steps on one batch of a tiny-but-wider Qwen2.5-VL (text hidden 256, 8 layers,
 8 heads, 2 KV heads; random weights) with F frames at S x S px (default 8 frames at 448x448:
 16x16 tokens per frame, 2048 visual tokens). Both variants use the recipe's defaults
-(`gasp.config`: LoRA r=16 on the LLM projections, non-reentrant activation checkpointing,
-AdamW, grad clipping, fp32 on CPU) and run `gasp.recipe.train_step` itself, through
+(`gasp.train.config`: LoRA r=16 on the LLM projections, non-reentrant activation checkpointing,
+AdamW, grad clipping, fp32 on CPU) and run `gasp.train.recipe.train_step` itself, through
 accelerate, with `recipe.make_batch` replaced by one pre-built batch (no data loading or
 preprocessing in the timed step):
     a  LM-only run: no heads; one step = forward with labels (the VLM's next-token loss on the
@@ -85,7 +85,7 @@ def make_batch_file(path: Path, frames: int, size: int, grid: int) -> dict:
     import torch
 
     from gasp.adapters import get_adapter
-    from gasp.geo_batch import geo_targets
+    from gasp.train.geo_batch import geo_targets
     from gasp.models.tiny import build_tiny
     from tracks.geometry import grid_points
     from tracks.types import TrackSequence
@@ -118,9 +118,9 @@ def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) ->
 
     from gasp import recipe
     from gasp.adapters import get_adapter
-    from gasp.capture import capture_q_inputs
-    from gasp.config import TrainConfig
-    from gasp.gasp_model import GaspModel, build_lora_model, param_groups
+    from gasp.train.capture import capture_q_inputs
+    from gasp.train.config import TrainConfig
+    from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
     from gasp.heads import CorrespondenceHeads
     from gasp.losses import gasp_losses
     from gasp.models.tiny import build_tiny

@@ -49,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explore_v2: error: --steps ({a.steps}) must be a positive multiple of --every ({a.every})",
               file=sys.stderr)
         return 2
-    from gasp.config import to_dict
+    from gasp.train.config import to_dict
     from gasp.experiment.baselines import TOKEN_PX, benchmark_references
     from gasp.experiment.head_probe import feature_pck, head_pck
     from gasp.experiment.plan import ARMS, Plan
     from gasp.experiment.small import _config
     from gasp.models import load_model
     from gasp.qk_heads import load_heads
-    from gasp.recipe import train
+    from gasp.train.recipe import train
     from gasp.runinfo import run_info, write_json_atomic
 
     res = json.loads((run / "results.json").read_text())

@@ -4,7 +4,7 @@
     python scripts/export_small.py runs/small --dest DIR --arms A C D --seed 1
 
 float16 safetensors plus manifest.json (source command, git SHA, plan, the reported test numbers);
-`python probes/compare.py --check` re-probes them against those numbers.
+`python scripts/demo.py --check` re-probes them against those numbers.
 """
 from __future__ import annotations
 

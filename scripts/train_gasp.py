@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gasp.config import ConfigError, load_config
+from gasp.train.config import ConfigError, load_config
 
 DEFAULT_CONFIG = ROOT / "configs" / "tiny_synthetic.yaml"
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from gasp.data.instruct import InstructionDataError
-    from gasp.geo_stream import GeoStreamError
+    from gasp.train.geo_stream import GeoStreamError
 
     config = args.config
     if config is None:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tqdm.auto import tqdm
 
-    from gasp.recipe import train
+    from gasp.train.recipe import train
 
     try:
         summary = train(cfg, resume=args.resume, progress=tqdm)

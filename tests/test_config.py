@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gasp.config import (
+from gasp.train.config import (
     ConfigError,
     TrainConfig,
     config_from_dict,

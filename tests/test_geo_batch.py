@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gasp.adapters.base import VisualLayout
-from gasp.geo_batch import GeoBatchError, geo_targets, token_index
+from gasp.train.geo_batch import GeoBatchError, geo_targets, token_index
 from gasp.losses import pool_token_depth
 from tracks.types import TrackSequence
 

@@ -134,7 +134,7 @@ class _Payload:
 
 
 def test_trainer_state_with_a_malicious_pickle_is_refused(tmp_path):
-    from gasp.checkpoint import read_state
+    from gasp.train.checkpoint import read_state
 
     marker = tmp_path / "code-ran"
     torch.save({"step": 1, "micro": 1, "optimizer": _Payload(marker)}, tmp_path / "trainer_state.pt")

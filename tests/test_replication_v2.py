@@ -159,15 +159,15 @@ def test_flat_heads_repeats_kv_heads_like_transformers():
 
 
 def _tiny_geo_run(tmp_path, on, extra=()):
-    from gasp.config import load_config
-    from gasp.recipe import setup
+    from gasp.train.config import load_config
+    from gasp.train.recipe import setup
 
     cfg = load_config(None, ["model.grad_ckpt=false", "model.mixed_precision='no'", "heads.hidden=32",
                              "heads.d_emb=8", "data.grid=4", "data.min_frames=3", "data.max_frames=3",
                              "data.synthetic_scenes=1", "data.lm_ratio=0", "optim.max_steps=1",
                              f"loss.on={on}", f"run.out={tmp_path}", *extra])
     run, _ = setup(cfg)
-    from gasp.recipe import make_batch
+    from gasp.train.recipe import make_batch
     return run, make_batch(run, "geo", 0)
 
 

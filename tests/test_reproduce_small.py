@@ -12,7 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 
 
 def test_qk_embedding_dot_is_mean_head_cosine_under_gqa():
-    from gasp.gasp_model import qk_embedding
+    from gasp.train.gasp_model import qk_embedding
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(4, 5, 8, generator=g)          # (H, N, D)
@@ -43,7 +43,7 @@ def test_anchor_emb_defaults_to_emb_and_changes_only_the_anchors():
 
 
 def test_loss_on_is_checked():
-    from gasp.config import ConfigError, load_config
+    from gasp.train.config import ConfigError, load_config
 
     assert load_config(None, ["loss.on=qk"]).loss.on == "qk"
     with pytest.raises(ConfigError, match="loss.on"):
@@ -134,9 +134,8 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     assert res["timings"]["total_s"] > 0
 
     # export the base and arm A/C adapters as shipped checkpoints, then re-probe them against the numbers
+    import demo
     import export_small
-    sys.path.insert(0, str(ROOT / "probes"))
-    import compare
 
     ship = tmp_path / "ship"
     assert export_small.main([str(tmp_path), "--dest", str(ship), "--arms", "A", "C"]) == 0
@@ -146,7 +145,7 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     with safe_open(str(ship / "arm_C" / "adapter_model.safetensors"), "pt") as f:
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
     assert not list(ship.rglob("*.bin")) and not list(ship.rglob("*.pt"))    # safetensors only, no heads
-    assert compare.main(["--checkpoints", str(ship), "--out", str(tmp_path / "cmp"), "--check"]) == 0
+    assert demo.main(["--checkpoints", str(ship), "--out", str(tmp_path / "cmp"), "--check"]) == 0
     rows = {r["label"]: r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]}
     for arm in ("A", "C"):
         r = rows[res["labels"][arm]]

@@ -1,6 +1,6 @@
 """The checkpoints shipped in checkpoints/gasp-v2 (issue 9): re-probing them reproduces the reported numbers.
 
-This is README command (1)'s probe (`probes/compare.py`) on the full test split of the v2 replication.
+This is README command (1)'s probe (`scripts/demo.py`) on the full test split of the v2 replication.
 """
 import json
 import sys
@@ -28,10 +28,10 @@ def test_shipped_checkpoints_are_small_safetensors_with_a_manifest():
 
 
 def test_reprobing_reproduces_the_reported_peak_pck(tmp_path):
-    sys.path.insert(0, str(ROOT / "probes"))
-    import compare
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import demo
 
-    assert compare.main(["--out", str(tmp_path), "--check", "--tolerance", "0.02"]) == 0
+    assert demo.main(["--out", str(tmp_path), "--check", "--tolerance", "0.02"]) == 0
     man = json.loads((SHIPPED / "manifest.json").read_text())
     rows = {r["label"]: r for r in json.loads((tmp_path / "compare.json").read_text())["rows"]}
     for m in man["models"].values():

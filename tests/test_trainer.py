@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from gasp.config import load_config
-from gasp.geo_stream import GeoStreamError
+from gasp.train.config import load_config
+from gasp.train.geo_stream import GeoStreamError
 from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def _cfg(tracks, out, *extra):
 
 
 def test_trainable_parameters_are_lora_and_heads(tracks, tmp_path):
-    from gasp.recipe import setup
+    from gasp.train.recipe import setup
 
     run, _ = setup(_cfg(tracks, tmp_path))
     names = [n for n, p in run.gm.named_parameters() if p.requires_grad]
@@ -54,7 +54,7 @@ def test_trainable_parameters_are_lora_and_heads(tracks, tmp_path):
 
 
 def _grads(tracks, out, ckpt):
-    from gasp.recipe import make_batch, setup
+    from gasp.train.recipe import make_batch, setup
 
     torch.manual_seed(0)
     run, _ = setup(_cfg(tracks, out, f"model.grad_ckpt={str(ckpt).lower()}", "lora.dropout=0.0"))
@@ -88,7 +88,7 @@ def _metrics(out):
 
 
 def test_corr_loss_decreases(tracks, tmp_path):
-    from gasp.recipe import train
+    from gasp.train.recipe import train
 
     train(_cfg(tracks, tmp_path, "optim.max_steps=30", "loss.depth=false", "run.eval_sequences=0",
                "optim.warmup_steps=2"))
@@ -100,7 +100,7 @@ def test_corr_loss_decreases(tracks, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(tracks, tmp_path):
-    from gasp.recipe import train
+    from gasp.train.recipe import train
 
     extra = ("optim.max_steps=6", "run.save_every=3", "optim.grad_accum=2", "run.eval_sequences=0")
     train(_cfg(tracks, tmp_path / "full", *extra))
@@ -116,7 +116,7 @@ def test_adapter_loads_with_stock_peft(tracks, tmp_path):
     from peft import PeftModel
 
     from gasp.models import build_tiny
-    from gasp.recipe import make_batch, save, setup, train_step
+    from gasp.train.recipe import make_batch, save, setup, train_step
 
     run, _ = setup(_cfg(tracks, tmp_path))
     for s in range(2):
@@ -136,7 +136,7 @@ def test_adapter_loads_with_stock_peft(tracks, tmp_path):
 
 
 def test_eval_and_outputs(tracks, tmp_path):
-    from gasp.recipe import train
+    from gasp.train.recipe import train
 
     summary = train(_cfg(tracks, tmp_path, "optim.max_steps=2", "run.eval_every=1"))
     res = json.loads((tmp_path / "results.json").read_text())
@@ -150,7 +150,7 @@ def test_eval_and_outputs(tracks, tmp_path):
 
 
 def test_too_few_frames_is_a_clear_error(tracks, tmp_path):
-    from gasp.recipe import setup
+    from gasp.train.recipe import setup
 
     with pytest.raises(GeoStreamError, match=r"fewer frames than data.min_frames=20"):
         setup(_cfg(tracks, tmp_path, "data.min_frames=20", "data.max_frames=24"))
@@ -189,7 +189,7 @@ def _instruct(tmp_path, tracks_dir):
 
 
 def test_lm_stream_skips_missing_videos(tracks, tmp_path, caplog):
-    from gasp.lm_stream import LMStream
+    from gasp.train.lm_stream import LMStream
 
     stream = LMStream(_instruct(tmp_path, tracks), None, num_frames=3, seed=0)
     n = len(stream.dataset)
@@ -200,7 +200,7 @@ def test_lm_stream_skips_missing_videos(tracks, tmp_path, caplog):
 
 
 def test_interleaved_lm_and_lm_only_control(tracks, tmp_path):
-    from gasp.recipe import make_batch, setup, train
+    from gasp.train.recipe import make_batch, setup, train
 
     path = _instruct(tmp_path, tracks)
     extra = (f"data.instruct={path}", "loss.lm=true", "data.num_frames_lm=3", "run.eval_sequences=0")
@@ -220,10 +220,10 @@ def test_interleaved_lm_and_lm_only_control(tracks, tmp_path):
 
 
 def test_loss_on_qk_supervises_the_attentions_own_q_and_k(tracks, tmp_path):
-    from gasp.gasp_model import qk_embedding
+    from gasp.train.gasp_model import qk_embedding
     from gasp.hooks import capture_qk
     from gasp.losses import gasp_losses
-    from gasp.recipe import make_batch, setup
+    from gasp.train.recipe import make_batch, setup
 
     run, _ = setup(_cfg(tracks, tmp_path, "loss.on=qk", "model.grad_ckpt=true"))
     assert run.heads is None and not any(n.startswith("heads.") for n, _ in run.gm.named_parameters())
@@ -250,7 +250,7 @@ def test_real_tracks_without_instruction_data_is_a_clear_error(tracks, tmp_path)
     import h5py
 
     from gasp.data.instruct import InstructionDataError
-    from gasp.recipe import setup
+    from gasp.train.recipe import setup
 
     real = tmp_path / "real"                         # scenes without synthetic metadata, as from DL3DV
     real.mkdir()
@@ -266,7 +266,7 @@ def test_real_tracks_without_instruction_data_is_a_clear_error(tracks, tmp_path)
 
 
 def test_geo_stream_reads_only_the_sampled_frames_and_matches_whole_scene_indexing(tracks, monkeypatch):
-    from gasp.geo_stream import GeoStream
+    from gasp.train.geo_stream import GeoStream
     from tracks.geometry import build_tracks
     from tracks.io import TrackReader
 
@@ -323,7 +323,7 @@ def test_lora_wrap_and_checkpointing_raise_no_deprecation_warning(tracks, tmp_pa
     """Issue 12: our calls used transformers' deprecated gradient-checkpointing names (FutureWarning)."""
     import warnings
 
-    from gasp.gasp_model import build_lora_model
+    from gasp.train.gasp_model import build_lora_model
     from gasp.models import load_model
     from gasp.models.loading import apply_lora
 

@@ -9,17 +9,21 @@ Shapes: T frames.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from tracks.synthetic import SyntheticSceneConfig
+
+class PathConfig(Protocol):
+    """What a path needs of a scene config (``tracks.synthetic.SyntheticSceneConfig`` has it)."""
+
+    num_frames: int
+    motion: str | None              # "orbit", "dolly", "truck", or None to draw one
 
 MOTIONS = ("orbit", "dolly", "truck")
 
 
-def sample_camera_path(rng: np.random.Generator, config: SyntheticSceneConfig) -> tuple[np.ndarray, np.ndarray, str]:
+def sample_camera_path(rng: np.random.Generator, config: PathConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """Camera centres (T, 3), look-at targets (T, 3) and the motion pattern name."""
     T = config.num_frames
     s = 0.5 - 0.5 * np.cos(np.pi * np.linspace(0.0, 1.0, T))[:, None]       # (T, 1) eased progress

@@ -3,7 +3,7 @@
 The probe (`probes.runner`) matches the model's own post-RoPE Q against K. Here the same
 matching (eq. 10-12: cosine, argmax over frame k's grid, within 2 tokens) runs on the
 heads' unit embeddings e = H_c(x) of the same visual tokens (x = q_proj's input,
-`gasp.capture`), one "head" of width E per layer, query and key side both e. High PCK
+`gasp.train.capture`), one "head" of width E per layer, query and key side both e. High PCK
 here with low probe PCK means the heads learnt the matching but the attention did not.
 Q/K head pairs (`gasp.qk_heads`, arm E) embed the query side from the captured post-RoPE Q
 and the key side from K, as they were trained.
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gasp.capture import capture_q_inputs
+from gasp.train.capture import capture_q_inputs
 from gasp.heads import CorrespondenceHeads
 from probes import metrics
 from probes.runner import DTS

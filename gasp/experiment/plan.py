@@ -103,7 +103,7 @@ class Plan:
                                     pan_deg=self.pan_deg)
 
     def train_overrides(self, lr: float | None = None, lora_r: int | None = None) -> list[str]:
-        """Trainer overrides shared by the warm-up and every arm (`gasp.config` keys)."""
+        """Trainer overrides shared by the warm-up and every arm (`gasp.train.config` keys)."""
         s = self.image_size
         lr, r = lr or self.lr, int(lora_r or self.lora_r)
         return [f"model.size=[{s},{s}]", "model.grad_ckpt=false", "model.mixed_precision='no'",

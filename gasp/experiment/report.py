@@ -44,7 +44,7 @@ def layer_table(res: dict[str, Any], key: str, std_key: str | None = None) -> st
 
 def seed_table(res: dict[str, Any]) -> str:
     """Each seed's peak-layer PCK and rho (on its own peak layer) and the validation probe's numbers."""
-    from gasp.experiment.ship import peak_numbers
+    from probes.compare import peak_numbers
 
     rows = ["| arm | seed | peak layer | PCK@2 | ρ | validation mean PCK (best layer) | train s | test s |",
             "|---|---|---|---|---|---|---|---|"]

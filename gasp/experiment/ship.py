@@ -6,12 +6,13 @@ DEST/base is the warm-up model (what every arm starts from), DEST/arm_<ARM> are 
 adapters on it (the heads are dropped, as at inference). Tensors are stored as
 float16 safetensors to fit the size budget; `load_model` upcasts them to fp32. DEST/manifest.json
 records where they came from (command, git SHA, plan, seed) and the numbers the run reported
-for them on the test split, which `probes/compare.py` re-probes and compares against.
+for them on the test split, which `scripts/demo.py` re-probes and compares against.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,44 @@ from typing import Any
 import numpy as np
 
 from gasp.experiment.plan import ARMS, Plan
+from probes.compare import peak_numbers
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 BASE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "chat_template.jinja", "preprocessor_config.json")
 
 
-def peak_numbers(probe: dict[str, Any]) -> dict[str, Any]:
-    """Peak layer (argmax of mean PCK over test sequences) and PCK, rho, Y(dt=24) there."""
-    from plots.figure3 import peak_layer_index
+def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dict[str, tuple[str, dict]], Plan]:
+    """(base model, test tracks, input size, {label: (adapter, reported)}, plan) of exported checkpoints.
 
-    k = peak_layer_index(probe)
-    return {"peak_layer": probe["layers"][k], "pck": probe["pck_mean"][k], "rho": probe["rho"][k],
-            "y_dt24": probe["dt_norm"][k][-1], "pck_per_layer": probe["pck_mean"],
-            "num_sequences": probe["num_sequences"]}
+    The test split is re-rendered into OUT/data exactly as the run made it; a digest mismatch
+    (a changed renderer) is logged, since the reported numbers were measured on the old one.
+    """
+    from gasp.experiment.small import make_split
+
+    path = ckpt / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: point --checkpoints at an export of scripts/export_small.py")
+    man = json.loads(path.read_text())
+    plan = Plan(**man["plan"])
+    tracks = make_split(plan, "test", out / "data" / "test.h5")
+    if tracks_digest(tracks) != man["test_split"]["digest"]:
+        log.warning("the re-rendered test split differs from the one the numbers were reported on (%s); "
+                    "expect small differences", tracks)
+    runs = {m["label"]: (str(ckpt / m["adapter"]), m["reported"]) for m in man["models"].values()}
+    return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs, plan
+
+
+def model_free_references(tracks: Path, size: int, version: int) -> dict[str, float]:
+    """PCK@2 of the no-model references on the test split, as the probe averages (mean over sequences)."""
+    from gasp.experiment.baselines import benchmark_references, references_at_input_size
+
+    if version >= 2:
+        ref = benchmark_references(tracks)
+        return {k: ref[k]["2"]["mean"] for k in ("uniform", "same_position", "appearance")}
+    return {k: v for k, v in references_at_input_size(tracks, size).items() if k != "num_sequences"}
 
 
 def tracks_digest(path: str | Path) -> str:

@@ -5,9 +5,9 @@
 1. data     train / val / test tracks (`Plan.split_seeds`) and the instruction data written
             from the train scenes (`gasp.data.synthetic_instruct`).
 2. warm-up  a random Qwen2.5-VL (`plan.model_overrides`) saved to OUT/base_init, LM-only
-            training on the instruction data (`gasp.recipe`, seed 0), the LoRA merged into
+            training on the instruction data (`gasp.train.recipe`, seed 0), the LoRA merged into
             the weights and saved as OUT/base: the common starting point of every arm.
-3. arms     `gasp.recipe.train` per arm and seed from OUT/base (OUT/arms/ARM/seedS); the
+3. arms     `gasp.train.recipe.train` per arm and seed from OUT/base (OUT/arms/ARM/seedS); the
             recipe's own end-of-run probe uses the validation split only.
 4. test     once per trained arm: the probe exactly as a user runs it (`probes.runner.run_probe`
             on OUT/base + the arm's adapter), PCK on the same-texture subset (from the probe's
@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from gasp.config import load_config
+from gasp.train.config import load_config
 from gasp.experiment.plan import ARMS, Plan
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ EVAL_FRAMES = 26                       # evaluation scenes: enough frames for De
 
 def make_split(plan: Plan, split: str, path: Path) -> Path:
     """Render one split's tracks file (skipped where already there); the same call everywhere, so the
-    shipped checkpoints' test split (`probes/compare.py`) is re-rendered exactly as the experiment did."""
+    shipped checkpoints' test split (`scripts/demo.py`) is re-rendered exactly as the experiment did."""
     from tracks.synthetic import make_synthetic_file
 
     n_key, frames_key, sampler = SPLIT_SPECS[split]
@@ -92,7 +92,7 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
     every weight, vision tower included (`gasp.experiment.warmup`)."""
     from gasp.models import load_model
     from gasp.models.tiny import save_tiny
-    from gasp.recipe import train
+    from gasp.train.recipe import train
 
     base = out / "base"
     if (base / "config.json").exists():
@@ -117,8 +117,8 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
 def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int, out: Path,
               steps: int | None = None, lr: float | None = None, lora_r: int | None = None) -> tuple[Path, dict, dict]:
     """Train one arm from the base; returns (checkpoint folder, validation results, resolved trainer config)."""
-    from gasp.config import to_dict
-    from gasp.recipe import train
+    from gasp.train.config import to_dict
+    from gasp.train.recipe import train
 
     steps = steps or plan.arm_steps
     cfg = _config(plan, data, base, out, seed, steps, list(ARMS[arm]["overrides"]), lr, lora_r)

@@ -9,7 +9,7 @@ range. No geometric loss touches it, so arm A (LM only) and the GASP arms start 
     base = full_warmup(init_dir, instruct_json, out, steps=..., lr=..., size=(448, 448))
 
 AdamW, linear warm-up then cosine decay, gradient clipping at 1.0, one example per step from
-`gasp.lm_stream.LMStream` (a pure function of (seed, index)). OUT/metrics.jsonl gets the loss
+`gasp.train.lm_stream.LMStream` (a pure function of (seed, index)). OUT/metrics.jsonl gets the loss
 per step; the trained weights and the tokenizer go to OUT/base (save_pretrained).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, step
     train_vision=False keeps the vision tower at its initial weights (an exploratory variant)."""
     from transformers import get_cosine_schedule_with_warmup
 
-    from gasp.lm_stream import LMStream
+    from gasp.train.lm_stream import LMStream
     from gasp.models import load_model
 
     out = Path(out)

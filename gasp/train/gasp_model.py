@@ -5,7 +5,7 @@
 Each term is switchable (the paper's ablation rows: LM only, +corr, +corr+depth). A batch
 is either an instruction batch (`kind="lm"`: the VLM's own next-token loss on the
 assistant tokens, `labels` = -100 elsewhere) or a geometric batch (`kind="geo"`: one
-forward with the heads' inputs captured at the visual tokens, `gasp.capture`, then
+forward with the heads' inputs captured at the visual tokens, `gasp.train.capture`, then
 `gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
 LoRA weights and the heads.
 
@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gasp.capture import capture_q_inputs
-from gasp.config import TrainConfig
+from gasp.train.capture import capture_q_inputs
+from gasp.train.config import TrainConfig
 from gasp.heads import CorrespondenceHeads
 from gasp.qk_heads import flat_heads
 from gasp.losses import gasp_losses

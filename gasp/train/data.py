@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gasp.config import TrainConfig
+from gasp.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
     summary = train(load_config("configs/tiny_synthetic.yaml"))
 
-setup    the VLM with LoRA on its LLM (`gasp.gasp_model`), heads on the chosen layers,
+setup    the VLM with LoRA on its LLM (`gasp.train.gasp_model`), heads on the chosen layers,
          SVD-initialised from q_proj (`gasp.heads`; none with loss.on=qk, where the geometric
          losses act on each layer's post-RoPE Q/K), AdamW (heads at head_lr_mult x lr), a
          cosine schedule with warmup, one accelerate DDP wrapper (gloo MULTI_CPU when launched
@@ -15,7 +15,7 @@ train    grad accumulation (no DDP sync until the last micro-batch), clipping, o
          l_depth, grad_norm (terms not computed in a step are null).
 evaluate the probe (`probes.runner.Probe`) on held-out sequences: PCK per layer, rho, Y(dt),
          every eval_every steps (OUT/eval.jsonl) and at the end (OUT/results.json).
-save     OUT/checkpoint-STEP (`gasp.checkpoint`) every save_every steps and at the end.
+save     OUT/checkpoint-STEP (`gasp.train.checkpoint`) every save_every steps and at the end.
 """
 from __future__ import annotations
 
@@ -30,17 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from gasp import checkpoint as ckpt
-from gasp.config import TrainConfig, save_config, to_dict
+from gasp.train import checkpoint as ckpt
+from gasp.train.config import TrainConfig, save_config, to_dict
 from gasp.distributed import has_accelerator
-from gasp.gasp_model import GaspModel, build_lora_model, param_groups
-from gasp.geo_batch import geo_targets
-from gasp.geo_stream import GeoStream
+from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
+from gasp.train.geo_batch import geo_targets
+from gasp.train.geo_stream import GeoStream
 from gasp.heads import CorrespondenceHeads
 from gasp.qk_heads import QKHeads
-from gasp.lm_stream import LMStream, batch_kind
+from gasp.train.lm_stream import LMStream, batch_kind
 from gasp.runinfo import run_info, write_text_atomic
-from gasp.train_data import prepare_data
+from gasp.train.data import prepare_data
 
 log = logging.getLogger(__name__)
 TERMS = ("l_lm", "l_corr", "l_depth")

@@ -1,6 +1,6 @@
 """The instruction (L_LM) training stream and the geo/LM interleaving schedule (paper Sec. 4-5.2).
 
-Like `gasp.geo_stream`, every draw is a pure function of (seed, index), so a resumed run
+Like `gasp.train.geo_stream`, every draw is a pure function of (seed, index), so a resumed run
 sees the same data with no sampler state to save: sample `index` reads record
 `perm_epoch[index % R]` of a fresh seeded permutation of the R records per epoch. A
 record whose video is missing is skipped (logged, counted in `dataset.missing`) and the
