@@ -218,8 +218,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.lm_ratio must be in [0, 1], got {d.lm_ratio}")
     if not (cfg.loss.lm or cfg.loss.corr or cfg.loss.depth):
         raise ConfigError("every loss term is off (loss.lm, loss.corr, loss.depth); nothing to train")
-    if o.max_steps < 1 or o.grad_accum < 1:
-        raise ConfigError("optim.max_steps and optim.grad_accum must be >= 1")
+    for key, value in (("optim.max_steps", o.max_steps), ("optim.grad_accum", o.grad_accum)):
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
     if cfg.model.mixed_precision not in ("auto", "bf16", "no"):
         raise ConfigError(f"model.mixed_precision must be auto, bf16 or no, got {cfg.model.mixed_precision!r}")
     if cfg.loss.on not in ("heads", "qk", "qk_heads"):

@@ -269,11 +269,21 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
                 "pck_mean": res["pck_mean"], "rho": res["rho"]}
         with (run.out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
-        log.info("eval at step %d: peak PCK@2 %s at layer %s", step, line["pck_peak"], res["peak_layer"])
+        log.info("eval at step %d: %s", step, eval_summary(line, res["rho"]))
         if final:
             write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
     acc.wait_for_everyone()
     return res
+
+
+def eval_summary(line: dict[str, Any], rho: list) -> str:
+    """One readable log line, numbers rounded: 'peak PCK@2 0.608 at layer 3 (rho 0.12)'."""
+    if line["pck_peak"] is None:
+        return "no valid prediction"
+    i = line["pck_mean"].index(line["pck_peak"])
+    r = rho[i]
+    return (f"peak PCK@2 {line['pck_peak']:.3f} at layer {line['peak_layer']}"
+            + (f" (rho {r:+.2f})" if r is not None else ""))
 
 
 def save(run: Run, step: int) -> None:
