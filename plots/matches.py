@@ -13,7 +13,8 @@ Writes under OUT/matches/ (or --dest):
                                  on the grid border > elsewhere (first that applies)
     index.html                   one self-contained page to flip through all of the above
 
-Default sequences are those with stored similarity maps (the probe's first 8); default layers
+Default sequences are those with stored similarity maps (the probe's first 8): the page shows
+them all, the PNGs the first --figures (2) of them, all of them with --sequences. Default layers
 are all probed ones, or 6 spread ones (with the peak) for deeper models; --points picks the
 points drawn (default: all valid in matches_*, those with maps in heatmap_*).
 """
@@ -44,8 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--points", nargs="+", type=int, help="query point indices to draw")
     p.add_argument("--dest", type=Path, help="output folder (default OUT/matches)")
     p.add_argument("--tracks", type=Path, help="tracks file to read instead of the one results.json names")
+    p.add_argument("--figures", type=int, default=2,
+                   help="draw PNGs for the first N chosen sequences (default 2; all with --sequences); "
+                        "the page shows every chosen sequence")
     p.add_argument("--thumb", type=int, default=224, help="longest side of the page's JPEG frames (default 224)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.figures < 0:
+        p.error(f"argument --figures: must be >= 0, got {a.figures}")
+    return a
 
 
 def explore(args: argparse.Namespace) -> list[Path]:
@@ -72,7 +79,8 @@ def explore(args: argparse.Namespace) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "where.json").write_text(json.dumps(where, indent=1))
     written += [dest / "where.json", match_figures.draw_where(where, dest, run.results.get("references"))]
-    for key in tqdm(keys, desc="figures", unit="seq"):
+    drawn = keys if args.sequences else keys[:args.figures]
+    for key in tqdm(drawn, desc="figures", unit="seq"):
         sm = chosen[key]
         for li, layer in zip(layer_idx, layers):
             written.append(match_figures.draw_matches(sm, li, layer, run.delta, dest, args.points))
