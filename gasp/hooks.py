@@ -1,4 +1,4 @@
-"""Q/K capture at every LLM layer in one forward pass (paper Sec. 3; METHOD.md sec. 1 and 3).
+"""Q/K capture at every LLM layer in one forward pass (paper Sec. 3; docs/METHOD.md sec. 1 and 3).
 
 Shape vocabulary: B batch, L sequence length, Nv captured (visual) positions,
 H query heads, Hkv key/value heads, D head dim.

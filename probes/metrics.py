@@ -17,7 +17,7 @@ Conventions:
     * GQA: query head ``h`` is compared with KV head ``h // G`` (transformers'
       ``repeat_kv``, which is ``repeat_interleave`` on the head dim).
 
-Definitions (METHOD.md sec. 1):
+Definitions (docs/METHOD.md sec. 1):
     * Similarity (eq. 10): cosine between the frame-1 query descriptor at the query
       point's token and every key descriptor of frame k. Heads: ``"mean"`` averages the
       per-head cosines (default), ``"concat"`` is the cosine of all heads concatenated

@@ -79,13 +79,15 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
-def synthetic_eval_tracks(cfg: ProbeConfig) -> Path:
+def synthetic_eval_tracks(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> Path:
     """The embedded default's evaluation sequences, rendered once into the cache (``tracks/cache.py``)."""
     from tracks.cache import cached_synthetic_file
     from tracks.synthetic import SyntheticSceneConfig
 
     scene_cfg = SyntheticSceneConfig(height=cfg.synthetic_size, width=cfg.synthetic_size, num_frames=26)
-    return cached_synthetic_file(cfg.synthetic_scenes, 10_000 + cfg.seed, scene_cfg, grid=8, split="eval")
+    wrap = (lambda it: progress(it, desc="render eval scenes", unit="scene")) if progress else None
+    return cached_synthetic_file(cfg.synthetic_scenes, 10_000 + cfg.seed, scene_cfg, grid=8, split="eval",
+                                 progress=wrap)
 
 
 class Probe:
@@ -295,7 +297,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     out = Path(cfg.out)
     if cfg.tracks is None:
         with state.main_process_first():           # process 0 renders (once), the others then read the cache
-            tracks_path = synthetic_eval_tracks(cfg)
+            tracks_path = synthetic_eval_tracks(cfg, progress if state.is_main_process else None)
     else:
         tracks_path = Path(cfg.tracks)
     reader = TrackReader(tracks_path)

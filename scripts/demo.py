@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out, t0 = Path(a.out), time.monotonic()
     try:
-        print("rendering the test split (once per OUT) ...", flush=True)
-        model, tracks, size, runs, plan = shipped_runs(Path(a.checkpoints), out)
-        print("computing the model-free references ...", flush=True)
+        from tqdm import tqdm
+
+        print("the test split (rendered once per OUT):", flush=True)
+        model, tracks, size, runs, plan = shipped_runs(
+            Path(a.checkpoints), out, progress=lambda it: tqdm(it, desc="render test scenes", unit="scene"))
+        print("computing the model-free references (about 10 s) ...", flush=True)
         refs = model_free_references(tracks, size[0], plan.version)
         rows = compare(model, runs, tracks, out, size=size, references=refs, max_sequences=a.max_sequences,
                        device=a.device)

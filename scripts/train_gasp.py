@@ -1,8 +1,13 @@
 """Train GASP: LoRA + correspondence heads on a VLM (paper Sec. 4-5.2).
 
-    accelerate launch scripts/train_gasp.py                                  # configs/tiny_synthetic.yaml
-    accelerate launch scripts/train_gasp.py --config configs/qwen2.5-vl-7b.yaml loss.depth=false
-    accelerate launch scripts/train_gasp.py --resume runs/tiny/checkpoint-20 [overrides]
+    python scripts/train_gasp.py                                  # one process: configs/tiny_synthetic.yaml
+    accelerate launch --config_file configs/accelerate/single.yaml -q scripts/train_gasp.py
+    accelerate launch --multi_gpu --num_processes 8 scripts/train_gasp.py --config configs/qwen2.5-vl-7b.yaml
+    python scripts/train_gasp.py --resume runs/tiny/checkpoint-20 [overrides]
+
+Under `accelerate launch`, a config file silences accelerate's "defaults were used" block and
+`-q` keeps its CalledProcessError traceback off a failed run, so gasp's own error message is
+the last line of the output.
 
 Config: defaults, then the YAML file, then dotted key=value overrides (values parsed as YAML).
 With --resume and no --config, the run's own OUT/config.yaml is used. Writes OUT/config.yaml,

@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ def renderer_digest() -> str:
 
 
 def cached_synthetic_file(num_scenes: int, seed: int, config, *, grid: int, split: str,
-                          **kwargs: Any) -> Path:
+                          progress: Callable | None = None, **kwargs: Any) -> Path:
     """Path of ``make_synthetic_file(path, num_scenes, seed, config, grid=grid, split=split, **kwargs)``'s
-    output, rendered into the cache the first time it is asked for."""
+    output, rendered into the cache the first time it is asked for (``progress`` wraps its scene loop)."""
     from tracks.synthetic import make_synthetic_file
 
     key = json.dumps({"num_scenes": num_scenes, "seed": seed, "config": asdict(config), "grid": grid,
@@ -55,5 +55,6 @@ def cached_synthetic_file(num_scenes: int, seed: int, config, *, grid: int, spli
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("rendering %d synthetic %s scenes into the cache: %s (once; set GASP_CACHE to move it)",
              num_scenes, split, path)
-    make_synthetic_file(path, num_scenes, seed=seed, config=config, grid=grid, split=split, **kwargs)
+    make_synthetic_file(path, num_scenes, seed=seed, config=config, grid=grid, split=split, progress=progress,
+                        **kwargs)
     return path

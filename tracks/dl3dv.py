@@ -1,6 +1,6 @@
 """DL3DV scenes (NeRFStudio ``transforms.json`` + ``images_{factor}``) as posed RGB-D Scenes.
 
-METHOD.md sec. 2 "DL3DV"; issue 2 sec. 4. DL3DV ships no depth: the user brings one
+docs/METHOD.md sec. 2 "DL3DV"; issue 2 sec. 4. DL3DV ships no depth: the user brings one
 ``depth_dir/<frame stem>.npy`` per frame (metres, float, pixel-aligned with the
 ``images_{factor}`` file of the same stem).
 

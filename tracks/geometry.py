@@ -1,4 +1,4 @@
-"""Ground-truth point tracks from posed depth (paper Sec. 5.2, METHOD.md sec. 2).
+"""Ground-truth point tracks from posed depth (paper Sec. 5.2, docs/METHOD.md sec. 2).
 
 Query points sit on a g x g grid of the query frame at cell centres. Each is
 unprojected with the query frame's depth and intrinsics, moved to world space with

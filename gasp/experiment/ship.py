@@ -29,11 +29,12 @@ BASE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokeni
               "special_tokens_map.json", "chat_template.jinja", "preprocessor_config.json")
 
 
-def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dict[str, tuple[str, dict]], Plan]:
+def shipped_runs(ckpt: Path, out: Path, progress=None) -> tuple[str, Path, tuple[int, int], dict[str, tuple[str, dict]], Plan]:
     """(base model, test tracks, input size, {label: (adapter, reported)}, plan) of exported checkpoints.
 
     The test split is re-rendered into OUT/data exactly as the run made it; a digest mismatch
     (a changed renderer) is logged, since the reported numbers were measured on the old one.
+    ``progress`` wraps the rendering's scene loop (e.g. tqdm).
     """
     from gasp.experiment.small import make_split
 
@@ -42,7 +43,7 @@ def shipped_runs(ckpt: Path, out: Path) -> tuple[str, Path, tuple[int, int], dic
         raise FileNotFoundError(f"{path} not found: point --checkpoints at an export of scripts/export_small.py")
     man = json.loads(path.read_text())
     plan = Plan(**man["plan"])
-    tracks = make_split(plan, "test", out / "data" / "test.h5")
+    tracks = make_split(plan, "test", out / "data" / "test.h5", progress=progress)
     if tracks_digest(tracks) != man["test_split"]["digest"]:
         log.warning("the re-rendered test split differs from the one the numbers were reported on (%s); "
                     "expect small differences", tracks)

@@ -45,16 +45,17 @@ SPLIT_SPECS = {"train": ("train_scenes", "train_frames", "train"), "val": ("val_
 EVAL_FRAMES = 26                       # evaluation scenes: enough frames for Delta-t up to 24
 
 
-def make_split(plan: Plan, split: str, path: Path) -> Path:
+def make_split(plan: Plan, split: str, path: Path, progress=None) -> Path:
     """Render one split's tracks file (skipped where already there); the same call everywhere, so the
-    shipped checkpoints' test split (`scripts/demo.py`) is re-rendered exactly as the experiment did."""
+    shipped checkpoints' test split (`scripts/demo.py`) is re-rendered exactly as the experiment did.
+    ``progress`` wraps the scene loop (e.g. tqdm)."""
     from tracks.synthetic import make_synthetic_file
 
     n_key, frames_key, sampler = SPLIT_SPECS[split]
     frames = getattr(plan, frames_key) if frames_key else EVAL_FRAMES
     if not path.exists():
         make_synthetic_file(path, getattr(plan, n_key), seed=plan.split_seeds[split], grid=8, split=sampler,
-                            config=plan.scene_config(frames))
+                            config=plan.scene_config(frames), progress=progress)
     return path
 
 

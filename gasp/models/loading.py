@@ -233,7 +233,7 @@ def peft_quietly():
 def enable_activation_checkpointing(model) -> None:
     """Non-reentrant activation checkpointing, by the API name the installed transformers uses.
 
-    Non-reentrant: with use_reentrant=True the captured states carry no gradient (METHOD.md sec. 3).
+    Non-reentrant: with use_reentrant=True the captured states carry no gradient (docs/METHOD.md sec. 3).
     """
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):           # transformers >= 5.24

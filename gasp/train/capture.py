@@ -10,7 +10,7 @@ What is read: x = input_layernorm(hidden_states) of decoder layer l, the tensor 
 `self_attn.q_proj` (or the peft LoRA wrapper around it, whose input is the same x) receives,
 taken by a forward pre-hook. This is what `gasp.heads` is SVD-initialised for.
 
-Activation checkpointing (METHOD.md sec. 3): with non-reentrant checkpointing the decoder
+Activation checkpointing (docs/METHOD.md sec. 3): with non-reentrant checkpointing the decoder
 layers re-run in backward and the pre-hooks fire again. Only calls made while the language
 model's own forward is running (bracketed by a pre-hook and a hook on the module owning the
 layers) are recorded; recompute calls are ignored. The hook stores a plain reference and
