@@ -146,7 +146,7 @@ def test_trainer_state_with_a_malicious_pickle_is_refused(tmp_path):
 def test_trainer_state_round_trips_rng_with_weights_only(tmp_path):
     import random
 
-    from gasp import checkpoint as ck
+    from gasp.train import checkpoint as ck
 
     np.random.seed(3), random.seed(4), torch.manual_seed(5)
     np.random.normal()                                             # a cached Gaussian is part of the state

@@ -82,6 +82,8 @@ class DataConfig:
     num_frames_lm: int = 8
     lm_ratio: float = 0.5               # fraction of steps that are LM (instruction) batches
     cache: str | None = None            # where synthetic data is made (default OUT/data)
+    num_workers: int = 2                # DataLoader workers preparing micro-batches (0: in the training process)
+    prefetch: int = 2                   # micro-batches each worker prepares ahead
     synthetic_scenes: int = 8
     synthetic_size: int = 112
     synthetic_frames: int = 32
@@ -218,9 +220,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.lm_ratio must be in [0, 1], got {d.lm_ratio}")
     if not (cfg.loss.lm or cfg.loss.corr or cfg.loss.depth):
         raise ConfigError("every loss term is off (loss.lm, loss.corr, loss.depth); nothing to train")
-    for key, value in (("optim.max_steps", o.max_steps), ("optim.grad_accum", o.grad_accum)):
+    for key, value in (("optim.max_steps", o.max_steps), ("optim.grad_accum", o.grad_accum),
+                       ("data.prefetch", d.prefetch)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
     if cfg.model.mixed_precision not in ("auto", "bf16", "no"):
         raise ConfigError(f"model.mixed_precision must be auto, bf16 or no, got {cfg.model.mixed_precision!r}")
     if cfg.loss.on not in ("heads", "qk", "qk_heads"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,17 +31,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from gasp.train import checkpoint as ckpt
-from gasp.train.config import TrainConfig, save_config, to_dict
 from gasp.distributed import has_accelerator
-from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
-from gasp.train.geo_batch import geo_targets
-from gasp.train.geo_stream import GeoStream
 from gasp.heads import CorrespondenceHeads
 from gasp.qk_heads import QKHeads
-from gasp.train.lm_stream import LMStream, batch_kind
 from gasp.runinfo import run_info, write_text_atomic
+from gasp.train import checkpoint as ckpt
+from gasp.train.config import TrainConfig, save_config, to_dict
 from gasp.train.data import prepare_data
+from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
+from gasp.train.geo_stream import GeoStream
+from gasp.train.lm_stream import LMStream, batch_kind
+from gasp.train.loader import BatchMaker, MicroBatches, TimedBatches
 
 log = logging.getLogger(__name__)
 TERMS = ("l_lm", "l_corr", "l_depth")
@@ -132,28 +133,40 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
 
 # ---- data -------------------------------------------------------------------------------
 def make_batch(run: Run, kind: str, index: int) -> dict[str, Any]:
-    m = run.cfg.model
-    kw = {"frames_mode": m.frames_mode, "fps": m.fps, "size": tuple(m.size) if m.size else None}
-    if kind == "lm":
-        ex = run.lm[index]
-        inputs, _ = ex.adapter_inputs(run.adapter, run.processor, **kw)
-        return {"kind": "lm", "inputs": inputs}
-    seq = run.geo[index]
-    inputs, layout = run.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=run.processor,
-                                                prompt=m.prompt, **kw)
-    return {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
-            "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+    """Micro-batch ``(kind, index)`` built in this process (``gasp.train.loader`` does it in workers)."""
+    return batch_maker(run)(kind, index)
+
+
+def batch_maker(run: Run) -> BatchMaker:
+    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm)
+
+
+def micro_batches(run: Run, start_step: int, stop_step: int) -> TimedBatches:
+    """This process's micro-batches for steps ``start_step .. stop_step - 1``, prepared by
+    ``data.num_workers`` DataLoader workers (0: in this process)."""
+    acc, cfg = run.accelerator, run.cfg
+    ga = cfg.optim.grad_accum
+    ds = MicroBatches(batch_maker(run), start_step * ga, stop_step * ga, acc.process_index, acc.num_processes,
+                      cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
+    return TimedBatches(ds, cfg.data.num_workers, cfg.data.prefetch)
 
 
 # ---- train ------------------------------------------------------------------------------
-def train_step(run: Run, step: int) -> dict[str, Any]:
-    """One optimizer step over grad_accum micro-batches; returns the step's (process-averaged) metrics."""
+def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict[str, Any]:
+    """One optimizer step over grad_accum micro-batches; returns the step's (process-averaged) metrics.
+
+    ``batches`` yields this step's micro-batches in order (``micro_batches``); without it they
+    are built here with ``make_batch``.
+    """
     acc, o, lc = run.accelerator, run.cfg.optim, run.cfg.loss
     sums = {k: [] for k in ("loss", *TERMS)}
     for j in range(o.grad_accum):
         micro = step * o.grad_accum + j
-        kind = batch_kind(micro, run.cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
-        batch = make_batch(run, kind, micro * acc.num_processes + acc.process_index)
+        if batches is not None:
+            batch = next(batches)
+        else:
+            kind = batch_kind(micro, run.cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
+            batch = make_batch(run, kind, micro * acc.num_processes + acc.process_index)
         sync = j == o.grad_accum - 1
         with (acc.no_sync(run.gm) if not sync else nullcontext()), acc.autocast():
             res = run.gm(batch)
@@ -193,8 +206,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     last = min(cfg.optim.max_steps, stop_after or cfg.optim.max_steps)
     bar = progress(total=cfg.optim.max_steps, initial=pos["step"], desc="train",
                    disable=not acc.is_local_main_process) if progress else None
+    batches = micro_batches(run, pos["step"], last)
+    t_loop = time.perf_counter()
     for step in range(pos["step"], last):
-        rec = train_step(run, step)
+        rec = train_step(run, step, batches)
         s = rec["step"]
         if acc.is_main_process and (s % cfg.run.log_every == 0 or s == last):
             with metrics.open("a") as f:
@@ -208,11 +223,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             evaluate(run, s)
         if (cfg.run.save_every and s % cfg.run.save_every == 0) or s == cfg.optim.max_steps:
             save(run, s)
+    loop_s = time.perf_counter() - t_loop
     if bar:
         bar.close()
     for tracker in acc.trackers:            # not acc.end_training(): that also ends the process group
         tracker.finish()
-    summary: dict[str, Any] = {"step": last, "out": str(out)}
+    summary: dict[str, Any] = {"step": last, "out": str(out),
+                               # the loop's time waiting for data (this process), evaluation and saving included in loop_s
+                               "data": {"num_workers": cfg.data.num_workers, "wait_s": round(batches.wait_s, 3),
+                                        "loop_s": round(loop_s, 3), "micro_batches": batches.count}}
     sums = acc.gather(torch.tensor([weights_checksum(run)], dtype=torch.float64, device=acc.device))
     summary["weights_checksum"] = sums.cpu().tolist()
     if last == cfg.optim.max_steps:

@@ -1,0 +1,96 @@
+"""The trainer's input pipeline: micro-batches prepared by DataLoader workers ahead of the step.
+
+A geometric sample costs a scene read, a track build and the processor's preprocessing
+(hundreds of ms at 448², more at DL3DV's 960×540), which would otherwise stall every step.
+Micro-batch ``m`` of process ``p`` is ``BatchMaker(kind(m), m * world + p)``: a pure function
+of its index (``gasp.train.geo_stream``, ``gasp.train.lm_stream``), so the workers' order
+does not matter and a resumed run that starts at micro-batch ``m`` sees exactly the batches
+the uninterrupted run saw. The DataLoader keeps that order (no shuffling; ``batch_size=None``
+hands over one micro-batch at a time) and prefetches ``prefetch`` per worker.
+
+Readers are fork-safe: ``tracks.io.TrackReader`` reopens its HDF5 files in a new process,
+and instruction videos are opened per sample. ``data.num_workers=0`` builds batches in the
+training process, as before.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from gasp.train.geo_batch import geo_targets
+from gasp.train.lm_stream import batch_kind
+
+
+@dataclass
+class BatchMaker:
+    """Builds micro-batch ``(kind, index)``; holds only picklable, fork-safe parts."""
+
+    model_cfg: Any          # ModelConfig: frames_mode, fps, size, prompt
+    adapter: Any
+    processor: Any
+    geo: Any                # GeoStream or None
+    lm: Any                 # LMStream or None
+
+    def __call__(self, kind: str, index: int) -> dict[str, Any]:
+        m = self.model_cfg
+        kw = {"frames_mode": m.frames_mode, "fps": m.fps, "size": tuple(m.size) if m.size else None}
+        if kind == "lm":
+            inputs, _ = self.lm[index].adapter_inputs(self.adapter, self.processor, **kw)
+            return {"kind": "lm", "inputs": inputs}
+        seq = self.geo[index]
+        inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor,
+                                                     prompt=m.prompt, **kw)
+        return {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
+                "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+
+
+@dataclass
+class MicroBatches(torch.utils.data.Dataset):
+    """This process's micro-batches ``start .. stop - 1`` (global micro-batch numbers)."""
+
+    make: Callable[[str, int], dict[str, Any]]
+    start: int
+    stop: int
+    rank: int
+    world: int
+    lm_ratio: float
+    lm_on: bool
+    geo_on: bool
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        micro = self.start + i
+        kind = batch_kind(micro, self.lm_ratio, self.lm_on, self.geo_on)
+        return self.make(kind, micro * self.world + self.rank)
+
+
+class TimedBatches:
+    """Iterate micro-batches, adding up the time the training loop waited for them."""
+
+    def __init__(self, batches: MicroBatches, num_workers: int, prefetch: int = 2):
+        if num_workers > 0:
+            # the parent's fast tokenizer has run; forked workers would warn and disable it anyway
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=num_workers,
+                                                 prefetch_factor=prefetch, persistent_workers=False)
+            self._it: Iterator = iter(loader)
+        else:
+            self._it = (batches[i] for i in range(len(batches)))
+        self.wait_s = 0.0
+        self.count = 0
+
+    def __next__(self) -> dict[str, Any]:
+        t = time.perf_counter()
+        batch = next(self._it)
+        self.wait_s += time.perf_counter() - t
+        self.count += 1
+        return batch
+
+    def __iter__(self) -> "TimedBatches":
+        return self
