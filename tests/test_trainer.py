@@ -336,3 +336,20 @@ def test_lora_wrap_and_checkpointing_raise_no_deprecation_warning(tracks, tmp_pa
         peft_model.save_pretrained(str(tmp_path / "adapter"), save_embedding_layers=False)
         base, _, _ = load_model("tiny-qwen2.5-vl")
         apply_lora(base, str(tmp_path / "adapter"), "tiny-qwen2.5-vl")
+
+
+def test_workers_prepare_the_same_batches_and_resume_exactly(tracks, tmp_path):
+    """Issue 11: DataLoader workers change when batches are made, never which (LM and geo batches, dropout on)."""
+    from gasp.train.recipe import train
+
+    extra = ("optim.max_steps=6", "run.save_every=3", "run.eval_sequences=0", "lora.dropout=0.1", "loss.lm=true",
+             "data.lm_ratio=0.5", f"data.cache={tmp_path / 'data'}")
+    train(_cfg(tracks, tmp_path / "w0", *extra, "data.num_workers=0"))
+    s = train(_cfg(tracks, tmp_path / "w2", *extra, "data.num_workers=2"))
+    assert s["data"]["num_workers"] == 2 and s["data"]["micro_batches"] == 6
+    m0, m2 = _metrics(tmp_path / "w0"), _metrics(tmp_path / "w2")
+    assert m0 == m2 and {r["l_lm"] is None for r in m2} == {True, False}      # both kinds of batch ran
+    cfg = _cfg(tracks, tmp_path / "cut", *extra, "data.num_workers=2")
+    train(cfg, stop_after=4)
+    train(cfg, resume=tmp_path / "cut" / "checkpoint-3")
+    assert _metrics(tmp_path / "cut") == m2

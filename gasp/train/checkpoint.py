@@ -78,18 +78,25 @@ def read_state(state_file: Path) -> dict:
 
 
 def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
-                    rng_states: list[dict] | None = None) -> Path:
-    """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's)."""
+                    rng_states: list[dict] | None = None, *, adapter_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
+    """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's).
+
+    A sharded run passes what it gathered: ``adapter_state`` (the peft model's full state dict),
+    ``optimizer_state`` (keyed by parameter name), and as ``heads`` an unsharded copy holding the
+    gathered head weights.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         # save_embedding_layers=False: the embeddings are not trained, and "auto" makes peft look the
         # base model up online.
-        peft_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
+        peft_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False, state_dict=adapter_state)
         if heads is not None:
             heads.save_pretrained(tmp / "heads")
-        torch.save({"step": step, "micro": micro, "optimizer": optimizer.state_dict(),
+        opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
+        torch.save({"step": step, "micro": micro, "optimizer": opt_state,
                     "scheduler": scheduler.state_dict(),
                     "rng": rng_states or [rng_state()]}, tmp / STATE_NAME)
         if path.exists():
@@ -113,12 +120,17 @@ def remove_stale_temporaries(out: str | Path) -> list[Path]:
 def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, rank: int = 0,
                     num_processes: int = 1) -> dict:
     """Restore weights, optimizer, scheduler and this process's RNG from `path`; returns {"step", "micro"}."""
+    load_weights(path, peft_model, heads)
+    return load_training_state(path, optimizer, scheduler, rank, num_processes)
+
+
+def load_weights(path: str | Path, peft_model, heads) -> None:
+    """The LoRA adapter and heads of checkpoint `path` into (unsharded) modules."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     path = Path(path)
-    state_file = path / STATE_NAME
-    if not state_file.is_file():
+    if not (path / STATE_NAME).is_file():
         raise FileNotFoundError(f"--resume {path}: no {STATE_NAME}; is it an OUT/checkpoint-STEP folder?")
     weights = load_file(str(path / "adapter" / "adapter_model.safetensors"))
     res = set_peft_model_state_dict(peft_model, weights)
@@ -133,8 +145,17 @@ def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, r
             raise ValueError(f"--resume {path}: {type(saved).__name__} on layers {saved.layers}, the config asks for "
                              f"{type(heads).__name__} on {heads.layers}")
         heads.load_state_dict(saved.state_dict())
-    state = read_state(state_file)
-    optimizer.load_state_dict(state["optimizer"])
+
+
+def load_training_state(path: str | Path, optimizer, scheduler, rank: int = 0, num_processes: int = 1,
+                        load_optimizer=None) -> dict:
+    """Optimizer, scheduler and this process's RNG from checkpoint `path`; returns {"step", "micro"}.
+
+    ``load_optimizer(state)`` replaces ``optimizer.load_state_dict`` (a sharded run's loader).
+    """
+    path = Path(path)
+    state = read_state(path / STATE_NAME)
+    (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]   # a dict: saved by one process
     if len(rng) != num_processes:

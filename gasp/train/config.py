@@ -108,6 +108,7 @@ class RunConfig:
     eval_every: int = 0                 # 0: only the final evaluation
     save_every: int = 0                 # 0: only the final checkpoint
     eval_sequences: int = 4
+    fsdp: bool = False                  # shard with torch FSDP2 (gasp/train/fsdp.py); saving gathers full weights
 
 
 @dataclass

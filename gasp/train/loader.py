@@ -77,18 +77,25 @@ class TimedBatches:
         if num_workers > 0:
             # the parent's fast tokenizer has run; forked workers would warn and disable it anyway
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            # its own generator: seeding the workers must not draw from the global torch RNG, whose
+            # state the checkpoint restores (LoRA dropout would otherwise differ after a resume)
             loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=num_workers,
-                                                 prefetch_factor=prefetch, persistent_workers=False)
+                                                 prefetch_factor=prefetch, persistent_workers=False,
+                                                 generator=torch.Generator().manual_seed(0))
             self._it: Iterator = iter(loader)
         else:
             self._it = (batches[i] for i in range(len(batches)))
-        self.wait_s = 0.0
+        self.wait_s = 0.0           # every wait, the first included
+        self.first_wait_s = 0.0     # the first micro-batch's (worker start-up, nothing prefetched yet)
         self.count = 0
 
     def __next__(self) -> dict[str, Any]:
         t = time.perf_counter()
         batch = next(self._it)
-        self.wait_s += time.perf_counter() - t
+        dt = time.perf_counter() - t
+        self.wait_s += dt
+        if self.count == 0:
+            self.first_wait_s = dt
         self.count += 1
         return batch
 

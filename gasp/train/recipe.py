@@ -19,6 +19,7 @@ save     OUT/checkpoint-STEP (`gasp.train.checkpoint`) every save_every steps an
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from gasp.heads import CorrespondenceHeads
 from gasp.qk_heads import QKHeads
 from gasp.runinfo import run_info, write_text_atomic
 from gasp.train import checkpoint as ckpt
+from gasp.train import fsdp
 from gasp.train.config import TrainConfig, save_config, to_dict
 from gasp.train.data import prepare_data
 from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
@@ -62,6 +64,11 @@ class Run:
     geo: GeoStream | None
     lm: LMStream | None
     eval_path: Path | None
+    heads_copy: Any = None   # run.fsdp: an unsharded copy of the heads, to save gathered weights from
+
+    @property
+    def sharded(self) -> bool:
+        return self.cfg.run.fsdp
 
 
 # ---- setup ------------------------------------------------------------------------------
@@ -111,23 +118,34 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
         heads = head_cls.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
                                     hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
     gm = GaspModel(peft_model, heads, adapter, cfg)
+    if resume is not None:
+        ckpt.load_weights(resume, peft_model, heads)         # into the whole model, before any sharding
+    heads_copy = None
+    if cfg.run.fsdp:
+        heads_copy = copy.deepcopy(heads)                  # unsharded, CPU: receives gathered weights to save them
+        fsdp.shard(gm, adapter.decoder_layers(peft_model), accelerator.device)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
     scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
     position = {"step": 0, "micro": 0}
     if resume is not None:
-        position = ckpt.load_checkpoint(resume, peft_model, heads, optimizer, scheduler,
-                                        accelerator.process_index, accelerator.num_processes)
+        loader = (lambda st: fsdp.load_optimizer_state(gm, optimizer, st)) if cfg.run.fsdp else None
+        position = ckpt.load_training_state(resume, optimizer, scheduler, accelerator.process_index,
+                                            accelerator.num_processes, load_optimizer=loader)
         log.info("resumed from %s at step %d", resume, position["step"])
     gm.train()
     # The optimizer is prepared with the model (FSDP/DeepSpeed need both); the scheduler is stepped
     # by hand once per optimizer step, so the schedule does not depend on the process count.
-    prepared, optimizer = accelerator.prepare(gm, optimizer)
+    # run.fsdp: the model is sharded already; only the optimizer goes through accelerate.
+    if cfg.run.fsdp:
+        prepared, optimizer = gm, accelerator.prepare(optimizer)
+    else:
+        prepared, optimizer = accelerator.prepare(gm, optimizer)
     if accelerator.is_main_process and _tensorboard_available():
         accelerator.init_trackers("gasp", config={k: v for sec in to_dict(cfg).values() for k, v in sec.items()
                                                   if isinstance(v, (int, float, str, bool))})
     run = Run(cfg, out, accelerator, prepared, peft_model, heads, processor, adapter, optimizer, scheduler,
-              geo, lm, tracks_eval)
+              geo, lm, tracks_eval, heads_copy=heads_copy)
     return run, position
 
 
@@ -189,8 +207,9 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
 
 
 def weights_checksum(run: Run) -> float:
-    """Sum of every trainable weight in float64: equal on every process iff DDP kept them in sync."""
-    return float(sum(p.detach().double().sum() for p in run.gm.parameters() if p.requires_grad))
+    """Sum of every trainable weight in float64: equal on every process iff DDP kept them in sync
+    (sharded weights are gathered first, so under FSDP it is the whole model's sum on every process)."""
+    return float(sum(fsdp.gathered(p.detach()).double().sum() for p in run.gm.parameters() if p.requires_grad))
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
@@ -231,7 +250,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     summary: dict[str, Any] = {"step": last, "out": str(out),
                                # the loop's time waiting for data (this process), evaluation and saving included in loop_s
                                "data": {"num_workers": cfg.data.num_workers, "wait_s": round(batches.wait_s, 3),
-                                        "loop_s": round(loop_s, 3), "micro_batches": batches.count}}
+                                        "first_wait_s": round(batches.first_wait_s, 3), "loop_s": round(loop_s, 3),
+                                        "micro_batches": batches.count}}
     sums = acc.gather(torch.tensor([weights_checksum(run)], dtype=torch.float64, device=acc.device))
     summary["weights_checksum"] = sums.cpu().tolist()
     if last == cfg.optim.max_steps:
@@ -260,13 +280,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 # ---- evaluate / save --------------------------------------------------------------------
 def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
-    """The probe on the held-out sequences (process 0); returns the results.json content there."""
+    """The probe on the held-out sequences (process 0); returns the results.json content there.
+
+    A sharded model's forward is a collective, so under run.fsdp every process runs the same
+    probe forwards and only process 0 reports.
+    """
     from probes.runner import Probe, ProbeConfig, summarize
     from tracks.io import TrackReader
 
     acc, cfg = run.accelerator, run.cfg
     res = None
-    if run.eval_path is not None and acc.is_main_process:
+    if run.eval_path is not None and (acc.is_main_process or run.sharded):
         m = cfg.model
         pcfg = ProbeConfig(model=m.name, adapter=None, tracks=str(run.eval_path), out=str(run.out),
                            frames_mode=m.frames_mode, fps=m.fps, size=tuple(m.size) if m.size else None,
@@ -280,6 +304,7 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
             (rec,) = probe.evaluate([seq])
             done[seq.key] = {"arrays": rec, "attrs": {"skipped": not rec["valid"].any()}}
         run.peft_model.train()
+    if run.eval_path is not None and acc.is_main_process:
         skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
         res = summarize(pcfg, probe.layers, done, skipped)
         res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
@@ -306,13 +331,24 @@ def eval_summary(line: dict[str, Any], rho: list) -> str:
 
 
 def save(run: Run, step: int) -> None:
+    """Checkpoint ``step``; a sharded run first gathers the full weights and optimizer state (every process)."""
     from accelerate.utils import gather_object
 
     acc = run.accelerator
     acc.wait_for_everyone()
     rng_states = gather_object([ckpt.rng_state()])        # every rank's, in rank order (one process: its own)
+    extra: dict[str, Any] = {}
+    heads = run.heads
+    if run.sharded:
+        extra["adapter_state"] = fsdp.full_state_dict(run.peft_model)
+        extra["optimizer_state"] = fsdp.full_optimizer_state(run.gm, run.optimizer)
+        if run.heads is not None:
+            full = fsdp.full_state_dict(run.heads)
+            if acc.is_main_process:
+                run.heads_copy.load_state_dict(full)
+            heads = run.heads_copy
     if acc.is_main_process:
         micro = step * run.cfg.optim.grad_accum
-        ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, run.heads, run.optimizer,
-                             run.scheduler, step, micro, rng_states)
+        ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, heads, run.optimizer,
+                             run.scheduler, step, micro, rng_states, **extra)
     acc.wait_for_everyone()
