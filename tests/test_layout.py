@@ -7,6 +7,7 @@ Floors, lowest first; a module may import its own floor and those below:
     2  probes/, plots/             the probe and its figures (they read gasp's models and hooks)
     3  gasp/train/                 the training machinery (its evaluation runs the probe)
     4  gasp/experiment/            the replication (trains arms, probes them, draws their figures)
+    4  gasp/bench/                 measurements at a real model's shape (the GPU check: probe + training step)
 scripts/ and tests/ sit above everything.
 """
 import ast
@@ -26,7 +27,7 @@ def floor(module: str) -> int:
         return 2
     if module.startswith("gasp.train"):
         return 3
-    if module.startswith("gasp.experiment"):
+    if module.startswith(("gasp.experiment", "gasp.bench")):
         return 4
     return 1                                   # gasp and every other gasp.* module
 
