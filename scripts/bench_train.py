@@ -116,7 +116,7 @@ def make_batch_file(path: Path, frames: int, size: int, grid: int) -> dict:
 def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) -> dict:
     import torch
 
-    from gasp import recipe
+    from gasp.train import recipe
     from gasp.adapters import get_adapter
     from gasp.train.capture import capture_q_inputs
     from gasp.train.config import TrainConfig

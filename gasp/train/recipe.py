@@ -121,8 +121,9 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     if resume is not None:
         ckpt.load_weights(resume, peft_model, heads)         # into the whole model, before any sharding
     heads_copy = None
-    if cfg.run.fsdp:
+    if cfg.run.fsdp or zero3(accelerator):
         heads_copy = copy.deepcopy(heads)                  # unsharded, CPU: receives gathered weights to save them
+    if cfg.run.fsdp:
         fsdp.shard(gm, adapter.decoder_layers(peft_model), accelerator.device)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
@@ -330,6 +331,12 @@ def eval_summary(line: dict[str, Any], rho: list) -> str:
             + (f" (rho {r:+.2f})" if r is not None else ""))
 
 
+def zero3(acc) -> bool:
+    """Whether accelerate runs DeepSpeed ZeRO stage 3 (weights partitioned over processes)."""
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    return plugin is not None and getattr(plugin, "zero_stage", None) == 3
+
+
 def save(run: Run, step: int) -> None:
     """Checkpoint ``step``; a sharded run first gathers the full weights and optimizer state (every process)."""
     from accelerate.utils import gather_object
@@ -346,6 +353,15 @@ def save(run: Run, step: int) -> None:
             full = fsdp.full_state_dict(run.heads)
             if acc.is_main_process:
                 run.heads_copy.load_state_dict(full)
+            heads = run.heads_copy
+    elif zero3(acc):
+        # DeepSpeed ZeRO-3 partitions every weight; accelerate gathers them (a collective). Untested: GPU only.
+        # The optimizer state stays this process's partition, so such a checkpoint cannot be resumed.
+        full = acc.get_state_dict(run.gm)
+        extra["adapter_state"] = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
+        if run.heads is not None and acc.is_main_process:
+            run.heads_copy.load_state_dict({k.removeprefix("heads."): v for k, v in full.items()
+                                            if k.startswith("heads.")})
             heads = run.heads_copy
     if acc.is_main_process:
         micro = step * run.cfg.optim.grad_accum
