@@ -65,6 +65,25 @@ def record_args(scene: Scene, script: str, args: argparse.Namespace) -> None:
     scene.metadata["built_by"] = {"script": script, "args": {k: str(v) for k, v in vars(args).items()}}
 
 
+def convert(load, args: argparse.Namespace, script: str, errors: tuple = INPUT_ERRORS) -> int:
+    """Load one scene with ``load()``, write its planned sequences to ``args.out``; 2 on bad input.
+
+    ``TrackWriter`` writes aside and renames, so a failure leaves no output file.
+    """
+    name = Path(script).stem
+    try:
+        scene = load()
+        record_args(scene, script, args)
+        plans = plan_sequences(scene.num_frames, scene.name, args.frames, args.split, args.sequences, args.seed)
+        with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
+            n = write_scene(writer, scene, plans, args.grid, args.rel_tol)
+    except errors as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger(name).info("wrote %d sequence(s) of %s to %s", n, scene.name, args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scene", required=True, type=Path, help="posed RGB-D scene folder")
@@ -72,17 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_sampling_args(p, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        scene = load_scene_folder(args.scene)
-        record_args(scene, "build_tracks.py", args)
-        plans = plan_sequences(scene.num_frames, scene.name, args.frames, args.split, args.sequences, args.seed)
-        with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
-            n = write_scene(writer, scene, plans, args.grid, args.rel_tol)
-    except INPUT_ERRORS as e:
-        print(f"build_tracks: error: {e}", file=sys.stderr)
-        return 2
-    log.info("wrote %d sequence(s) of %s to %s", n, scene.name, args.out)
-    return 0
+    return convert(lambda: load_scene_folder(args.scene), args, "build_tracks.py")
 
 
 if __name__ == "__main__":

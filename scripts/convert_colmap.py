@@ -22,13 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from scripts.build_tracks import (INPUT_ERRORS, add_sampling_args, check_sampling_args,  # noqa: E402
-                                  record_args, write_scene)
+from scripts.build_tracks import add_sampling_args, check_sampling_args, convert  # noqa: E402
 from tracks.colmap import DEFAULT_DEPTH_DIR, load_colmap_scene  # noqa: E402
-from tracks.io import TrackWriter  # noqa: E402
-from tracks.sampling import plan_sequences  # noqa: E402
-
-log = logging.getLogger("convert_colmap")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,18 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_sampling_args(p, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        scene = load_colmap_scene(args.colmap, sparse=args.sparse, images=args.images, depth=args.depth,
-                                  depth_npy=args.depth_npy)
-        record_args(scene, "convert_colmap.py", args)
-        plans = plan_sequences(scene.num_frames, scene.name, args.frames, args.split, args.sequences, args.seed)
-        with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
-            n = write_scene(writer, scene, plans, args.grid, args.rel_tol)
-    except INPUT_ERRORS as e:
-        print(f"convert_colmap: error: {e}", file=sys.stderr)
-        return 2
-    log.info("wrote %d sequence(s) of %s to %s", n, scene.name, args.out)
-    return 0
+    return convert(lambda: load_colmap_scene(args.colmap, sparse=args.sparse, images=args.images, depth=args.depth,
+                                             depth_npy=args.depth_npy), args, "convert_colmap.py")
 
 
 if __name__ == "__main__":
