@@ -23,6 +23,12 @@ Definitions (docs/METHOD.md sec. 1):
       per-head cosines (default), ``"concat"`` is the cosine of all heads concatenated
       (K repeated to H heads), ``"per-head"`` keeps H.
     * Prediction (eq. 11): argmax of the similarity over frame k's h x w grid.
+    * Peers' convention (``match="softmax-mean"``, ``--match softmax-mean``): DiffTrack's
+      map, the mean over query heads of softmax(q . k / sqrt(D)) over frame k's tokens.
+      Unlike the cosine it weighs heads by how peaked their attention is and keeps the
+      dot product's scale. ``bidirectional`` (``--bidirectional``) averages the map with
+      the k -> query-frame direction before the argmax, as DiffTrack does; that direction
+      asks which frame-k token, used as a query, matches the query point's key best.
     * Correct: Euclidean distance in token units to the ground truth <= delta (2 by
       default; a 1e-6 token slack absorbs float rounding, so exactly 2 counts). Only
       points visible in the query frame and in frame k count.
@@ -51,6 +57,7 @@ import torch.nn.functional as Fn
 
 HeadsMode = Literal["mean", "concat", "per-head"]
 HEADS_MODES = ("mean", "concat", "per-head")
+MATCH_MODES = ("cosine-mean", "softmax-mean")
 _DIST_SLACK = 1e-6  # token units: absorbs float error so a distance of exactly delta counts
 
 
@@ -115,6 +122,36 @@ def confidence(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> 
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = torch.einsum("kgnd,kfpd->kgfnp", _group_queries(q, k.shape[0]), k) * scale
     return logits.softmax(-1).amax(-1).mean((0, 1))               # (F, N)
+
+
+def softmax_mean(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """DiffTrack's matching map: mean over query heads of softmax_j(q . k_j * scale) over frame k's tokens.
+
+    q: (H, N, D); k: (Hkv, F, P, D); scale defaults to 1/sqrt(D). Returns (F, N, P) float32.
+    """
+    q, k = q.float(), k.float()
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.einsum("kgnd,kfpd->kgfnp", _group_queries(q, k.shape[0]), k) * scale
+    return logits.softmax(-1).mean((0, 1))
+
+
+def reverse_map(q_other: torch.Tensor, k_query: torch.Tensor, tokens: torch.Tensor, match: str,
+                scale: float | None = None) -> torch.Tensor:
+    """The k -> query-frame direction, read at each query point: (F', N, P).
+
+    Entry (f, i, j) is how well frame f's token j, as a query, matches query point i's token
+    in the query frame, as a key: the head-mean cosine of q_f_j and k_query[tokens[i]], or for
+    "softmax-mean" the head-mean softmax of q_f_j . k over all query-frame tokens, at tokens[i].
+    q_other: (H, F', P, D); k_query: (Hkv, P0, D); tokens: (N,) flat indices into P0.
+    """
+    hq, fo, p, d = q_other.shape
+    if match == "cosine-mean":
+        keys = k_query.index_select(1, tokens)[:, None]                            # (Hkv, 1, N, D)
+        return similarity(q_other.flatten(1, 2), keys, "mean")[0].unflatten(0, (fo, p)).transpose(1, 2)
+    rows = []
+    for f in range(fo):                                      # one frame at a time: (Hkv, G, P, P0) at most
+        rows.append(softmax_mean(q_other[:, f], k_query[:, None], scale)[0].index_select(-1, tokens))  # (P, N)
+    return torch.stack(rows).transpose(1, 2)
 
 
 def match_frames(
@@ -239,6 +276,8 @@ def evaluate_layer(
     scale: float | None = None,
     extra_deltas: Sequence[float] = (),
     sim_points: Sequence[int] = (),
+    match: str = "cosine-mean",
+    bidirectional: bool = False,
 ) -> LayerResult:
     """Everything the probe needs from one layer of one sequence.
 
@@ -247,9 +286,23 @@ def evaluate_layer(
     token's size in the tracks' pixels, a number or (th, tw) (``VisualLayout.token_size``);
     frame_index: (F,) source-video frame numbers.
     Query point i reads the query-frame token that contains tracks[query_frame, i].
-    ``sim_points`` (M indices into N) also returns their eq.-10 cosine maps over every other
-    frame, head-averaged whatever ``heads`` is, for the match explorer (``plots/matches.py``).
+    ``sim_points`` (M indices into N) also returns their matching maps over every other
+    frame (the eq.-10 head-mean cosine by default), for the match explorer (``plots/matches.py``).
+
+    ``match`` and ``bidirectional`` choose the map whose argmax is the prediction:
+        "cosine-mean"   the paper's eq. 10 (default; ``heads`` picks how heads combine)
+        "softmax-mean"  DiffTrack's: the mean over query heads of softmax(q . k / sqrt(D)) over
+                        frame k's tokens (``heads`` must be "mean")
+        bidirectional   the map averaged with the k -> query-frame direction (``reverse_map``),
+                        as DiffTrack averages 0 -> k and k -> 0 before its argmax
+    Confidence (eq. 13) is the same whatever the map.
     """
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+    custom = match != "cosine-mean" or bidirectional
+    if custom and heads != "mean":
+        raise ValueError(f"match={match!r}{' with bidirectional' if bidirectional else ''} averages over heads; "
+                         f"it needs heads='mean', got {heads!r}")
     hq, f, h, w, d = q.shape
     if k.shape[1:] != (f, h, w, d):
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on (F, h, w, D)")
@@ -263,7 +316,19 @@ def evaluate_layer(
     q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
 
     others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
-    pred_rc, conf = match_frames(q1, k.index_select(1, others), heads, scale)
+    kf = k.index_select(1, others).flatten(2, 3).float()              # (Hkv, F', P, D)
+    maps = None
+    if custom:
+        maps = similarity(q1, kf, "mean") if match == "cosine-mean" else softmax_mean(q1, kf, scale)  # (F', N, P)
+        if bidirectional:
+            tokens = (q_row * w + q_col).to(q.device)
+            back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
+                               match, scale)
+            maps = 0.5 * (maps + back)
+        idx = maps.argmax(-1)                                          # (F', N)
+        pred_rc, conf = torch.stack((idx // w, idx % w), dim=-1), confidence(q1, kf, scale)
+    else:
+        pred_rc, conf = match_frames(q1, k.index_select(1, others), heads, scale)
     gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
     valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
     gt, valid = gt.to(pred_rc.device), valid.to(pred_rc.device)
@@ -275,9 +340,9 @@ def evaluate_layer(
         dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
     sim = None
     if len(sim_points):
-        kf = k.index_select(1, others).flatten(2, 3)                  # (Hkv, F', P, D)
         sel = torch.as_tensor(list(sim_points), dtype=torch.long, device=q1.device)
-        sim = similarity(q1.index_select(1, sel), kf, "mean").unflatten(-1, (h, w))  # (F', M, h, w)
+        full = maps if maps is not None else similarity(q1.index_select(1, sel), kf, "mean")
+        sim = (full.index_select(1, sel) if maps is not None else full).unflatten(-1, (h, w))  # (F', M, h, w)
     return LayerResult(correct=correct, conf=conf, valid=valid, pred_rc=pred_rc, dt=dt,
                        correct_at=correct_at or None, sim=sim)
 

@@ -34,7 +34,12 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
     p.add_argument("--layers", default=d.layers, help="'all' or comma-separated layer indices")
     p.add_argument("--rope", choices=["post", "pre"], default=d.rope, help="Q/K after (default) or before RoPE")
     p.add_argument("--heads", choices=["mean", "concat", "per-head"], default=d.heads)
-    p.add_argument("--delta", type=float, default=d.delta, help="PCK threshold in tokens (default 2)")
+    p.add_argument("--match", choices=["cosine-mean", "softmax-mean"], default=d.match,
+                   help="matching map: head-mean cosine (paper eq. 10, default) or head-mean softmax (DiffTrack)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="average the map with the k -> query-frame direction before the argmax (DiffTrack)")
+    p.add_argument("--delta", default=f"{d.delta:g}",
+                   help="PCK threshold(s) in tokens, e.g. 2 or 1,2,4: one curve each, the figure uses the first")
     p.add_argument("--max-sequences", type=int, help="probe only the first N sequences")
     p.add_argument("--frames-mode", help="Qwen2/2.5-VL: duplicate (default), images or merged")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=d.dtype)
@@ -48,14 +53,25 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
     p.add_argument("--synthetic-size", type=int, default=d.synthetic_size, help="their frame size in pixels")
     p.add_argument("--trust-remote-code", action="store_true")
     a = p.parse_args(argv)
-    if a.delta <= 0:
-        p.error(f"argument --delta: must be > 0 (a distance in tokens), got {a.delta:g}")
+    try:
+        deltas = [float(x) for x in a.delta.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"argument --delta: expected numbers separated by commas, e.g. 1,2,4; got {a.delta!r}")
+    bad = [x for x in deltas if not x > 0]
+    if not deltas or bad:
+        p.error(f"argument --delta: every threshold must be > 0 (a distance in tokens), got {a.delta}")
+    if len(set(deltas)) != len(deltas):
+        p.error(f"argument --delta: a threshold is repeated in {a.delta}")
+    if (a.match != "cosine-mean" or a.bidirectional) and a.heads != "mean":
+        p.error(f"argument --match: {a.match}{' with --bidirectional' if a.bidirectional else ''} averages over "
+                f"heads; use --heads mean (got --heads {a.heads})")
     if a.batch_size < 1:
         p.error(f"argument --batch-size: must be >= 1, got {a.batch_size}")
     if a.max_sequences is not None and a.max_sequences < 1:
         p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
     return ProbeConfig(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
-                       heads=a.heads, delta=a.delta, max_sequences=a.max_sequences, frames_mode=a.frames_mode,
+                       heads=a.heads, match=a.match, bidirectional=a.bidirectional, delta=deltas[0],
+                       extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, frames_mode=a.frames_mode,
                        dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
                        size=tuple(a.size) if a.size else None, seed=a.seed, trust_remote_code=a.trust_remote_code,
                        synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size)

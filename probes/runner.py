@@ -44,6 +44,8 @@ class ProbeConfig:
     layers: str = "all"                # "all" or "i,j,..."
     rope: str = "post"
     heads: str = "mean"
+    match: str = "cosine-mean"         # "cosine-mean" (paper eq. 10) or "softmax-mean" (DiffTrack)
+    bidirectional: bool = False        # average the matching map with the k -> query-frame direction
     delta: float = 2.0
     extra_deltas: tuple[float, ...] = ()  # further PCK thresholds, reported as pck_at (issue 9: 1 and 4)
     max_sequences: int | None = None
@@ -97,6 +99,11 @@ class Probe:
         """A probe around a loaded model (e.g. the trainer's, with its LoRA adapter); see :meth:`load`."""
         if cfg.heads not in metrics.HEADS_MODES:
             raise ProbeError(f"--heads must be one of {metrics.HEADS_MODES}, got {cfg.heads!r}")
+        if cfg.match not in metrics.MATCH_MODES:
+            raise ProbeError(f"--match must be one of {metrics.MATCH_MODES}, got {cfg.match!r}")
+        if (cfg.match != "cosine-mean" or cfg.bidirectional) and cfg.heads != "mean":
+            raise ProbeError(f"--match {cfg.match}{' --bidirectional' if cfg.bidirectional else ''} averages over "
+                             f"heads; use it with --heads mean (got --heads {cfg.heads})")
         self.cfg, self.model, self.processor, self.adapter, self.device = cfg, model, processor, adapter, device
         self.layers = parse_layers(cfg.layers, len(adapter.decoder_layers(model)))
 
@@ -153,7 +160,8 @@ class Probe:
                     q[b], k[b], torch.from_numpy(seq.tracks[fids]), torch.from_numpy(seq.visible[fids]),
                     layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qfs[b],
                     heads=mode, delta=self.cfg.delta, extra_deltas=self.cfg.extra_deltas if mode != "per-head" else (),
-                    sim_points=points[b] if mode != "per-head" else ())
+                    sim_points=points[b] if mode != "per-head" else (), match=self.cfg.match,
+                    bidirectional=self.cfg.bidirectional)
                     for mode in heads_modes]
                 per_seq[b].append(res)
 
@@ -220,13 +228,16 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
     nn = metrics.nan_to_none
     res: dict[str, Any] = {
         "model": cfg.model, "adapter": cfg.adapter, "layers": layers, "delta": cfg.delta, "rope": cfg.rope,
-        "heads": cfg.heads, "frames_mode": cfg.frames_mode,
+        "heads": cfg.heads, "match": cfg.match, "bidirectional": cfg.bidirectional, "frames_mode": cfg.frames_mode,
         "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]), "rho": nn(s["rho"]),
         "dt": list(DTS), "dt_pck": nn(s["dt_pck"]), "dt_norm": nn(s["dt_norm"]),
         "num_sequences": s["num_sequences"], "num_points": s["num_points"],
         "num_predictions": s["num_predictions"], "sequences": keys, "skipped_sequences": sorted(skipped),
         "per_sequence": {"pck": nn(s["pck_seq"]), "rho": nn(s["rho_seq"])},
     }
+    if cfg.extra_deltas:                     # one curve per threshold, the first (delta) included
+        res["pck_at"] = {f"{float(cfg.delta):g}": {"pck_mean": res["pck_mean"], "pck_std": res["pck_std"],
+                                                   "dt_pck": res["dt_pck"]}}
     for d in cfg.extra_deltas:
         sd = metrics.summarize([_layer_results(done[k]["arrays"], delta_key(d)) for k in keys], DTS)
         res.setdefault("pck_at", {})[f"{float(d):g}"] = {"pck_mean": nn(sd["pck_mean"]), "pck_std": nn(sd["pck_std"]),
@@ -261,14 +272,17 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
 _RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
+_ADDED_FIELDS = ("extra_deltas", "match", "bidirectional")
 
 
 def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
     """Refuse to resume OUT with a probe whose numbers would differ; record the config otherwise."""
     import json
 
+    defaults = dataclasses.asdict(ProbeConfig())
+    # fields added since (extra_deltas, match, bidirectional) are left out at their defaults, so older OUTs resume
     want = {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in _RESUME_FREE and not (k == "extra_deltas" and not v)}   # OUTs from before extra_deltas
+            if k not in _RESUME_FREE and not (k in _ADDED_FIELDS and v == defaults[k])}
     want = json.loads(json.dumps(want))                  # tuples -> lists, as read back
     path = out / "probe_config.json"
     if path.is_file():

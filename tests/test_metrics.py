@@ -260,3 +260,73 @@ def test_summarize_sequence_without_valid_points_is_skipped_in_mean():
     out = M.summarize([bad, good], dts=[1])
     assert math.isnan(float(out["pck_seq"][0, 0])) and float(out["pck_mean"][0]) == 0.5
     assert M.nan_to_none(out["pck_seq"]) == [[None], [0.5]]
+
+
+# ---- peers' matching conventions (issue 10 sec. 6), against explicit per-head loops ----------
+
+def _np_softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _expected_maps(q, k, qf, tokens, match, bidirectional):
+    """(F', N, P) by explicit loops over frames, points, heads and candidates, in float64 numpy."""
+    q, k = q.double().numpy(), k.double().numpy()                    # (H, F, h, w, D), (Hkv, F, h, w, D)
+    H, F, h, w, D = q.shape
+    G = H // k.shape[0]
+    qf_flat, kf_flat = q.reshape(H, F, h * w, D), k.reshape(k.shape[0], F, h * w, D)
+    others = [f for f in range(F) if f != qf]
+    out = np.zeros((len(others), len(tokens), h * w))
+
+    def score(a, keys, j):                                          # one head's map value at candidate j
+        if match == "cosine-mean":
+            return a @ keys[j] / (np.linalg.norm(a) * np.linalg.norm(keys[j]))
+        return _np_softmax(np.array([a @ kk / math.sqrt(D) for kk in keys]))[j]
+
+    for fi, f in enumerate(others):
+        for n, t in enumerate(tokens):
+            for j in range(h * w):
+                fwd = np.mean([score(qf_flat[hh, qf, t], kf_flat[hh // G, f], j) for hh in range(H)])
+                if bidirectional:                       # frame f's token j as the query, the query frame's keys
+                    back = np.mean([score(qf_flat[hh, f, j], kf_flat[hh // G, qf], t) for hh in range(H)])
+                    fwd = 0.5 * (fwd + back)
+                out[fi, n, j] = fwd
+    return out
+
+
+@pytest.mark.parametrize("match,bidirectional", [("softmax-mean", False), ("softmax-mean", True),
+                                                 ("cosine-mean", True)])
+def test_peer_matching_maps_against_loops(match, bidirectional):
+    H, F, h, w, D = 4, 3, 3, 4, 8
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(H, F, h, w, D, generator=g), torch.randn(2, F, h, w, D, generator=g)
+    tokens = [0, 5, 11]                                             # query tokens in frame 1 (the query frame)
+    tracks = token_centres_px(h, w)[tokens][None].expand(F, -1, -1).float()
+    res = M.evaluate_layer(q, k, tracks, torch.ones(F, 3, dtype=torch.bool), TS, query_frame=1,
+                           match=match, bidirectional=bidirectional, sim_points=[0, 1, 2])
+    expect = _expected_maps(q, k, 1, tokens, match, bidirectional)   # (F', N, P)
+    assert np.allclose(res.sim.flatten(-2).numpy(), expect, atol=1e-5)
+    idx = expect.argmax(-1)
+    assert np.array_equal(res.pred_rc[..., 0].numpy(), idx // w) and np.array_equal(res.pred_rc[..., 1].numpy(), idx % w)
+    base = M.evaluate_layer(q, k, tracks, torch.ones(F, 3, dtype=torch.bool), TS, query_frame=1)
+    assert torch.equal(res.conf, base.conf)                          # confidence does not depend on the map
+
+
+def test_softmax_mean_can_disagree_with_cosine_mean():
+    """A key with a large norm wins the dot product (softmax) but not the cosine."""
+    q = torch.tensor([[1.0, 0.0]])[:, None, None, None, :].expand(1, 2, 1, 2, 2).clone()   # (H=1, F=2, 1, 2, D=2)
+    k = torch.zeros(1, 2, 1, 2, 2)
+    k[0, 1, 0, 0] = torch.tensor([1.0, 0.0])         # frame 1 token 0: same direction, norm 1
+    k[0, 1, 0, 1] = torch.tensor([5.0, 4.0])         # frame 1 token 1: other direction, norm 6.4
+    tracks = token_centres_px(1, 2)[:1][None].expand(2, -1, -1).float()
+    vis = torch.ones(2, 1, dtype=torch.bool)
+    cos = M.evaluate_layer(q, k, tracks, vis, TS, match="cosine-mean")
+    soft = M.evaluate_layer(q, k, tracks, vis, TS, match="softmax-mean")
+    assert cos.pred_rc[0, 0].tolist() == [0, 0] and soft.pred_rc[0, 0].tolist() == [0, 1]
+
+
+def test_peer_matching_needs_mean_heads():
+    q, k = torch.randn(2, 2, 2, 2, 4), torch.randn(2, 2, 2, 2, 4)
+    tracks = token_centres_px(2, 2)[None].expand(2, -1, -1).float()
+    with pytest.raises(ValueError, match="heads='mean'"):
+        M.evaluate_layer(q, k, tracks, torch.ones(2, 4, dtype=torch.bool), TS, heads="per-head", match="softmax-mean")

@@ -169,6 +169,23 @@ def test_match_records_agree_with_the_metrics(tmp_path, tracks_file):
     assert res["references"] == pytest.approx(dict(zip(("uniform", "same_position"), refs)))
 
 
+def test_several_thresholds_and_the_peer_matching_convention(tmp_path, tracks_file):
+    """--delta 1,2,4 gives one curve per threshold, each equal to a probe run at that threshold alone."""
+    common = ("--tracks", str(tracks_file), "--match", "softmax-mean", "--bidirectional")
+    run(*common, "--delta", "1,2,4", "--out", str(tmp_path / "all"))
+    run(*common, "--delta", "4", "--out", str(tmp_path / "four"))
+    res = json.loads((tmp_path / "all" / "results.json").read_text())
+    four = json.loads((tmp_path / "four" / "results.json").read_text())
+    assert res["delta"] == 1 and set(res["pck_at"]) == {"1", "2", "4"}
+    assert res["match"] == "softmax-mean" and res["bidirectional"] is True
+    assert res["pck_at"]["1"]["pck_mean"] == res["pck_mean"]
+    assert res["pck_at"]["4"]["pck_mean"] == pytest.approx(four["pck_mean"])
+    curves = np.array([res["pck_at"][d]["pck_mean"] for d in ("1", "2", "4")])
+    assert (np.diff(curves, axis=0) >= -1e-12).all()                 # a larger threshold never scores lower
+    p = run(*common[:2], "--match", "softmax-mean", "--heads", "per-head", check=False)
+    assert p.returncode == 2 and "--heads mean" in p.stderr
+
+
 def test_tracks_without_needed_datasets(tmp_path, tracks_file):
     bad = tmp_path / "bad.h5"
     shutil.copy(tracks_file, bad)
