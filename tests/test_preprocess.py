@@ -48,7 +48,7 @@ def test_qwen_patches_match_image_processor(hw, patch, mean_std):
     np.testing.assert_allclose(ours, ref["pixel_values"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"])
 def test_adapter_pixels_match_image_processor(name):
     """The adapter's images mode and duplicate mode both give the processor's patches for every frame."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
