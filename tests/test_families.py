@@ -84,6 +84,25 @@ def test_qwen3_5_heads_read_the_query_rows_of_the_gated_q_proj():
     assert heads.layers == [3]
 
 
+def test_qwen3_5_partial_rotary_leaves_three_quarters_of_the_head_unrotated():
+    """Pre- and post-RoPE Q/K agree outside the rotated first quarter (partial_rotary_factor 1/4)."""
+    from gasp.adapters import get_adapter
+    from gasp.hooks import capture_qk
+    from gasp.models import build_tiny
+
+    model, tok = build_tiny("tiny-qwen3.5")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    inputs, layout = get_adapter(model).prepare_inputs(frames, processor_or_tokenizer=tok, prompt="what")
+    recs = {}
+    for rope in ("post", "pre"):
+        with torch.no_grad(), capture_qk(model, positions=layout.flat_positions, rope=rope) as recs[rope]:
+            model(**inputs)
+    rot = int(model.config.text_config.head_dim * model.config.text_config.rope_parameters["partial_rotary_factor"])
+    for a, b in ((recs["pre"].q[3], recs["post"].q[3]), (recs["pre"].k[3], recs["post"].k[3])):
+        assert torch.equal(a[..., rot:], b[..., rot:])
+        assert (a[..., :rot] - b[..., :rot]).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("name", list(FAMILY_CASES))
 def test_ten_step_training_and_stock_peft_load(tmp_path, name):
     from peft import PeftModel

@@ -211,7 +211,7 @@ def test_bf16_model_keeps_bf16(qwen):
         assert all(t.dtype == torch.bfloat16 for t in [*r.q.values(), *r.k.values()])
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen3-vl", "tiny-qwen2.5-vl", "tiny-llava-next-video"])
+@pytest.mark.parametrize("name", ["tiny-qwen3-vl", "tiny-qwen2.5-vl", "tiny-llava-next-video", "tiny-qwen3.5"])
 def test_pre_rope_is_the_tensor_rope_rotates(name):
     model, tok = build_tiny(name, seed=0)
     inputs, _ = get_adapter(model).prepare_inputs(frames(), processor_or_tokenizer=tok, prompt="what")
