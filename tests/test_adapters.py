@@ -86,7 +86,7 @@ def _perturb(frames, layout, frame, r, c, inner):
 
 
 def _native_size(adapter, name):
-    if name.startswith("tiny-llava"):
+    if name.startswith("tiny-llava") or name == "tiny-internvl":   # one square vision input per frame
         return adapter.image_size, adapter.image_size
     return 3 * adapter.token_px, 4 * adapter.token_px
 
@@ -138,7 +138,9 @@ def test_placeholders_and_forward(tiny, name, mode):
     ids = inputs["input_ids"][0]
     h, w = layout.grid
     n = layout.num_grids * h * w
-    pad_id = model.config.image_token_id if mode == "images" else model.config.video_token_id
+    # InternVL writes video frames into its image placeholders (<IMG_CONTEXT>); it has no video token id
+    images = mode == "images" or name == "tiny-internvl"
+    pad_id = model.config.image_token_id if images else model.config.video_token_id
     pos = layout.flat_positions
     assert len(set(pos.tolist())) == n
     assert (ids[pos] == pad_id).all()

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 # layers (probed, heads); linear: linear-attention layers (skipped, marked in results.json)
 FAMILY_CASES = {
     "tiny-qwen3.5": dict(size=128, attn=[3], linear=[0, 1, 2]),    # 32-px tokens, layer_types L L L F
+    "tiny-internvl": dict(size=112, attn=[0, 1, 2, 3], linear=[]),  # 112-px square view, 28-px tokens
 }
 
 

@@ -14,6 +14,9 @@ ALIASES: dict[str, str] = {
     # model card https://huggingface.co/Qwen/Qwen3.5-9B is the 9B of the same family
     "qwen3.5-27b": "Qwen/Qwen3.5-27B",
     "qwen3.5-9b": "Qwen/Qwen3.5-9B",
+    # transformers-native InternVL3 (model card https://huggingface.co/OpenGVLab/InternVL3-8B-hf; the
+    # config docstring names OpenGVLab/InternVL3-1B-hf), not the trust_remote_code OpenGVLab/InternVL3-8B
+    "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
 }
 
 

@@ -24,6 +24,7 @@ from gasp.models.tiny_common import (
     split_overrides, text_kwargs, token_ids,
 )
 from gasp.models import tiny_qwen3_5  # noqa: F401
+from gasp.models import tiny_internvl  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
