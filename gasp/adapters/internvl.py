@@ -86,7 +86,7 @@ class InternVLAdapter(ModelAdapter):
         if min(height, width) < f:
             raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token ({f} px)")
         tok = self._tokenizer(processor_or_tokenizer)
-        cfg_id = getattr(self.config, "image_token_id", None) if self.config is not None else self.default_image_token_id
+        cfg_id = self.default_image_token_id if self.config is None else getattr(self.config, "image_token_id", None)
         ctx = self._token_id(tok, "<IMG_CONTEXT>", cfg_id)
         img_start, img_end = self._token_id(tok, "<img>"), self._token_id(tok, "</img>")
         mean, std = processor_mean_std(processor_or_tokenizer, *self.default_mean_std)
