@@ -86,7 +86,12 @@ class CorrespondenceHead(nn.Module):
 
 
 def base_q_proj(layer: nn.Module) -> nn.Linear:
-    """The pre-trained q_proj Linear of a decoder layer, under any peft LoRA wrapper."""
+    """The pre-trained q_proj Linear of a decoder layer, under any peft LoRA wrapper.
+
+    A gated q_proj (Qwen3.5 / Qwen3-Next: (H*2D, d), per head D query rows then D gate rows,
+    split by ``chunk(view(..., H, 2D), 2)``) is returned as a detached copy holding the H*D
+    query rows only, so the SVD init and the widths see the query, not the sigmoid gate.
+    """
     attn = getattr(layer, "self_attn", None)
     q = getattr(attn, "q_proj", None)
     if q is None:
@@ -95,20 +100,39 @@ def base_q_proj(layer: nn.Module) -> nn.Linear:
         q = q.base_layer
     if not isinstance(getattr(q, "weight", None), Tensor) or q.weight.ndim != 2:
         raise TypeError(f"q_proj {type(q).__name__} has no 2-D weight")
+    cfg, head_dim = getattr(attn, "config", None), getattr(attn, "head_dim", None)
+    n_heads = getattr(cfg, "num_attention_heads", None)
+    if n_heads and head_dim and q.weight.shape[0] == 2 * n_heads * head_dim:
+        return _query_rows(q, n_heads, head_dim)
     return q
+
+
+@torch.no_grad()
+def _query_rows(q: nn.Linear, n_heads: int, head_dim: int) -> nn.Linear:
+    """The query half of a gated q_proj (H*2D, d) as a frozen (H*D, d) Linear on q's device."""
+    d = q.weight.shape[1]
+    out = nn.Linear(d, n_heads * head_dim, bias=q.bias is not None, device=q.weight.device, dtype=q.weight.dtype)
+    out.weight.copy_(q.weight.view(n_heads, 2, head_dim, d)[:, 0].reshape(-1, d))   # (H, [query, gate], D, d)
+    if q.bias is not None:
+        out.bias.copy_(q.bias.view(n_heads, 2, head_dim)[:, 0].reshape(-1))
+    return out.requires_grad_(False)
 
 
 def layer_q_projs(decoder_layers: Sequence[nn.Module], layers: Sequence[int] | None,
                   init: str = "svd") -> dict[int, nn.Linear]:
-    """{layer: its base q_proj} for `layers` (default all), or a ValueError naming the layers that exist
-    (or the bad `init`): what every head family's `from_model` checks first."""
+    """{layer: its base q_proj} for `layers` (default every layer with softmax attention, i.e. all but a
+    hybrid LLM's linear-attention layers), or a ValueError naming the layers that exist (or the bad
+    `init`): what every head family's `from_model` checks first."""
     if init not in ("svd", "random"):
         raise ValueError(f"init must be 'svd' or 'random', got {init!r}")
     n = len(decoder_layers)
-    layers = list(range(n)) if layers is None else [int(i) for i in layers]
+    attn = [i for i, layer in enumerate(decoder_layers) if hasattr(layer, "self_attn")]
+    layers = attn if layers is None else [int(i) for i in layers]
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
         raise ValueError(f"layers {bad} do not exist; the model has decoder layers 0..{n - 1}")
+    if bad := [i for i in layers if i not in attn]:
+        raise ValueError(f"layers {bad} are linear-attention layers without q_proj; heads can sit on {attn}")
     return {i: base_q_proj(decoder_layers[i]) for i in layers}
 
 
@@ -186,7 +210,7 @@ class CorrespondenceHeads(nn.Module):
     def from_model(cls, model: nn.Module, decoder_layers: Sequence[nn.Module] | None = None,
                    layers: Sequence[int] | None = None, hidden: int = 512, d_emb: int = 128,
                    init: str = "svd", dtype: torch.dtype = torch.float32) -> CorrespondenceHeads:
-        """Heads for `layers` (default: every decoder layer) of `model`, plain or peft-wrapped.
+        """Heads for `layers` (default: every softmax-attention decoder layer) of `model`, plain or peft-wrapped.
 
         `decoder_layers` is the LLM's layer list (`get_adapter(model).decoder_layers(model)`,
         looked up that way when None). Each head is built on its layer's q_proj device in

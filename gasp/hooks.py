@@ -24,6 +24,11 @@ the wrapper, so memory is O(Nv) per layer. With ``on_layer`` each layer's pair i
 over as soon as the layer has computed it and is not kept (``keep=False`` by default
 then), so peak extra memory is one layer's visual Q/K.
 
+Hybrid LLMs (Qwen3.5): only layers with ``self_attn`` (softmax attention) can be captured;
+the default is all of them, and a linear-attention layer (Gated DeltaNet, no softmax over
+keys) is refused by name. Qwen3.5's q_proj also emits an output gate, which the attention
+module splits off before q_norm and RoPE: the wrapper sees the query alone.
+
 Checks: requested layers must exist (else a ValueError naming the range); after every
 forward of the language model each requested layer must have been seen exactly once;
 a context that ran no forward fails on exit. Everything (attention implementation,
@@ -95,13 +100,26 @@ def _owner_of(model: torch.nn.Module, layers: torch.nn.ModuleList) -> torch.nn.M
     raise ValueError("could not find the module that owns the decoder layers inside the model")
 
 
-def _resolve_layers(requested: Sequence[int] | None, n: int) -> list[int]:
+def attention_layers(decoder_layers: Sequence[torch.nn.Module]) -> list[int]:
+    """Indices of the softmax-attention layers (those with ``self_attn``).
+
+    Hybrid LLMs (Qwen3.5: Gated DeltaNet ``linear_attn`` in three of four layers) have no
+    query-key softmax in the other layers, so there is nothing the probe's Q/K would mean there.
+    """
+    return [i for i, layer in enumerate(decoder_layers) if hasattr(layer, "self_attn")]
+
+
+def _resolve_layers(requested: Sequence[int] | None, n: int, allowed: Sequence[int] | None = None) -> list[int]:
+    """Requested layer indices, sorted (default: ``allowed``, else all n), or a ValueError naming what exists."""
     if requested is None:
-        return list(range(n))
+        return list(range(n)) if allowed is None else list(allowed)
     out = [int(i) for i in requested]
     bad = [i for i in out if not 0 <= i < n]
     if bad:
         raise ValueError(f"layer(s) {bad} requested; the model has layers 0..{n - 1}")
+    if allowed is not None and (bad := [i for i in out if i not in set(allowed)]):
+        raise ValueError(f"layer(s) {bad} have no softmax attention (linear-attention layers); "
+                         f"the attention layers are {list(allowed)}")
     if len(set(out)) != len(out):
         raise ValueError(f"duplicate layers in {out}")
     if not out:
@@ -226,7 +244,8 @@ def capture_qk(
 
     model: a transformers VLM or LLM, plain or peft-wrapped. decoder_layers: the LLM's
     layers (default: ``gasp.adapters.get_adapter(model).decoder_layers(model)``).
-    layers: indices into decoder_layers (default all). positions: (Nv,) long sequence
+    layers: indices into decoder_layers (default all with ``self_attn``; asking for a
+    linear-attention layer of a hybrid LLM is a ValueError). positions: (Nv,) long sequence
     indices to keep (default all L). rope: "post" or "pre". on_layer(layer, q, k) is
     called with (B, H, Nv, D) / (B, Hkv, Nv, D) per layer. keep: fill ``rec.q``/``rec.k``
     (default: True unless on_layer is given). grad: keep the autograd graph (see module
@@ -238,7 +257,8 @@ def capture_qk(
         from gasp.adapters import get_adapter
 
         decoder_layers = get_adapter(model).decoder_layers(model)
-    wanted = _resolve_layers(layers, len(decoder_layers))
+    attn_layers = attention_layers(decoder_layers)
+    wanted = _resolve_layers(layers, len(decoder_layers), attn_layers)
     if positions is not None:
         positions = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
         if positions.numel() == 0 or int(positions.min()) < 0:
@@ -247,8 +267,8 @@ def capture_qk(
 
     base = _unwrap(model)
     attns = {i: decoder_layers[i].self_attn for i in wanted}
-    index = {id(decoder_layers[i].self_attn): i for i in range(len(decoder_layers))}
-    if len(index) != len(decoder_layers):
+    index = {id(decoder_layers[i].self_attn): i for i in attn_layers}
+    if len(index) != len(attn_layers):
         raise ValueError("decoder layers share one attention module; calls cannot be told apart")
     rec = QKRecord(layers=wanted, rope=rope)
     cap = _Capture(rec, positions, on_layer, keep, grad)

@@ -4,6 +4,9 @@ Three panels, models overlaid: (a) PCK@δ vs layer with a ±std band across
 sequences, (b) calibration ρ vs layer, (c) Y(Δt) = PCK(Δt)/PCK(1) vs Δt at each
 model's peak-PCK layer (or averaged over layers with ``dt_mode="mean"``). A second
 figure draws the layer × head PCK map when a run used ``--heads per-head``.
+Hybrid LLMs (Qwen3.5): the linear-attention layers a run left out (results.json's
+``linear_attention_layers``) are shaded grey in panels (a) and (b), so the curve's gaps
+read as "not probed", not as missing data.
 
     python plots/figure3.py runs/base runs/gasp --labels baseline GASP --out fig.png
 """
@@ -73,6 +76,14 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
                 y, tag = np.nanmean(dt_norm, axis=0), f"{label} (mean over layers)"
         ok = np.isfinite(y)                                   # Δt without support in this run are left out
         ax_dt.plot(dt[ok], y[ok], "-o", ms=3, color=c, label=tag)
+    linear = sorted({int(i) for res in results for i in res.get("linear_attention_layers") or []})
+    for ax in (ax_pck, ax_rho):
+        for j, i in enumerate(linear):
+            ax.axvspan(i - 0.5, i + 0.5, facecolor="0.88", edgecolor="0.7", hatch="//", lw=0, zorder=0,
+                       label="linear attention (not probed)" if j == 0 else None)
+    if linear:
+        spans = [(h, n) for h, n in zip(*ax_rho.get_legend_handles_labels()) if n.startswith("linear attention")]
+        ax_rho.legend(*zip(*spans), loc="upper right", fontsize=7, frameon=True)
     for (name, value), ls in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
         name = "chance (uniform)" if name == "uniform" else name.replace("_", " ")
         ax_pck.axhline(value, color="0.35", lw=1.0, ls=ls, label=f"{name} (no model): {value:.2f}")

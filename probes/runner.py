@@ -68,9 +68,15 @@ class ProbeError(ValueError):
     """Bad probe input, reported to the user without a traceback."""
 
 
-def parse_layers(spec: str, num_layers: int) -> list[int]:
+def parse_layers(spec: str, num_layers: int, kinds: list[str] | None = None) -> list[int]:
+    """Layer indices from --layers; "all" means every softmax-attention ("full") layer of ``kinds``.
+
+    A hybrid LLM's linear-attention layers (Qwen3.5's Gated DeltaNet) have no Q/K softmax to
+    probe: "all" leaves them out and naming one is an error (docs/METHOD.md sec. 1).
+    """
+    kinds = kinds or ["full"] * num_layers
     if spec == "all":
-        return list(range(num_layers))
+        return [i for i in range(num_layers) if kinds[i] == "full"]
     try:
         layers = [int(x) for x in spec.split(",") if x.strip()]
     except ValueError:
@@ -78,7 +84,23 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad or not layers:
         raise ProbeError(f"--layers {spec!r}: layer(s) {bad} do not exist; the model has layers 0..{num_layers - 1}")
+    linear = [i for i in layers if kinds[i] != "full"]
+    if linear:
+        raise ProbeError(f"--layers {spec!r}: layer(s) {linear} are linear-attention layers (no softmax Q/K to probe); "
+                         f"the attention layers are {[i for i, k in enumerate(kinds) if k == 'full']}")
     return sorted(set(layers))
+
+
+def layer_kind_fields(layers: list[int], kinds: list[str] | None) -> dict[str, Any]:
+    """results.json's marking of hybrid LLMs: ``layer_kinds`` aligned with ``layers`` and the
+    decoder layers left out because they are linear attention (empty for softmax-only LLMs)."""
+    kinds = kinds or ["full"] * (max(layers) + 1)
+    return {"layer_kinds": [kinds[i] for i in layers],
+            "num_decoder_layers": len(kinds),
+            "linear_attention_layers": [i for i, k in enumerate(kinds) if k == "linear"],
+            "linear_attention_note": "not probed: linear attention (Gated DeltaNet) has no softmax over keys, "
+                                     "so its q/k are not what the layer's token mixing compares"
+            if "linear" in kinds else None}
 
 
 def synthetic_eval_tracks(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> Path:
@@ -105,7 +127,8 @@ class Probe:
             raise ProbeError(f"--match {cfg.match}{' --bidirectional' if cfg.bidirectional else ''} averages over "
                              f"heads; use it with --heads mean (got --heads {cfg.heads})")
         self.cfg, self.model, self.processor, self.adapter, self.device = cfg, model, processor, adapter, device
-        self.layers = parse_layers(cfg.layers, len(adapter.decoder_layers(model)))
+        self.layer_kinds = adapter.layer_kinds(model)          # per decoder layer "full" / "linear"
+        self.layers = parse_layers(cfg.layers, len(self.layer_kinds), self.layer_kinds)
 
     @classmethod
     def load(cls, cfg: ProbeConfig, device: str | torch.device = "cpu") -> "Probe":
@@ -219,7 +242,8 @@ def _layer_results(arrays: dict[str, np.ndarray], key: str = "correct") -> list[
             for i in range(correct.shape[0])]
 
 
-def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skipped: list[str]) -> dict[str, Any]:
+def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skipped: list[str],
+              layer_kinds: list[str] | None = None) -> dict[str, Any]:
     """results.json content from every finished sequence (sorted by key, so order-independent)."""
     keys = sorted(k for k, r in done.items() if not r["attrs"].get("skipped", False))
     if not keys:
@@ -234,6 +258,7 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
         "num_sequences": s["num_sequences"], "num_points": s["num_points"],
         "num_predictions": s["num_predictions"], "sequences": keys, "skipped_sequences": sorted(skipped),
         "per_sequence": {"pck": nn(s["pck_seq"]), "rho": nn(s["rho_seq"])},
+        **layer_kind_fields(layers, layer_kinds),
     }
     if cfg.extra_deltas:                     # one curve per threshold, the first (delta) included
         res["pck_at"] = {f"{float(cfg.delta):g}": {"pck_mean": res["pck_mean"], "pck_std": res["pck_std"],
@@ -345,7 +370,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     store.merge_parts(out)
     done = {k: v for k, v in store.read_finished(out).items() if k in set(keys)}
     skipped = [k for k, r in done.items() if r["attrs"].get("skipped", False)]
-    res = summarize(cfg, probe.layers, done, skipped)
+    res = summarize(cfg, probe.layers, done, skipped, probe.layer_kinds)
     res["tracks"] = str(tracks_path)
     write_json_atomic(out / "results.json", res)
     return res

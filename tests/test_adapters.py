@@ -86,7 +86,7 @@ def _perturb(frames, layout, frame, r, c, inner):
 
 
 def _native_size(adapter, name):
-    if name.startswith("tiny-llava"):
+    if name.startswith("tiny-llava") or name == "tiny-internvl":   # one square vision input per frame
         return adapter.image_size, adapter.image_size
     return 3 * adapter.token_px, 4 * adapter.token_px
 
@@ -138,7 +138,9 @@ def test_placeholders_and_forward(tiny, name, mode):
     ids = inputs["input_ids"][0]
     h, w = layout.grid
     n = layout.num_grids * h * w
-    pad_id = model.config.image_token_id if mode == "images" else model.config.video_token_id
+    # InternVL writes video frames into its image placeholders (<IMG_CONTEXT>); it has no video token id
+    images = mode == "images" or name == "tiny-internvl"
+    pad_id = model.config.image_token_id if images else model.config.video_token_id
     pos = layout.flat_positions
     assert len(set(pos.tolist())) == n
     assert (ids[pos] == pad_id).all()
@@ -161,7 +163,7 @@ def test_placeholders_and_forward(tiny, name, mode):
     assert torch.isfinite(out.logits).all()
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"])
 @pytest.mark.parametrize("mode", ["duplicate", "merged"])
 def test_mrope_temporal_positions(tiny, name, mode):
     """Temporal M-RoPE ids differ between frame grids and rows get their own ids (no 1-D fallback)."""
@@ -192,8 +194,9 @@ def test_qwen2_5_fps_sets_temporal_spacing(tiny):
         assert torch.equal(t[1:] - t[:-1], torch.full_like(t[1:], step)), (fps, mode, t.tolist())
 
 
-def test_qwen3_timestamps_between_frames(tiny):
-    model, tok = tiny("tiny-qwen3-vl")
+@pytest.mark.parametrize("name", ["tiny-qwen3-vl", "tiny-qwen3.5"])
+def test_qwen3_timestamps_between_frames(tiny, name):
+    model, tok = tiny(name)
     adapter = get_adapter(model)
     inputs, layout = adapter.prepare_inputs(_frames(3, 64, 64), processor_or_tokenizer=tok, fps=2.0)
     text = tok.decode(inputs["input_ids"][0])
@@ -225,7 +228,10 @@ def test_lora_targets_only_language_model(tiny, name):
     n_layers = model.config.get_text_config().num_hidden_layers
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=adapter.lora_target_modules(model)))
     wrapped = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)]
-    assert len(wrapped) == 7 * n_layers
+    # 7 projections per attention layer; a Qwen3.5 linear-attention layer has in_proj_qkv, in_proj_z, out_proj
+    kinds = adapter.layer_kinds(model)
+    assert len(kinds) == n_layers
+    assert len(wrapped) == sum(7 if k == "full" else 6 for k in kinds)
     assert all(".language_model.layers." in n for n in wrapped)
     assert not any("visual" in n or "vision_tower" in n or "projector" in n for n in wrapped)
     layers = adapter.decoder_layers(peft_model)

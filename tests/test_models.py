@@ -31,6 +31,11 @@ def test_tiny_is_deterministic_and_consistent(name):
     vocab = a.config.get_text_config().vocab_size
     assert len(tok) <= vocab and max(tok.get_vocab().values()) < vocab
     cfg = a.config
+    if name == "tiny-internvl":  # one placeholder for image and video frames alike
+        assert cfg.image_token_id == tok.convert_tokens_to_ids("<IMG_CONTEXT>") < vocab
+        ids = tok("the point <img><IMG_CONTEXT><IMG_CONTEXT></img> moves", add_special_tokens=False)["input_ids"]
+        assert ids.count(cfg.image_token_id) == 2 and tok.unk_token_id not in ids
+        return
     for attr, token in [("image_token_id", "<image>"), ("video_token_id", "<video>")]:
         if name.startswith("tiny-qwen"):
             token = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>"}[attr]

@@ -48,7 +48,7 @@ def test_qwen_patches_match_image_processor(hw, patch, mean_std):
     np.testing.assert_allclose(ours, ref["pixel_values"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen3.5"])
 def test_adapter_pixels_match_image_processor(name):
     """The adapter's images mode and duplicate mode both give the processor's patches for every frame."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -117,6 +117,23 @@ def test_llava_adapter_pixels(name):
     inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=build_tiny_tokenizer(name))
     ref = proc(images=list(frames), return_tensors="np")["pixel_values"]
     np.testing.assert_allclose(inputs["pixel_values_videos"][0].numpy(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw", [(75, 101), (300, 170)])
+def test_internvl_adapter_pixels_match_image_processor_without_tiling(hw):
+    """InternVL: one whole-frame view per frame, as GotOcr2ImageProcessorPil with crop_to_patches=False."""
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    adapter = get_adapter(build_tiny_config("tiny-internvl"))
+    s = adapter.image_size
+    mean, std = adapter.default_mean_std
+    proc = GotOcr2ImageProcessorPil(size={"height": s, "width": s}, crop_to_patches=False, image_mean=list(mean),
+                                    image_std=list(std))
+    frames = np.stack([_image(*hw, seed=k) for k in range(2)])
+    inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=build_tiny_tokenizer("tiny-internvl"))
+    ref = proc(images=list(frames), return_tensors="np")
+    assert list(ref["num_patches"]) == [1, 1]                     # no tiles: one view per frame
+    np.testing.assert_allclose(inputs["pixel_values"].numpy(), ref["pixel_values"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("h,w", [(75, 101), (10, 10), (2000, 3000), (28, 5000)])

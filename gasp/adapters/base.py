@@ -196,6 +196,11 @@ class ModelAdapter:
         """The LLM decoder layers, on the plain model or a peft-wrapped one."""
         return self.inner_model(model).language_model.layers
 
+    def layer_kinds(self, model) -> list[str]:
+        """Per decoder layer "full" (softmax attention, ``self_attn``: probed) or "linear"
+        (a hybrid LLM's linear-attention layer, e.g. Qwen3.5's Gated DeltaNet: not probed)."""
+        return ["full" if hasattr(layer, "self_attn") else "linear" for layer in self.decoder_layers(model)]
+
     def vision_tower(self, model) -> torch.nn.Module:
         return getattr(self.inner_model(model), self.vision_attr)
 

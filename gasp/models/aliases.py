@@ -10,6 +10,13 @@ ALIASES: dict[str, str] = {
     "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
     "llava-next-video-7b": "llava-hf/LLaVA-NeXT-Video-7B-hf",
     "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    # the checkpoint transformers' Qwen3.5 configs name (auto_docstring in models/qwen3_5); the
+    # model card https://huggingface.co/Qwen/Qwen3.5-9B is the 9B of the same family
+    "qwen3.5-27b": "Qwen/Qwen3.5-27B",
+    "qwen3.5-9b": "Qwen/Qwen3.5-9B",
+    # transformers-native InternVL3 (model card https://huggingface.co/OpenGVLab/InternVL3-8B-hf; the
+    # config docstring names OpenGVLab/InternVL3-1B-hf), not the trust_remote_code OpenGVLab/InternVL3-8B
+    "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
 }
 
 

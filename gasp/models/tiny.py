@@ -23,6 +23,8 @@ from gasp.models.tiny_common import (
     FAMILIES, TINY_VOCAB_SIZE, build_tiny_tokenizer, check_keys, check_special_ids, family, qwen_rope,
     split_overrides, text_kwargs, token_ids,
 )
+from gasp.models import tiny_qwen3_5  # noqa: F401
+from gasp.models import tiny_internvl  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gasp.hooks import _owner_of, _resolve_layers
+from gasp.hooks import _owner_of, _resolve_layers, attention_layers
 
 
 @dataclass
@@ -43,7 +43,7 @@ def capture_q_inputs(model: torch.nn.Module, decoder_layers: torch.nn.ModuleList
                      layers: Sequence[int] | None = None, positions: torch.Tensor | None = None,
                      require_grad: bool = False) -> Iterator[QInputRecord]:
     """Record q_proj's input of `layers` at `positions` (default all) during forwards in the context."""
-    wanted = _resolve_layers(layers, len(decoder_layers))
+    wanted = _resolve_layers(layers, len(decoder_layers), attention_layers(decoder_layers))
     if positions is not None:
         positions = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
     rec = QInputRecord(layers=wanted)

@@ -307,7 +307,7 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
         run.peft_model.train()
     if run.eval_path is not None and acc.is_main_process:
         skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
-        res = summarize(pcfg, probe.layers, done, skipped)
+        res = summarize(pcfg, probe.layers, done, skipped, probe.layer_kinds)
         res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
         pck = [v for v in res["pck_mean"] if v is not None]
         line = {"step": step, "pck_peak": max(pck) if pck else None, "peak_layer": res["peak_layer"],
