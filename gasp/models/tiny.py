@@ -23,6 +23,8 @@ from gasp.models.tiny_common import (
     FAMILIES, TINY_VOCAB_SIZE, build_tiny_tokenizer, check_keys, check_special_ids, family, qwen_rope,
     split_overrides, text_kwargs, token_ids,
 )
+from gasp.models import tiny_gemma3  # noqa: F401,E402  registers tiny-gemma3
+from gasp.models import tiny_paligemma  # noqa: F401,E402  registers tiny-paligemma
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +107,15 @@ def build_tiny(name: str, seed: int = 0, **overrides):
 
     tok = build_tiny_tokenizer(name)
     cfg = build_tiny_config(name, tok, **overrides)
-    cfg._attn_implementation = "sdpa"
+    from gasp.adapters import get_adapter
+
+    attn = get_adapter(cfg).attn_implementation()
+    if isinstance(attn, str):
+        cfg._attn_implementation = attn
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation=attn, dtype=torch.float32)
+    if family(name).post_init is not None:
+        family(name).post_init(model)
     model.eval()
     model.name_or_path = name  # what peft records as base_model_name_or_path
     model.config._name_or_path = name
