@@ -10,6 +10,8 @@ ALIASES: dict[str, str] = {
     "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
     "llava-next-video-7b": "llava-hf/LLaVA-NeXT-Video-7B-hf",
     "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "gemma-3-4b": "google/gemma-3-4b-it",
+    "paligemma2-3b": "google/paligemma2-3b-pt-224",
 }
 
 
