@@ -95,3 +95,29 @@ def test_family_mask_is_the_models_own(name):
     # frame 0 sees frame 1 only in PaliGemma's bidirectional prefix; Gemma 3 keeps images causal
     assert bool(mask[p0[0], p1[0]]) == (adapter.model_type == "paligemma")
     assert not mask[:, -1][:-1].any()                       # the answer's last token is seen by no one before it
+
+
+@pytest.mark.parametrize("name", [n for n, _ in FAMILIES])
+def test_qa_logliks_equal_full_forwards(name):
+    """Spatial-QA scoring: the cached-prefix path (or PaliGemma's per-option forwards) equals full forwards."""
+    from gasp.adapters import get_adapter
+    from gasp.experiment.qa_eval import scene_logliks
+    from gasp.models import build_tiny
+
+    model, tok = build_tiny(name)
+    adapter = get_adapter(model)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    questions = [("what is the color", ("red", "blue green")), ("is it near", ("yes", "no"))]
+    got = scene_logliks(model, tok, adapter, frames, questions, None, 2.0)
+    ref = []
+    for prompt, options in questions:
+        row = []
+        for option in options:
+            x, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt=prompt, answer=option)
+            with torch.no_grad():
+                logits = model(**x).logits[0, :-1].double()
+            labels = x["labels"][0, 1:]
+            keep = labels != -100
+            row.append(float(torch.log_softmax(logits[keep], -1).gather(1, labels[keep, None]).sum()))
+        ref.append(row)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

@@ -87,6 +87,9 @@ class ModelAdapter:
     vision_attr: str = "visual"
     # `token_type_ids` value of appended dialogue tokens (families whose inputs carry them).
     dialogue_token_type: int = 0
+    # Whether a KV-cached prompt prefix plus a causal continuation equals the full forward
+    # (False where the prompt attends bidirectionally, e.g. PaliGemma's prefix).
+    prefix_cache_exact: bool = True
 
     def __init__(self, config=None):
         # The model's config fixes patch sizes and special-token ids; without one the

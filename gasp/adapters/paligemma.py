@@ -29,11 +29,14 @@ always passed (all zeros without an answer), as the processor does. `attention_m
 states this mask; tests/test_hooks.py rebuilds eager attention from captured Q/K with it.
 
 Softcapping. Gemma 2 scores are softcapped, cap * tanh(q.k * query_pre_attn_scalar**-0.5 / cap)
-(cap 50), which sdpa refuses, so the LLM runs eager (`attn_implementation`); gasp.hooks then
-wraps the modeling file's own eager function, which receives `softcap` in its kwargs, and
-the captured Q/K are the pre-softcap tensors. The probe's similarity (cosine) and softmax
-confidence (q.k / sqrt(D)) use the raw, uncapped scores; tanh is monotone, so argmax
-predictions over a frame are unchanged, while the confidence is that of the uncapped logits.
+(`attn_logit_softcapping`, Gemma2Config's default 50; the checkpoint's own value was not read
+offline), which sdpa refuses, so the LLM runs eager (`attn_implementation`); gasp.hooks then
+wraps the modeling file's own `eager_attention_forward`, which receives `softcap` in its
+kwargs. The cap acts on scores, not on Q/K, so the captured post-RoPE Q/K are what the
+kernel multiplies. The probe's similarity (cosine) and softmax confidence (q.k / sqrt(D)) use
+raw, uncapped scores: tanh is monotone, so the model's own argmax over a frame's keys is
+unchanged, but the confidence is that of the uncapped logits, not the model's softmax.
+Eager attention materialises each layer's (H, L, L) weights while that layer runs (not kept).
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class PaliGemmaAdapter(ModelAdapter):
     frames_modes = ("images",)
     vision_attr = "vision_tower"
     dialogue_token_type = 1  # the answer is the suffix
+    prefix_cache_exact = False  # the prompt is in the bidirectional prefix
 
     def _vision(self, name: str, default: int) -> int:
         return int(getattr(getattr(self.config, "vision_config", None), name, default))
