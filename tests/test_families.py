@@ -121,3 +121,51 @@ def test_qa_logliks_equal_full_forwards(name):
             row.append(float(torch.log_softmax(logits[keep], -1).gather(1, labels[keep, None]).sum()))
         ref.append(row)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def _processor(name, tok, layout):
+    """The family's own transformers processor (PIL image backend) around the tiny tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    n = layout.grid[0] * layout.grid[1]
+    s = {"tiny-gemma3": 112, "tiny-paligemma": 112}[name]
+    named = {"tiny-gemma3": {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                             "image_token": "<image_soft_token>"},
+             "tiny-paligemma": {"image_token": "<image>"}}[name]
+    tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, unk_token="<unk>", pad_token="<pad>",
+                                  bos_token="<bos>", eos_token="<eos>", extra_special_tokens=named)
+    kw = dict(size={"height": s, "width": s}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    if name == "tiny-gemma3":
+        from transformers import Gemma3Processor
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+        return Gemma3Processor(image_processor=Gemma3ImageProcessorPil(do_pan_and_scan=False, **kw), tokenizer=tok,
+                               image_seq_length=n)
+    from transformers import PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    proc = PaliGemmaProcessor(image_processor=SiglipImageProcessorPil(**kw), tokenizer=tok)
+    proc.image_seq_length = n
+    return proc
+
+
+@pytest.mark.parametrize("name", [n for n, _ in FAMILIES])
+def test_inputs_equal_the_family_processor(name):
+    """Token layout, token_type_ids (the mask's source), labels and pixels equal the processor's exactly."""
+    from gasp.adapters import get_adapter
+    from gasp.models.tiny import build_tiny_config, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(name)
+    adapter = get_adapter(build_tiny_config(name, tok))
+    frames = np.random.default_rng(0).integers(0, 256, (2, 75, 101, 3), dtype=np.uint8)
+    answer = None if name == "tiny-gemma3" else "left"   # PaliGemma's processor labels a suffix
+    ours, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="what moves", answer=answer)
+    proc = _processor(name, tok, layout)
+    if name == "tiny-gemma3":  # what Gemma 3's chat template makes of [image, image, text]
+        text = "<bos><start_of_turn>user\n<start_of_image><start_of_image>what moves<end_of_turn>\n<start_of_turn>model\n"
+        ref = proc(images=[list(frames)], text=[text], return_tensors="pt")
+    else:
+        ref = proc(images=[list(frames)], text=["<image><image>what moves"], suffix=[answer], return_tensors="pt")
+    assert set(ref) - {"labels"} <= set(ours)
+    for key in ref:
+        assert torch.equal(ref[key], ours[key]), key
