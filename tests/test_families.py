@@ -71,7 +71,8 @@ def test_ten_step_training_adapter_loads_with_stock_peft(tmp_path, name, size):
         ours = load_model(name, adapter=str(adapter_dir), seed=0)[0](**inputs).logits
         stock = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
         got = stock(**inputs).logits
-    wrapped = [n for n, m in stock.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)]
+    wrapped = [n for n, m in stock.named_modules()
+               if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)]
     assert wrapped and all(".language_model.layers." in n for n in wrapped)      # LoRA on the LLM only
     assert (got - plain).abs().max() > 1e-5                                      # training moved the adapter
     torch.testing.assert_close(got, ours, rtol=1e-5, atol=1e-5)
@@ -86,6 +87,8 @@ def test_family_mask_is_the_models_own(name):
 
     model, tok = build_tiny(name)
     adapter = get_adapter(model)
+    # both Gemma attention kinds are present, so tests/test_hooks.py checks both masks
+    assert set(model.config.get_text_config().layer_types) == {"sliding_attention", "full_attention"}
     frames = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
     inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="what moves", answer="left")
     assert "token_type_ids" in inputs
@@ -162,7 +165,8 @@ def test_inputs_equal_the_family_processor(name):
     ours, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="what moves", answer=answer)
     proc = _processor(name, tok, layout)
     if name == "tiny-gemma3":  # what Gemma 3's chat template makes of [image, image, text]
-        text = "<bos><start_of_turn>user\n<start_of_image><start_of_image>what moves<end_of_turn>\n<start_of_turn>model\n"
+        text = ("<bos><start_of_turn>user\n<start_of_image><start_of_image>what moves<end_of_turn>\n"
+                "<start_of_turn>model\n")
         ref = proc(images=[list(frames)], text=[text], return_tensors="pt")
     else:
         ref = proc(images=[list(frames)], text=["<image><image>what moves"], suffix=[answer], return_tensors="pt")

@@ -73,7 +73,8 @@ def attention_from_qk(q, k, scale, allowed=None, softcap=None):
 def model_mask(model, inputs, layer):
     """The (L, L) mask the model itself uses at `layer`, as its adapter states it: causal, or the
     family's own (Gemma 3's bidirectional image blocks, PaliGemma's prefix, sliding windows)."""
-    return get_adapter(model).attention_mask_2d(inputs, getattr(layer.self_attn, "layer_type", None) or "full_attention")
+    layer_type = getattr(layer.self_attn, "layer_type", None) or "full_attention"
+    return get_adapter(model).attention_mask_2d(inputs, layer_type)
 
 
 def add_lora(model):

@@ -41,7 +41,7 @@ from gasp.adapters.base import ModelAdapter, VisualLayout
 from gasp.adapters.preprocess import HALF_MEAN_STD, check_frames, normalize_frames, processor_mean_std, resize_frames
 
 
-def block_attention_mask(block: torch.Tensor, causal_inside: bool = False) -> torch.Tensor:
+def block_attention_mask(block: torch.Tensor) -> torch.Tensor:
     """(L,) block ids (-1: none) -> (L, L) bool: causal, OR same block >= 0 (bidirectional inside a block)."""
     n = block.numel()
     causal = torch.ones(n, n, dtype=torch.bool).tril()
@@ -63,10 +63,11 @@ class Gemma3Adapter(ModelAdapter):
         return self._vision("image_size", 896)
 
     def token_grid(self) -> tuple[int, int]:
-        t = int(round(int(getattr(self.config, "mm_tokens_per_image", 256)) ** 0.5))
+        tokens = int(getattr(self.config, "mm_tokens_per_image", 256))
+        t = int(round(tokens ** 0.5))
         n = self.image_size // self._vision("patch_size", 14)
-        if t * t != int(getattr(self.config, "mm_tokens_per_image", 256)) or n % t:
-            raise ValueError(f"{n}x{n} patches do not pool evenly to mm_tokens_per_image={t * t}")
+        if t * t != tokens or n % t:  # the projector's AvgPool2d would drop patches: boxes would be wrong
+            raise ValueError(f"{n}x{n} patches do not pool evenly to mm_tokens_per_image={tokens}")
         return t, t
 
     def _text(self, tok, n_frames: int, prompt: str) -> str:

@@ -117,7 +117,8 @@ class PaliGemmaAdapter(ModelAdapter):
             return block_attention_mask(block)
         # create_sliding_window_causal_mask ORs the block overlay onto the windowed causal mask
         i = torch.arange(tt.numel())
-        windowed = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - int(self.text_config(self.config).sliding_window))
+        window = int(self.text_config(self.config).sliding_window)
+        windowed = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
         prefix = (block[:, None] == 0) & (block[None, :] == 0)
         return windowed | prefix
 
