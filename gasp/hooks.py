@@ -14,7 +14,10 @@ What is captured:
       implementation (sdpa, flash_attention_*, flex_attention) and the LLM alone is switched
       to it with ``set_attn_implementation({"text_config": name})``; the vision tower keeps
       its own. The matching mask function is registered too (without it transformers
-      silently builds no mask). Eager attention and ``output_attentions`` are never used.
+      silently builds no mask). ``output_attentions`` is never used; eager attention is
+      wrapped only where the LLM has no sdpa path (Gemma 2 / PaliGemma 2, whose attention
+      logit softcapping sdpa refuses): then the registered function calls the modeling
+      file's own ``eager_attention_forward``, which receives ``softcap`` in its kwargs.
     * rope="pre": forward hooks on ``self_attn.q_norm``/``k_norm`` where they exist
       (Qwen3-VL: projection -> per-head RMSNorm, the input RoPE rotates), else on
       ``self_attn.q_proj``/``k_proj`` (output incl. bias and LoRA), reshaped to heads.
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -195,6 +199,12 @@ class _Capture:
         return layer
 
 
+def _module_eager(module, query, key, value, attention_mask, **kwargs):
+    """The eager attention of the module's own modeling file (Gemma 2's applies softcapping)."""
+    return sys.modules[type(module).__module__].eager_attention_forward(
+        module, query, key, value, attention_mask, **kwargs)
+
+
 def _post_rope_wrapper(cap: _Capture, inner: Callable, index: dict[int, int]) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         layer = cap.active_layer(module, index)
@@ -284,12 +294,12 @@ def capture_qk(
             handles += _pre_rope_hooks(cap, attns, index)
         else:
             original = base.config.get_text_config()._attn_implementation
-            if original is None or original == "eager" or original.startswith("paged"):
+            if original is None or original.startswith("paged"):
                 raise ValueError(
-                    f"capture_qk wraps sdpa/flash/flex attention; the LLM uses {original!r}. "
+                    f"capture_qk wraps sdpa/flash/flex/eager attention; the LLM uses {original!r}. "
                     "Load the model with attn_implementation='sdpa'."
                 )
-            inner = AttentionInterface._global_mapping[original]
+            inner = _module_eager if original == "eager" else AttentionInterface._global_mapping[original]
             name = f"gasp_qk{next(_NAMES)}_{original}"  # keeps "flash..." in the name for flash-specific paths
             AttentionInterface.register(name, _post_rope_wrapper(cap, inner, index))
             if original in AttentionMaskInterface._global_mapping:

@@ -86,7 +86,7 @@ def _perturb(frames, layout, frame, r, c, inner):
 
 
 def _native_size(adapter, name):
-    if name.startswith("tiny-llava") or name == "tiny-internvl":   # one square vision input per frame
+    if not hasattr(adapter, "token_px") or name == "tiny-internvl":  # one square vision input per frame (LLaVA, Gemma, InternVL)
         return adapter.image_size, adapter.image_size
     return 3 * adapter.token_px, 4 * adapter.token_px
 
@@ -276,7 +276,9 @@ def _labelled_spans(labels):
 
 
 def _eot_id(name, tok):
-    return tok.eos_token_id if name == "tiny-llava-next-video" else tok.convert_tokens_to_ids("<|im_end|>")
+    if name in ("tiny-llava-next-video", "tiny-paligemma"):
+        return tok.eos_token_id
+    return tok.convert_tokens_to_ids("<end_of_turn>" if name == "tiny-gemma3" else "<|im_end|>")
 
 
 @pytest.mark.parametrize("name,mode", [(n, None) for n in TINY_NAMES] + [("tiny-qwen2.5-vl", "images")])

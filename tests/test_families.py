@@ -19,6 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 FAMILY_CASES = {
     "tiny-qwen3.5": dict(size=128, attn=[3], linear=[0, 1, 2]),    # 32-px tokens, layer_types L L L F
     "tiny-internvl": dict(size=112, attn=[0, 1, 2, 3], linear=[]),  # 112-px square view, 28-px tokens
+    "tiny-gemma3": dict(size=112, attn=[0, 1, 2, 3], linear=[]),    # sliding and global layers alternate
+    "tiny-paligemma": dict(size=112, attn=[0, 1, 2, 3], linear=[]),
 }
 
 

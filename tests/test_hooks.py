@@ -22,7 +22,9 @@ def frames(n=3, h=56, w=84, seed=0):
 @pytest.fixture(scope="module", params=TINY_NAMES)
 def family(request):
     model, tok = build_tiny(request.param, seed=0)
-    inputs, layout = get_adapter(model).prepare_inputs(frames(), processor_or_tokenizer=tok, prompt="what moves")
+    # An answer puts text after the prompt (PaliGemma's causal suffix, windowed in sliding layers).
+    inputs, layout = get_adapter(model).prepare_inputs(frames(), processor_or_tokenizer=tok, prompt="what moves",
+                                                       answer="left")
     return model, inputs, layout
 
 
@@ -52,13 +54,27 @@ def eager_attentions(model, inputs):
         return eager(**inputs, output_attentions=True).attentions
 
 
-def attention_from_qk(q, k, scale):
-    """softmax(q . repeat_kv(k)^T * scale + causal mask), (B, H, L, L) float64."""
+def attention_from_qk(q, k, scale, allowed=None, softcap=None):
+    """softmax(softcap(q . repeat_kv(k)^T * scale) + mask), (B, H, L, L) float64.
+
+    allowed: (L, L) bool, True where query i may attend key j (default causal); softcap: the
+    Gemma 2 cap * tanh(s / cap), applied before the mask as its eager attention does.
+    """
     q = q.double()
     k = repeat_kv(k.double(), q.shape[1] // k.shape[1])
     s = q @ k.transpose(-1, -2) * scale
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
     n = s.shape[-1]
-    return s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+    allowed = torch.ones(n, n, dtype=torch.bool).tril() if allowed is None else allowed
+    return s.masked_fill(~allowed, float("-inf")).softmax(-1)
+
+
+def model_mask(model, inputs, layer):
+    """The (L, L) mask the model itself uses at `layer`, as its adapter states it: causal, or the
+    family's own (Gemma 3's bidirectional image blocks, PaliGemma's prefix, sliding windows)."""
+    layer_type = getattr(layer.self_attn, "layer_type", None) or "full_attention"
+    return get_adapter(model).attention_mask_2d(inputs, layer_type)
 
 
 def add_lora(model):
@@ -89,7 +105,9 @@ def test_captured_qk_reproduce_eager_attention(family, lora):
     assert len(eager) == len(full)
     for j, li in enumerate(rec.layers):
         assert rec.q[li].shape[2] == inputs["input_ids"].shape[1]
-        ours = attention_from_qk(rec.q[li], rec.k[li], layers[li].self_attn.scaling)
+        attn = layers[li].self_attn
+        ours = attention_from_qk(rec.q[li], rec.k[li], attn.scaling, model_mask(model, inputs, layers[li]),
+                                 getattr(attn, "attn_logit_softcapping", None))
         assert (ours - eager[j].double()).abs().max() < 1e-5, li
     if lora:  # the adapter must matter, or the LoRA case proves nothing
         plain, l0 = family[0], full[0]

@@ -17,6 +17,14 @@ def _same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+IMAGE_ONLY_TOKENS = {
+    "tiny-gemma3": {"image_token_id": "<image_soft_token>", "boi_token_id": "<start_of_image>",
+                    "eoi_token_id": "<end_of_image>"},
+    "tiny-paligemma": {"image_token_id": "<image>"},
+    "tiny-internvl": {"image_token_id": "<IMG_CONTEXT>"},      # one placeholder for image and video frames
+}
+
+
 @pytest.mark.parametrize("name", TINY_NAMES)
 def test_tiny_is_deterministic_and_consistent(name):
     a, tok = build_tiny(name, seed=0)
@@ -25,15 +33,18 @@ def test_tiny_is_deterministic_and_consistent(name):
     assert _same_weights(a, b)
     assert not _same_weights(a, c)
     assert not a.training
-    assert a.config.get_text_config()._attn_implementation == "sdpa"
+    want = get_adapter(a).attn_implementation()  # sdpa; eager for Gemma 2's softcapped LLM
+    assert a.config.get_text_config()._attn_implementation == (want if isinstance(want, str) else want["text_config"])
     n_params = sum(p.numel() for p in a.parameters())
     assert 3e5 < n_params < 3e6
     vocab = a.config.get_text_config().vocab_size
     assert len(tok) <= vocab and max(tok.get_vocab().values()) < vocab
     cfg = a.config
-    if name == "tiny-internvl":  # one placeholder for image and video frames alike
-        assert cfg.image_token_id == tok.convert_tokens_to_ids("<IMG_CONTEXT>") < vocab
-        ids = tok("the point <img><IMG_CONTEXT><IMG_CONTEXT></img> moves", add_special_tokens=False)["input_ids"]
+    if name in IMAGE_ONLY_TOKENS:  # image-only families: their own placeholder and begin/end tokens
+        for attr, token in IMAGE_ONLY_TOKENS[name].items():
+            assert getattr(cfg, attr) == tok.convert_tokens_to_ids(token) < vocab
+        pad = IMAGE_ONLY_TOKENS[name]["image_token_id"]
+        ids = tok(f"the point {pad}{pad} moves", add_special_tokens=False)["input_ids"]
         assert ids.count(cfg.image_token_id) == 2 and tok.unk_token_id not in ids
         return
     for attr, token in [("image_token_id", "<image>"), ("video_token_id", "<video>")]:
@@ -69,7 +80,7 @@ def _logits(model, tok, adapter):
         return model(**inputs).logits
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-llava-next-video"])
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-llava-next-video", "tiny-gemma3", "tiny-paligemma"])
 def test_save_tiny_then_load_local_path(tmp_path, name):
     save_tiny(name, tmp_path / "m", seed=3)
     model, proc, adapter = load_model(str(tmp_path / "m"))

@@ -136,6 +136,28 @@ def test_internvl_adapter_pixels_match_image_processor_without_tiling(hw):
     np.testing.assert_allclose(inputs["pixel_values"].numpy(), ref["pixel_values"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-paligemma", "gemma3", "paligemma"])
+def test_gemma_adapter_pixels(name):
+    """Gemma 3 (bilinear, pan-and-scan off) and PaliGemma (SigLIP, bicubic) processors, tiny and real sizes."""
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tiny = name.startswith("tiny-")
+    adapter = get_adapter(build_tiny_config(name) if tiny else name)  # a bare model_type: the real input size
+    s = adapter.image_size
+    assert tiny or s == {"gemma3": 896, "paligemma": 224}[name]
+    gemma3 = adapter.model_type == "gemma3"
+    Proc = Gemma3ImageProcessorPil if gemma3 else SiglipImageProcessorPil
+    kwargs = {"do_pan_and_scan": False} if gemma3 else {}
+    proc = Proc(size={"height": s, "width": s}, image_mean=[0.5] * 3, image_std=[0.5] * 3, **kwargs)
+    frames = np.stack([_image(75, 101, seed=k) for k in range(2)])
+    inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=build_tiny_tokenizer(
+        "tiny-gemma3" if gemma3 else "tiny-paligemma"))
+    ref = proc(images=list(frames), return_tensors="np")["pixel_values"]
+    assert ref.shape == (2, 3, s, s)
+    np.testing.assert_allclose(inputs["pixel_values"].numpy(), ref, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("h,w", [(75, 101), (10, 10), (2000, 3000), (28, 5000)])
 def test_smart_resize_matches_transformers(h, w):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as ref

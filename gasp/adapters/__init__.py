@@ -42,5 +42,6 @@ def get_adapter(model_or_config) -> ModelAdapter:
 # Importing the family modules registers them.
 from gasp.adapters import llava_next_video, llava_onevision, qwen2_5_vl, qwen2_vl, qwen3_vl  # noqa: E402,F401
 from gasp.adapters import internvl, qwen3_5  # noqa: E402,F401
+from gasp.adapters import gemma3, paligemma  # noqa: E402,F401
 
 __all__ = ["ModelAdapter", "VisualLayout", "get_adapter", "register_adapter", "supported_model_types"]

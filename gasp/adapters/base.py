@@ -85,6 +85,11 @@ class ModelAdapter:
     frames_modes: tuple[str, ...] = ()
     # Vision tower attribute of the inner model (`model.model.<name>`).
     vision_attr: str = "visual"
+    # `token_type_ids` value of appended dialogue tokens (families whose inputs carry them).
+    dialogue_token_type: int = 0
+    # Whether a KV-cached prompt prefix plus a causal continuation equals the full forward
+    # (False where the prompt attends bidirectionally, e.g. PaliGemma's prefix).
+    prefix_cache_exact: bool = True
 
     def __init__(self, config=None):
         # The model's config fixes patch sizes and special-token ids; without one the
@@ -171,9 +176,11 @@ class ModelAdapter:
         out = dict(inputs)
         out["input_ids"] = torch.cat([prompt_ids, extra], dim=1)
         out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
-        if "mm_token_type_ids" in inputs:  # dialogue text is text (type 0)
-            tt = inputs["mm_token_type_ids"]
-            out["mm_token_type_ids"] = torch.cat([tt, torch.zeros((1, len(ids)), dtype=tt.dtype)], dim=1)
+        # dialogue text is text (modality type 0); its token_type_ids are the family's (PaliGemma: 1, suffix)
+        for key, fill in (("mm_token_type_ids", 0), ("token_type_ids", self.dialogue_token_type)):
+            if key in inputs:
+                tt = inputs[key]
+                out[key] = torch.cat([tt, torch.full((1, len(ids)), fill, dtype=tt.dtype)], dim=1)
         out["labels"] = torch.cat([torch.full_like(prompt_ids, -100), torch.tensor([labels], dtype=torch.long)], dim=1)
         return out
 
@@ -207,6 +214,20 @@ class ModelAdapter:
     def text_config(self, model):
         cfg = getattr(self.unwrap(model), "config", model)
         return cfg.get_text_config()
+
+    def attention_mask_2d(self, inputs: dict[str, torch.Tensor], layer_type: str = "full_attention") -> torch.Tensor:
+        """(L, L) bool, True where query i may attend key j in the LLM (batch row 0 of `inputs`).
+
+        Causal here; families with bidirectional image attention or sliding windows override it.
+        Tests rebuild the model's eager attention from captured Q/K with it.
+        """
+        n = inputs["input_ids"].shape[1]
+        return torch.ones(n, n, dtype=torch.bool).tril()
+
+    def attn_implementation(self) -> str | dict[str, str]:
+        """What to load the model with: sdpa, which `gasp.hooks.capture_qk` wraps (a family whose
+        LLM cannot run sdpa returns a per-sub-config dict)."""
+        return "sdpa"
 
     def lora_target_modules(self, model=None) -> str:
         """Regex (peft full-match) for the LLM's attention and MLP projections, never the vision tower."""

@@ -5,7 +5,10 @@ Shape vocabulary: B batch (1), H query heads, Hkv KV heads, L sequence length, D
 One forward with `gasp.hooks.capture_qk` (sdpa, every position kept) gives each layer's post-RoPE
 q (B, H, L, D) and k (B, Hkv, L, D). A second forward with the LLM switched to eager attention
 and ``output_attentions=True`` gives the model's own weights A_eager (B, H, L, L). From the
-captured tensors alone, in float64: A_qk = softmax(q . repeat_kv(k)^T * scale + causal mask).
+captured tensors alone, in float64: A_qk = softmax(q . repeat_kv(k)^T * scale + mask), with the
+model's own mask (`adapter.attention_mask_2d`: causal, or Gemma's bidirectional image / prefix
+blocks and sliding windows) and, where the LLM has it, Gemma 2's softcap cap * tanh(s / cap)
+before the mask (its derivative is at most 1, so the bound below still holds).
 
 Tolerance, elementwise: |A_qk - A_eager| <= atol + rtol * A_qk, with u the unit roundoff of the
 model dtype (bf16: u = 2^-8) and s the scaled scores q.k^T * scale of the layer:
@@ -38,15 +41,24 @@ ATOL = 1e-6
 PROPAGATION = 8.0   # rtol = u * (1 + PROPAGATION * max|s|); see the module docstring
 
 
-def attention_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, float]:
-    """(B, H, L, D) q and (B, Hkv, L, D) k -> (causal softmax (B, H, L, L) float64, max |score| unmasked)."""
+def attention_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, allowed: torch.Tensor | None = None,
+                      softcap: float | None = None) -> tuple[torch.Tensor, float]:
+    """(B, H, L, D) q and (B, Hkv, L, D) k -> (masked softmax (B, H, L, L) float64, max |score| unmasked).
+
+    allowed: (L, L) bool, True where query i may attend key j (default causal).
+    """
     from transformers.integrations.sdpa_attention import repeat_kv
 
     q = q.double()
     k = repeat_kv(k.double(), q.shape[1] // k.shape[1])                      # (B, H, L, D)
     s = q @ k.transpose(-1, -2) * scale                                     # (B, H, L, L)
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
     n = s.shape[-1]
-    future = torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1)
+    if allowed is None:
+        future = torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1)
+    else:
+        future = ~allowed.to(s.device)
     max_s = float(s.masked_fill(future, 0).abs().max())
     return s.masked_fill_(future, float("-inf")).softmax(-1), max_s
 
@@ -87,7 +99,10 @@ def qk_vs_eager(model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
                            f"for {len(layers)} layers")
     refs, rows = {}, []
     for i in rec.layers:
-        ref, max_s = attention_from_qk(rec.q[i], rec.k[i], layers[i].self_attn.scaling)
+        attn = layers[i].self_attn
+        allowed = adapter.attention_mask_2d(inputs, getattr(attn, "layer_type", None) or "full_attention")
+        ref, max_s = attention_from_qk(rec.q[i], rec.k[i], attn.scaling, allowed,
+                                       getattr(attn, "attn_logit_softcapping", None))
         rtol = tolerance(dtype, max_s)
         row = {"layer": i, "max_abs_score": max_s, "rtol": rtol, **compare(ref, eager[i], rtol)}
         rows.append(row)

@@ -26,7 +26,7 @@ from tracks.io import TrackReader
 
 log = logging.getLogger(__name__)
 GREY = 128
-SEQ_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")   # inputs with a sequence axis (dim 1)
+SEQ_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")  # inputs with a sequence axis (dim 1)
 
 
 @dataclass
@@ -57,6 +57,14 @@ def _run(model, cache, inputs: dict[str, torch.Tensor], keep: int) -> torch.Tens
     return model(**inputs, past_key_values=cache, use_cache=True).logits[0].float()
 
 
+def _full_loglik(model, inputs: dict[str, torch.Tensor]) -> float:
+    """Summed log-likelihood of the labelled tokens in one full forward."""
+    logits = model(**inputs).logits[0, :-1].float()
+    labels = inputs["labels"][0, 1:]
+    keep = labels != -100
+    return float(torch.log_softmax(logits[keep], dim=-1).gather(1, labels[keep, None]).sum())
+
+
 @torch.no_grad()
 def scene_logliks(model, processor, adapter, frames: np.ndarray, questions: list[tuple[str, tuple[str, ...]]],
                   size: tuple[int, int] | None, fps: float) -> list[list[float]]:
@@ -73,6 +81,10 @@ def scene_logliks(model, processor, adapter, frames: np.ndarray, questions: list
     dev = next(model.parameters()).device
     seqs = [[adapter.prepare_inputs(frames, processor_or_tokenizer=processor, prompt=p, answer=o, fps=fps,
                                     size=size)[0] for o in opts] for p, opts in questions]
+    if not adapter.prefix_cache_exact:
+        # A bidirectional prefix (PaliGemma) is not causal, so a cached prefix plus a causal
+        # continuation is not the full forward: one forward per option instead.
+        return [[_full_loglik(model, {k: v.to(dev) for k, v in x.items()}) for x in row] for row in seqs]
     flat = [x["input_ids"][0] for row in seqs for x in row]                     # each (L,)
     common = min(len(x) for x in flat)
     for x in flat[1:]:

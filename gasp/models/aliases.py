@@ -17,6 +17,8 @@ ALIASES: dict[str, str] = {
     # transformers-native InternVL3 (model card https://huggingface.co/OpenGVLab/InternVL3-8B-hf; the
     # config docstring names OpenGVLab/InternVL3-1B-hf), not the trust_remote_code OpenGVLab/InternVL3-8B
     "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+    "gemma-3-4b": "google/gemma-3-4b-it",
+    "paligemma2-3b": "google/paligemma2-3b-pt-224",
 }
 
 

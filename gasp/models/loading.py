@@ -286,10 +286,12 @@ def load_model(
         model, processor = build_tiny(name_or_path.lower(), seed=seed)
         model = model.to(torch_dtype)
     else:
-        from transformers import AutoModelForImageTextToText
+        from transformers import AutoConfig, AutoModelForImageTextToText
 
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation="sdpa", local_files_only=True,
+            path, dtype=torch_dtype, attn_implementation=get_adapter(config).attn_implementation(),
+            local_files_only=True,
             trust_remote_code=trust_remote_code,
         )
         processor = _load_processor(path, trust_remote_code)

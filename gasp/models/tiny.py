@@ -25,6 +25,8 @@ from gasp.models.tiny_common import (
 )
 from gasp.models import tiny_qwen3_5  # noqa: F401
 from gasp.models import tiny_internvl  # noqa: F401
+from gasp.models import tiny_gemma3  # noqa: F401,E402  registers tiny-gemma3
+from gasp.models import tiny_paligemma  # noqa: F401,E402  registers tiny-paligemma
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +109,15 @@ def build_tiny(name: str, seed: int = 0, **overrides):
 
     tok = build_tiny_tokenizer(name)
     cfg = build_tiny_config(name, tok, **overrides)
-    cfg._attn_implementation = "sdpa"
+    from gasp.adapters import get_adapter
+
+    attn = get_adapter(cfg).attn_implementation()
+    if isinstance(attn, str):
+        cfg._attn_implementation = attn
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation=attn, dtype=torch.float32)
+    if family(name).post_init is not None:
+        family(name).post_init(model)
     model.eval()
     model.name_or_path = name  # what peft records as base_model_name_or_path
     model.config._name_or_path = name

@@ -46,6 +46,8 @@ class Family:
     pad: str
     # (tokenizer, text kwargs, vision overrides, top-level overrides) -> config; None: tiny.py builds it
     make_config: Callable[..., Any] | None = None
+    # model -> None, run on the built model right after init (weights an init leaves degenerate)
+    post_init: Callable[[Any], None] | None = None
 
 
 FAMILIES: dict[str, Family] = {
@@ -59,16 +61,19 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def register_tiny(name: str, model_type: str, specials: list[str], *, eos: str, pad: str, bos: str | None = None):
+def register_tiny(name: str, model_type: str, specials: list[str], *, eos: str, pad: str, bos: str | None = None,
+                  post_init: Callable[[Any], None] | None = None):
     """Decorator for a family module's config builder: adds ``name`` to the tiny models.
 
     The builder gets ``(tokenizer, text, vision_overrides, top_overrides)``, where ``text`` holds
     the shared tiny text sizes with the text overrides applied, and returns the config.
+    ``post_init(model)`` runs on the built model (e.g. to randomise weights the family's
+    ``_init_weights`` zeroes).
     """
     def register(make_config: Callable[..., Any]) -> Callable[..., Any]:
         if name in FAMILIES:
             raise ValueError(f"tiny model {name!r} is already registered")
-        FAMILIES[name] = Family(model_type, specials, bos, eos, pad, make_config)
+        FAMILIES[name] = Family(model_type, specials, bos, eos, pad, make_config, post_init)
         return make_config
     return register
 
