@@ -40,6 +40,8 @@ def get_adapter(model_or_config) -> ModelAdapter:
 
 
 # Importing the family modules registers them.
-from gasp.adapters import llava_next_video, llava_onevision, qwen2_5_vl, qwen2_vl, qwen3_vl  # noqa: E402,F401
+from gasp.adapters import (  # noqa: E402,F401
+    idefics3, llava, llava_next_video, llava_onevision, qwen2_5_vl, qwen2_vl, qwen3_vl, smolvlm,
+)
 
 __all__ = ["ModelAdapter", "VisualLayout", "get_adapter", "register_adapter", "supported_model_types"]

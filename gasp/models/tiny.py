@@ -23,6 +23,8 @@ from gasp.models.tiny_common import (
     FAMILIES, TINY_VOCAB_SIZE, build_tiny_tokenizer, check_keys, check_special_ids, family, qwen_rope,
     split_overrides, text_kwargs, token_ids,
 )
+from gasp.models import tiny_llava  # noqa: F401,E402  registers tiny-llava
+from gasp.models import tiny_smolvlm  # noqa: F401,E402  registers tiny-smolvlm
 
 logger = logging.getLogger(__name__)
 
