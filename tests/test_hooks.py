@@ -44,21 +44,38 @@ def no_gasp_registrations():
 
 
 def eager_attentions(model, inputs):
+    """Eager attention weights per layer and the mask each layer's eager attention was given."""
     eager = copy.deepcopy(model)
     base = eager.get_base_model() if hasattr(eager, "get_base_model") else eager
     base.set_attn_implementation({"text_config": "eager"})
     assert impls(eager)[0] == "eager"
-    with torch.no_grad():
-        return eager(**inputs, output_attentions=True).attentions
+    masks = {}
+    layers = get_adapter(eager).decoder_layers(eager)
+    handles = [layer.self_attn.register_forward_pre_hook(
+        lambda m, a, kw, i=i: masks.__setitem__(i, kw["attention_mask"]), with_kwargs=True)
+        for i, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            attentions = eager(**inputs, output_attentions=True).attentions
+    finally:
+        for h in handles:
+            h.remove()
+    return attentions, masks
 
 
-def attention_from_qk(q, k, scale):
-    """softmax(q . repeat_kv(k)^T * scale + causal mask), (B, H, L, L) float64."""
+def attention_from_qk(q, k, scale, mask):
+    """softmax(q . repeat_kv(k)^T * scale + the model's own mask), (B, H, L, L) float64.
+
+    `mask` is what the model handed its eager attention: an additive float mask, or a
+    boolean one (True = attend), so any family's mask (causal, bidirectional image blocks,
+    sliding windows) is the model's, not one rebuilt here.
+    """
     q = q.double()
     k = repeat_kv(k.double(), q.shape[1] // k.shape[1])
     s = q @ k.transpose(-1, -2) * scale
-    n = s.shape[-1]
-    return s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+    if mask.dtype == torch.bool:
+        return s.masked_fill(~mask, float("-inf")).softmax(-1)
+    return (s + mask.double()).softmax(-1)
 
 
 def add_lora(model):
@@ -83,10 +100,13 @@ def test_captured_qk_reproduce_eager_attention(family, lora):
         model(**inputs)
     assert rec.layers == list(range(len(layers))) and rec.num_forwards == 1
     assert impls(model) == before and no_gasp_registrations()
-    eager = eager_attentions(model, inputs)
+    eager, masks = eager_attentions(model, inputs)
+    n = inputs["input_ids"].shape[1]
     for li in rec.layers:
-        assert rec.q[li].shape[2] == inputs["input_ids"].shape[1]
-        ours = attention_from_qk(rec.q[li], rec.k[li], layers[li].self_attn.scaling)
+        assert rec.q[li].shape[2] == n
+        mask = masks[li]
+        assert mask is not None and mask.shape[-2:] == (n, n), li
+        ours = attention_from_qk(rec.q[li], rec.k[li], layers[li].self_attn.scaling, mask)
         assert (ours - eager[li].double()).abs().max() < 1e-5, li
     if lora:  # the adapter must matter, or the LoRA case proves nothing
         plain = family[0]

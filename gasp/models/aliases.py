@@ -10,6 +10,8 @@ ALIASES: dict[str, str] = {
     "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
     "llava-next-video-7b": "llava-hf/LLaVA-NeXT-Video-7B-hf",
     "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",              # LlavaConfig's documented checkpoint
+    "smolvlm2-2.2b": "HuggingFaceTB/SmolVLM2-2.2B-Instruct",  # SmolVLMConfig's documented checkpoint
 }
 
 
