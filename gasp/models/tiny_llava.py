@@ -14,10 +14,10 @@ def make_config(tok, text, vision_o, top_o):
     from transformers import LlavaConfig
 
     (img,) = token_ids(tok, "<image>")
-    vision = dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, patch_size=14, image_size=112, projection_dim=64, **vision_o)
+    vision = {**dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, patch_size=14, image_size=112, projection_dim=64), **vision_o}
     n = vision["image_size"] // vision["patch_size"]
-    extra = dict(vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=n * n, **top_o)
+    extra = {**dict(vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=n * n), **top_o}
     cfg = LlavaConfig(text_config={"model_type": "llama", **text}, vision_config=vision, image_token_index=img, **extra)
     check_keys(cfg.get_text_config(), text, "text")
     check_keys(cfg.vision_config, vision, "vision")

@@ -17,9 +17,9 @@ def make_config(tok, text, vision_o, top_o):
     from transformers import SmolVLMConfig
 
     (img,) = token_ids(tok, "<image>")
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, patch_size=14,
-                  image_size=112, **vision_o)
-    extra = dict(scale_factor=2, **top_o)
+    vision = {**dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, patch_size=14,
+                     image_size=112), **vision_o}
+    extra = {"scale_factor": 2, **top_o}
     cfg = SmolVLMConfig(text_config={"model_type": "llama", **text}, vision_config=vision, image_token_id=img, **extra)
     check_keys(cfg.get_text_config(), text, "text")
     check_keys(cfg.vision_config, vision, "vision")
