@@ -61,7 +61,7 @@ def test_ten_step_training_adapter_loads_with_stock_peft(tmp_path, name, size):
         plain = base(**inputs).logits
         stock = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
         got = stock(**inputs).logits
-    wrapped = [n for n, m in stock.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)]
+    wrapped = [n for n, m in stock.named_modules() if isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict)]
     in_llm = {id(m) for m in adapter.decoder_layers(stock).modules()}
     assert len(wrapped) == 4 * 7 and all(id(stock.get_submodule(n)) in in_llm for n in wrapped)  # the LLM only
     assert (got - plain).abs().max() > 1e-5                     # the trained LoRA changes the model

@@ -32,7 +32,9 @@ def test_tiny_is_deterministic_and_consistent(name):
     assert len(tok) <= vocab and max(tok.get_vocab().values()) < vocab
     cfg = a.config
     # image-only families (llava, smolvlm) have no video token
-    attrs = [("image_token_id", "<image>")] + ([("video_token_id", "<video>")] if hasattr(cfg, "video_token_id") else [])
+    attrs = [("image_token_id", "<image>")]
+    if hasattr(cfg, "video_token_id"):
+        attrs.append(("video_token_id", "<video>"))
     for attr, token in attrs:
         if name.startswith("tiny-qwen"):
             token = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>"}[attr]

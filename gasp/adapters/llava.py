@@ -56,7 +56,7 @@ class LlavaAdapter(LlavaNextVideoAdapter):
         if min(height, width) < tpx:
             raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token ({tpx:g} px)")
         tok = self._tokenizer(processor_or_tokenizer)
-        cfg_id = getattr(self.config, "image_token_id", None) if self.config is not None else self.default_image_token_id
+        cfg_id = self.default_image_token_id if self.config is None else getattr(self.config, "image_token_id", None)
         image_id = self._token_id(tok, "<image>", cfg_id)
         mean, std = processor_mean_std(processor_or_tokenizer, *self.default_mean_std)
         x = normalize_frames(resize_frames(frames, (s, s)), mean, std)  # (F, 3, S, S)

@@ -178,7 +178,7 @@ class SmolVLMAdapter(ModelAdapter):
             raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
         tpx = self.token_px  # any frame size works: the whole frame is resized to S x S
         tok = self._tokenizer(processor_or_tokenizer)
-        cfg_id = getattr(self.config, "image_token_id", None) if self.config is not None else self.default_image_token_id
+        cfg_id = self.default_image_token_id if self.config is None else getattr(self.config, "image_token_id", None)
         image_id = self._token_id(tok, "<image>", cfg_id)
         h, w = self.token_grid()
 
