@@ -101,7 +101,8 @@ def test_idefics3_shares_the_smolvlm_layout():
                                      max_image_size={"longest_edge": s}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     ref = proc(images=[list(frames)], return_tensors="np")["pixel_values"]
     np.testing.assert_allclose(inputs["pixel_values"].numpy(), ref, atol=1e-5, rtol=0)
-    assert layout.grid == (4, 4) and (inputs["input_ids"][0][layout.flat_positions] == model.config.image_token_id).all()
+    assert layout.grid == (4, 4)
+    assert (inputs["input_ids"][0][layout.flat_positions] == model.config.image_token_id).all()
 
     # token mapping with the vision tower's attention silenced (see tests/test_adapters.py)
     lm = _owner_of(model, adapter.decoder_layers(model))

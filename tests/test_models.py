@@ -69,7 +69,7 @@ def _logits(model, tok, adapter):
         return model(**inputs).logits
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-llava-next-video"])
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-llava-next-video", "tiny-llava", "tiny-smolvlm"])
 def test_save_tiny_then_load_local_path(tmp_path, name):
     save_tiny(name, tmp_path / "m", seed=3)
     model, proc, adapter = load_model(str(tmp_path / "m"))

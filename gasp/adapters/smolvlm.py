@@ -18,12 +18,13 @@ and `layout.positions[f]` are the h*w <image> positions of frame f (the separato
 
 Frames modes:
 - "video" (default): the processor's video prompt (processing_smolvlm.replace_video_token),
-      <bos>"User: You are provided the following series of {F in words} frames from a
+      "<|im_start|>User: You are provided the following series of {F in words} frames from a
       {H:MM:SS} [H:MM:SS] video.\\n" + per frame "\\nFrame from {MM:SS}:" + grid, then
       "\\n\\n" prompt "<end_of_utterance>\\nAssistant:",
-  with frame f at f / fps seconds and duration int(F / fps) (what VideoMetadata gives for F
-  pre-sampled frames at `fps`); frames resized to the video size (longest edge, default S);
-- "images": the frames as F images, <bos>"User:" + F grids + prompt "<end_of_utterance>\\nAssistant:";
+  with frame f at f / fps seconds and the duration int((F - 1) / fps) (what the processor writes
+  for F frames at `fps` whose VideoMetadata has no duration); frames resized to the video size
+  (longest edge, default S);
+- "images": the frames as F images, "<|im_start|>User:" + F grids + prompt "<end_of_utterance>\\nAssistant:";
   frames resized to the image processor's `size` (longest edge, default 4 S).
 Pixels follow the Idefics3/SmolVLM image processor with splitting off: LANCZOS resize of the
 uint8 frame to that longest edge (aspect kept, even short side), then to S x S, rescale and
@@ -151,14 +152,14 @@ class SmolVLMAdapter(ModelAdapter):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _start(self, tok) -> str:
-        """The chat template's first token (the tokenizer's BOS in the released checkpoints)."""
-        return tok.bos_token or ""
+        """The chat template's first token, written there literally (not added as BOS by the tokenizer)."""
+        return "<|im_start|>"
 
     def _prompt_text(self, tok, mode: str, n_frames: int, per_frame: str, prompt: str, fps: float) -> str:
         eou = "<end_of_utterance>\nAssistant:"
         if mode == "images":
             return self._start(tok) + "User:" + per_frame * n_frames + prompt + eou
-        duration = timedelta(seconds=int(n_frames / fps))
+        duration = timedelta(seconds=int((n_frames - 1) / fps))  # the last timestamp: metadata without a duration
         text = (f"You are provided the following series of {number_words(n_frames)} frames "
                 f"from a {duration} [H:MM:SS] video.\n")
         for f in range(n_frames):
