@@ -323,7 +323,8 @@ def test_labels_mask_exactly_the_answer(tiny, name, mode):
     assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-next-video", "tiny-llava-onevision"])
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-next-video", "tiny-llava-onevision", "tiny-llava",
+                                  "tiny-smolvlm"])
 def test_labels_multi_turn(tiny, name):
     model, tok = tiny(name)
     adapter = get_adapter(model)

@@ -140,3 +140,39 @@ def test_idefics3_shares_the_smolvlm_layout():
     for li in rec.layers:
         ours = attention_from_qk(rec.q[li], rec.k[li], layers[li].self_attn.scaling, masks[li])
         assert (ours - eager[li].double()).abs().max() < 1e-5, li
+
+
+@pytest.mark.parametrize("mode,fps", [("video", 1.0), ("video", 0.5), ("images", 1.0)])
+def test_smolvlm_prompt_is_the_processors(monkeypatch, mode, fps):
+    """The text the adapter tokenizes is the chat template rendered and expanded as SmolVLMProcessor does it."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from transformers.models.smolvlm import processing_smolvlm as ps
+    from transformers.video_utils import VideoMetadata
+
+    from gasp.adapters import get_adapter
+    from gasp.adapters.smolvlm import number_words
+    from gasp.models.tiny import build_tiny_config, build_tiny_tokenizer
+
+    assert [number_words(n) for n in (3, 21, 64, 100, 105)] == [
+        "three", "twenty-one", "sixty-four", "one hundred", "one hundred and five"]  # num2words' English
+    monkeypatch.setattr(ps, "num2words", number_words)  # not installed here
+    adapter, tok = get_adapter(build_tiny_config("tiny-smolvlm")), build_tiny_tokenizer("tiny-smolvlm")
+    n_frames, prompt, n_tokens = 3, "what moves", 16
+    names = dict(fake_image_token="<fake_token_around_image>", image_token="<image>", global_image_token="<global-img>")
+    proc = SimpleNamespace(image_seq_len=n_tokens, **names)
+    content = [{"type": "video"}] if mode == "video" else [{"type": "image"}] * n_frames
+    messages = [{"role": "user", "content": content + [{"type": "text", "text": prompt}]}]
+    text = jinja2.Template(ps.DEFAULT_CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True)
+    if mode == "video":
+        meta = VideoMetadata(total_num_frames=n_frames, fps=fps, frames_indices=list(range(n_frames)))
+        video = {"pixel_values": torch.zeros(1, n_frames, 3, 1, 1), "video_metadata": [meta]}
+        expected = text.replace("<video>", ps.SmolVLMProcessor.replace_video_token(proc, video, 0))
+    else:
+        grid = ps.get_image_prompt_string(0, 0, n_tokens, names["fake_image_token"], names["image_token"],
+                                          names["global_image_token"])
+        expected = grid.join(text.split("<image>"))
+    per_frame = ps._prompt_single_image(n_tokens, names["fake_image_token"], names["image_token"],
+                                        names["global_image_token"])
+    assert adapter._prompt_text(tok, mode, n_frames, per_frame, prompt, fps) == expected
