@@ -17,9 +17,12 @@ Sequence (the checkpoint's chat template, Vicuna v1; images first, each followed
     <s> "USER:" [<image> x n*n "\\n"] x F  prompt " ASSISTANT:"
 and answers are " answer</s>", further rounds "USER: human ASSISTANT:" (as LLaVA-NeXT-Video).
 The model places image features by `input_ids == image_token_id` (masked_scatter, in order),
-and the LLM (Llama) attends causally over the whole sequence.
+and the LLM (Llama) attends causally over the whole sequence. Its context is 4096 tokens
+(Vicuna-7B), i.e. 7 frames at 576 + 1 tokens each; longer sequences run, with a warning.
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -27,6 +30,8 @@ from gasp.adapters import register_adapter
 from gasp.adapters.base import VisualLayout
 from gasp.adapters.llava_next_video import LlavaNextVideoAdapter
 from gasp.adapters.preprocess import check_frames, normalize_frames, processor_mean_std, resize_frames
+
+logger = logging.getLogger(__name__)
 
 
 @register_adapter
@@ -70,6 +75,10 @@ class LlavaAdapter(LlavaNextVideoAdapter):
             starts.append(len(ids))
             ids += [image_id] * (h * w) + newline
         ids += self._encode(tok, prompt + " ASSISTANT:")
+        context = getattr(self.config.get_text_config(), "max_position_embeddings", None) if self.config else None
+        if context is not None and len(ids) > context:
+            logger.warning("%d frames give %d tokens, beyond %s's %d-token context", n_frames, len(ids),
+                           self.model_type, context)
         input_ids = torch.tensor([ids], dtype=torch.long)
         positions = torch.stack([st + torch.arange(h * w).reshape(h, w) for st in starts])  # (F, h, w)
         inputs = {
