@@ -15,7 +15,8 @@ the pixels against `CLIPImageProcessorPil(size=S x S, do_center_crop=False)`.
 
 Sequence (the checkpoint's chat template, Vicuna v1; images first, each followed by "\\n"):
     <s> "USER:" [<image> x n*n "\\n"] x F  prompt " ASSISTANT:"
-and answers are " answer</s>", further rounds "USER: human ASSISTANT:" (as LLaVA-NeXT-Video).
+(the template's "USER: " space before the first <image> is not encoded, as in the LLaVA-NeXT-Video
+adapter), and answers are " answer</s>", further rounds "USER: human ASSISTANT:".
 The model places image features by `input_ids == image_token_id` (masked_scatter, in order),
 and the LLM (Llama) attends causally over the whole sequence. Its context is 4096 tokens
 (Vicuna-7B), i.e. 7 frames at 576 + 1 tokens each; longer sequences run, with a warning.
