@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from gasp.adapters import get_adapter, supported_model_types
+from gasp.hooks import _owner_of
 from gasp.models.tiny import TINY_NAMES, build_tiny
 
 CASES = [(n, m) for n in TINY_NAMES for m in get_adapter(build_tiny(n)[0].config).frames_modes]
@@ -52,7 +53,8 @@ def _lm_inputs(model, adapter, inputs, silence_vision_attention=False):
             return (torch.zeros_like(out[0]),) + out[1:]
         return torch.zeros_like(out)
 
-    handles = [adapter.inner_model(model).language_model.register_forward_pre_hook(pre_hook, with_kwargs=True)]
+    lm = _owner_of(model, adapter.decoder_layers(model))  # language_model, or text_model (Idefics3-style)
+    handles = [lm.register_forward_pre_hook(pre_hook, with_kwargs=True)]
     if silence_vision_attention:
         attn = [m for m in adapter.vision_tower(model).modules() if type(m).__name__.endswith("Attention")]
         assert attn, "found no attention modules in the vision tower"
@@ -86,9 +88,15 @@ def _perturb(frames, layout, frame, r, c, inner):
 
 
 def _native_size(adapter, name):
-    if not hasattr(adapter, "token_px") or name == "tiny-internvl":  # one square vision input per frame (LLaVA, Gemma, InternVL)
+    if hasattr(adapter, "image_size"):  # one square vision input per frame (LLaVA, Gemma, InternVL, SmolVLM)
         return adapter.image_size, adapter.image_size
     return 3 * adapter.token_px, 4 * adapter.token_px
+
+
+# SmolVLM's images path resizes twice even at native size (longest edge to 4 S, then to S x S,
+# LANCZOS, as its image processor does without splitting), so a token's pixels reach its
+# neighbours' and only the token's inner part is perturbed there.
+RESAMPLED_AT_NATIVE = {("tiny-smolvlm", "images")}
 
 
 @pytest.mark.parametrize("name,mode", CASES)
@@ -105,7 +113,7 @@ def test_token_mapping(tiny, name, mode, resized):
     # Tokens off the grid's diagonal, so a transposed or mis-strided order cannot pass.
     for g, r, c in [(0, 0, 0), (g_last, h - 1, w - 1), (min(1, g_last), 0, 1), (g_last, 1, 0), (0, h - 1, 1)]:
         frame = int(layout.frame_ids[g])
-        pert = _perturb(frames, layout, frame, r, c, inner=resized)
+        pert = _perturb(frames, layout, frame, r, c, inner=resized or (name, mode) in RESAMPLED_AT_NATIVE)
         new_inputs, new_layout = adapter.prepare_inputs(pert, processor_or_tokenizer=tok, frames_mode=mode, fps=2.0)
         assert torch.equal(new_layout.positions, layout.positions)
         emb, _ = _lm_inputs(model, adapter, new_inputs, silence_vision_attention=True)
@@ -139,8 +147,7 @@ def test_placeholders_and_forward(tiny, name, mode):
     h, w = layout.grid
     n = layout.num_grids * h * w
     # InternVL writes video frames into its image placeholders (<IMG_CONTEXT>); it has no video token id
-    images = mode == "images" or name == "tiny-internvl"
-    pad_id = model.config.image_token_id if images else model.config.video_token_id
+    pad_id = model.config.video_token_id if "pixel_values_videos" in inputs else model.config.image_token_id
     pos = layout.flat_positions
     assert len(set(pos.tolist())) == n
     assert (ids[pos] == pad_id).all()
@@ -232,8 +239,10 @@ def test_lora_targets_only_language_model(tiny, name):
     kinds = adapter.layer_kinds(model)
     assert len(kinds) == n_layers
     assert len(wrapped) == sum(7 if k == "full" else 6 for k in kinds)
-    assert all(".language_model.layers." in n for n in wrapped)
-    assert not any("visual" in n or "vision_tower" in n or "projector" in n for n in wrapped)
+    in_llm = {id(m) for m in adapter.decoder_layers(peft_model).modules()}  # `text_model` in Idefics3-style models
+    assert all(id(peft_model.get_submodule(n)) in in_llm for n in wrapped)
+    assert all(re.search(r"\.(language|text)_model\.layers\.", n) for n in wrapped)
+    assert not any("visual" in n or "vision_" in n or "projector" in n or "connector" in n for n in wrapped)
     layers = adapter.decoder_layers(peft_model)
     assert len(layers) == n_layers and layers is adapter.decoder_layers(model)
     assert get_adapter(peft_model).model_type == adapter.model_type
@@ -241,7 +250,8 @@ def test_lora_targets_only_language_model(tiny, name):
 
 
 def test_registry_errors():
-    assert set(supported_model_types()) >= {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_next_video", "llava_onevision"}
+    assert set(supported_model_types()) >= {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_next_video", "llava_onevision",
+                                            "llava", "smolvlm", "idefics3"}
     with pytest.raises(ValueError, match="supported: .*qwen2_5_vl"):
         get_adapter("gpt2")
 
@@ -276,9 +286,10 @@ def _labelled_spans(labels):
 
 
 def _eot_id(name, tok):
-    if name in ("tiny-llava-next-video", "tiny-paligemma"):
+    if name in ("tiny-llava-next-video", "tiny-paligemma", "tiny-llava"):  # Vicuna / PaliGemma: "</s>" / eos
         return tok.eos_token_id
-    return tok.convert_tokens_to_ids("<end_of_turn>" if name == "tiny-gemma3" else "<|im_end|>")
+    return tok.convert_tokens_to_ids({"tiny-gemma3": "<end_of_turn>", "tiny-smolvlm": "<end_of_utterance>"}
+                                     .get(name, "<|im_end|>"))
 
 
 @pytest.mark.parametrize("name,mode", [(n, None) for n in TINY_NAMES] + [("tiny-qwen2.5-vl", "images")])
@@ -318,7 +329,8 @@ def test_labels_mask_exactly_the_answer(tiny, name, mode):
     assert out.loss.item() == pytest.approx(manual.item(), rel=1e-5, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-next-video", "tiny-llava-onevision"])
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-next-video", "tiny-llava-onevision", "tiny-llava",
+                                  "tiny-smolvlm"])
 def test_labels_multi_turn(tiny, name):
     model, tok = tiny(name)
     adapter = get_adapter(model)

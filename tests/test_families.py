@@ -5,6 +5,7 @@ decoder layers the probe and the heads sit on); every test is parametrized over 
 """
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ FAMILY_CASES = {
     "tiny-internvl": dict(size=112, attn=[0, 1, 2, 3], linear=[]),  # 112-px square view, 28-px tokens
     "tiny-gemma3": dict(size=112, attn=[0, 1, 2, 3], linear=[]),    # sliding and global layers alternate
     "tiny-paligemma": dict(size=112, attn=[0, 1, 2, 3], linear=[]),
+    "tiny-llava": dict(size=112, attn=[0, 1, 2, 3], linear=[]),
+    "tiny-smolvlm": dict(size=112, attn=[0, 1, 2, 3], linear=[]),
 }
 
 
@@ -126,7 +129,7 @@ def test_ten_step_training_and_stock_peft_load(tmp_path, name):
     base, _ = build_tiny(name, seed=0)
     stock = PeftModel.from_pretrained(base, str(ckpt / "adapter"))
     lora = {n: p for n, p in stock.named_parameters() if "lora_" in n}
-    assert lora and all(".language_model.layers." in n for n in lora)
+    assert lora and all(re.search(r"\.(language|text)_model\.layers\.", n) for n in lora)   # text_model: SmolVLM
     # the saved adapter + heads are the trained weights: their sum is the run's own checksum
     summary = json.loads((out / "train_summary.json").read_text())
     heads = load_file(str(ckpt / "heads" / "heads.safetensors"))

@@ -46,35 +46,41 @@ def no_gasp_registrations():
 
 
 def eager_attentions(model, inputs):
+    """Eager attention weights per layer and the mask each layer's eager attention was given."""
     eager = copy.deepcopy(model)
     base = eager.get_base_model() if hasattr(eager, "get_base_model") else eager
     base.set_attn_implementation({"text_config": "eager"})
     assert impls(eager)[0] == "eager"
-    with torch.no_grad():
-        return eager(**inputs, output_attentions=True).attentions
+    masks = {}
+    layers = get_adapter(eager).decoder_layers(eager)
+    handles = [layers[i].self_attn.register_forward_pre_hook(
+        lambda m, a, kw, i=i: masks.__setitem__(i, kw["attention_mask"]), with_kwargs=True)
+        for i in attention_layers(layers)]                  # softmax-attention layers only (Qwen3.5 hybrid)
+    try:
+        with torch.no_grad():
+            attentions = eager(**inputs, output_attentions=True).attentions
+    finally:
+        for h in handles:
+            h.remove()
+    return attentions, masks
 
 
-def attention_from_qk(q, k, scale, allowed=None, softcap=None):
-    """softmax(softcap(q . repeat_kv(k)^T * scale) + mask), (B, H, L, L) float64.
+def attention_from_qk(q, k, scale, mask, softcap=None):
+    """softmax(softcap(q . repeat_kv(k)^T * scale) + the model's own mask), (B, H, L, L) float64.
 
-    allowed: (L, L) bool, True where query i may attend key j (default causal); softcap: the
-    Gemma 2 cap * tanh(s / cap), applied before the mask as its eager attention does.
+    `mask` is what the model handed its eager attention: an additive float mask, or a
+    boolean one (True = attend), so any family's mask (causal, Gemma 3's bidirectional image
+    blocks, PaliGemma's prefix, sliding windows) is the model's, not one rebuilt here;
+    softcap: Gemma 2's cap * tanh(s / cap), applied before the mask as its eager attention does.
     """
     q = q.double()
     k = repeat_kv(k.double(), q.shape[1] // k.shape[1])
     s = q @ k.transpose(-1, -2) * scale
     if softcap is not None:
         s = softcap * torch.tanh(s / softcap)
-    n = s.shape[-1]
-    allowed = torch.ones(n, n, dtype=torch.bool).tril() if allowed is None else allowed
-    return s.masked_fill(~allowed, float("-inf")).softmax(-1)
-
-
-def model_mask(model, inputs, layer):
-    """The (L, L) mask the model itself uses at `layer`, as its adapter states it: causal, or the
-    family's own (Gemma 3's bidirectional image blocks, PaliGemma's prefix, sliding windows)."""
-    layer_type = getattr(layer.self_attn, "layer_type", None) or "full_attention"
-    return get_adapter(model).attention_mask_2d(inputs, layer_type)
+    if mask.dtype == torch.bool:
+        return s.masked_fill(~mask, float("-inf")).softmax(-1)
+    return (s + mask.double()).softmax(-1)
 
 
 def add_lora(model):
@@ -101,13 +107,15 @@ def test_captured_qk_reproduce_eager_attention(family, lora):
     full = attention_layers(layers)
     assert rec.layers == full and rec.num_forwards == 1 and len(full) >= 1
     assert impls(model) == before and no_gasp_registrations()
-    eager = eager_attentions(model, inputs)       # one map per attention layer, in layer order
+    eager, masks = eager_attentions(model, inputs)   # one map per attention layer, in layer order
     assert len(eager) == len(full)
+    n = inputs["input_ids"].shape[1]
     for j, li in enumerate(rec.layers):
-        assert rec.q[li].shape[2] == inputs["input_ids"].shape[1]
+        assert rec.q[li].shape[2] == n
+        mask = masks[li]
+        assert mask is not None and mask.shape[-2:] == (n, n), li
         attn = layers[li].self_attn
-        ours = attention_from_qk(rec.q[li], rec.k[li], attn.scaling, model_mask(model, inputs, layers[li]),
-                                 getattr(attn, "attn_logit_softcapping", None))
+        ours = attention_from_qk(rec.q[li], rec.k[li], attn.scaling, mask, getattr(attn, "attn_logit_softcapping", None))
         assert (ours - eager[j].double()).abs().max() < 1e-5, li
     if lora:  # the adapter must matter, or the LoRA case proves nothing
         plain, l0 = family[0], full[0]

@@ -6,6 +6,8 @@ same resize, rescale, normalisation and patch layout, to 1e-5.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +165,42 @@ def test_smart_resize_matches_transformers(h, w):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as ref
 
     assert smart_resize(h, w, 28, 56 * 56, 28 * 28 * 1280) == ref(h, w, 28, 56 * 56, 28 * 28 * 1280)
+
+
+def test_llava15_adapter_pixels():
+    """LLaVA-1.5 takes the frames as images: `pixel_values` (F, 3, S, S), one per frame."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    name = "tiny-llava"
+    adapter = get_adapter(build_tiny_config(name))
+    s = adapter.image_size
+    proc = CLIPImageProcessorPil(size={"height": s, "width": s}, do_center_crop=False)
+    frames = np.stack([_image(75, 101, seed=k) for k in range(2)])
+    inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=build_tiny_tokenizer(name))
+    ref = proc(images=list(frames), return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(inputs["pixel_values"].numpy(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("s", [112, 384])
+def test_smolvlm_frames_match_image_processor(hw, s):
+    """SmolVLM with splitting off: LANCZOS to the longest edge, then to S x S; images and video sizes."""
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    name = "tiny-smolvlm"
+    cfg = build_tiny_config(name, vision_image_size=s)
+    cfg.scale_factor = 3 if s == 384 else 2  # 384 px: SmolVLM2-2.2B's 27 -> 9 x 9 tokens
+    adapter = get_adapter(cfg)
+    tok = build_tiny_tokenizer(name)
+    frames = np.stack([_image(*hw, seed=k) for k in range(2)])
+    for mode, longest in (("images", 4 * s), ("video", s)):  # the released checkpoints' size / video_size
+        proc = SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": longest},
+                                        max_image_size={"longest_edge": s}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        ref = proc(images=[list(frames)], return_tensors="np")["pixel_values"]  # (1, F, 3, S, S)
+        ours, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, frames_mode=mode)
+        assert ours["pixel_values"].shape == ref.shape == (1, 2, 3, s, s)
+        np.testing.assert_allclose(ours["pixel_values"].numpy(), ref, atol=1e-5, rtol=0)
+        # a processor object's sizes are the ones used
+        bundle = SimpleNamespace(tokenizer=tok, image_processor=proc, video_processor=proc)
+        again, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=bundle, frames_mode=mode)
+        np.testing.assert_allclose(again["pixel_values"].numpy(), ref, atol=1e-5, rtol=0)

@@ -40,8 +40,9 @@ def get_adapter(model_or_config) -> ModelAdapter:
 
 
 # Importing the family modules registers them.
-from gasp.adapters import llava_next_video, llava_onevision, qwen2_5_vl, qwen2_vl, qwen3_vl  # noqa: E402,F401
-from gasp.adapters import internvl, qwen3_5  # noqa: E402,F401
-from gasp.adapters import gemma3, paligemma  # noqa: E402,F401
+from gasp.adapters import (  # noqa: E402,F401
+    gemma3, idefics3, internvl, llava, llava_next_video, llava_onevision, paligemma, qwen2_5_vl, qwen2_vl, qwen3_5,
+    qwen3_vl, smolvlm,
+)
 
 __all__ = ["ModelAdapter", "VisualLayout", "get_adapter", "register_adapter", "supported_model_types"]

@@ -19,6 +19,8 @@ ALIASES: dict[str, str] = {
     "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
     "gemma-3-4b": "google/gemma-3-4b-it",
     "paligemma2-3b": "google/paligemma2-3b-pt-224",
+    "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",              # LlavaConfig's documented checkpoint
+    "smolvlm2-2.2b": "HuggingFaceTB/SmolVLM2-2.2B-Instruct",  # SmolVLMConfig's documented checkpoint
 }
 
 

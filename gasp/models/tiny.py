@@ -27,6 +27,8 @@ from gasp.models import tiny_qwen3_5  # noqa: F401
 from gasp.models import tiny_internvl  # noqa: F401
 from gasp.models import tiny_gemma3  # noqa: F401,E402  registers tiny-gemma3
 from gasp.models import tiny_paligemma  # noqa: F401,E402  registers tiny-paligemma
+from gasp.models import tiny_llava  # noqa: F401,E402  registers tiny-llava
+from gasp.models import tiny_smolvlm  # noqa: F401,E402  registers tiny-smolvlm
 
 logger = logging.getLogger(__name__)
 
