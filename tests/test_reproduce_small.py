@@ -114,7 +114,7 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     for arm in "BCEF":
         assert len(res["runs"][arm][0]["val_head_pck"]["pck_mean"]) == n_layers
         assert any(v is not None for v in res["runs"][arm][0]["curves"]["l_corr"])
-    assert set(res["runs"]["C"][0]["probe"]["pck_at"]) == {"1", "4"}
+    assert set(res["runs"]["C"][0]["probe"]["pck_at"]) == {"1", "2", "4"}       # every threshold, delta 2 included
     for arm, s in res["summary"].items():
         for key in ("pck_mean", "pck_std", "rho", "same_texture_pck"):
             assert len(s[key]) == n_layers, (arm, key)
