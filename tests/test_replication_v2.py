@@ -2,12 +2,15 @@
 appearance matcher among them), linear heads (arm F), Q/K head pairs (arm E), extra PCK thresholds
 and the full-weight warm-up."""
 import json
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F_
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -316,3 +319,26 @@ def test_results_md_quotes_the_report_of_the_committed_json():
     assert {"uniform", "same_position", "appearance"} <= set(res["references"])
     assert set(res["summary"]) == {"base", "A", "B", "C", "D", "E", "F"}
     assert all(s["peak"]["pck"] is not None for s in res["summary"].values())
+
+
+def test_design_benchmark_study_never_uses_a_split_seed(tmp_path):
+    """scripts/design_benchmark.py: references and section-1 checks per camera setting, on design seeds only."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import design_benchmark
+
+    from gasp.experiment.plan import SPLIT_SEEDS, SPLIT_SEEDS_V2
+
+    assert design_benchmark.DESIGN_SEED not in {*SPLIT_SEEDS.values(), *SPLIT_SEEDS_V2.values()}
+    out = tmp_path / "design.json"
+    assert design_benchmark.main(["--out", str(out), "--scenes", "2", "--shake", "0", "10", "--pan", "0",
+                                  "--size", "112"]) == 0
+    res = json.loads(out.read_text())
+    assert [(r["shake_deg"], r["pan_deg"]) for r in res["rows"]] == [(0.0, 0.0), (10.0, 0.0)]
+    for r in res["rows"]:
+        assert len(r["targets"]) == 5 and r["all_met"] == all(t["met"] for t in r["targets"])
+        assert r["references"]["num_sequences"] == 2 and r["references"]["same_texture_sequences"] == 1
+        lo, hi = r["same_position_dt12_bootstrap_95"]
+        assert lo <= r["references"]["same_position"]["2"]["by_dt"]["12-24"] <= hi
+    still, shaken = (r["references"]["same_position"]["2"]["pooled"] for r in res["rows"])
+    assert shaken < still                                          # shake moves points away from their token
+    assert res["git_sha"] and res["design_seed"] == design_benchmark.DESIGN_SEED
