@@ -234,6 +234,20 @@ class ModelAdapter:
         return r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
     # ---- helpers shared by the families ------------------------------------------------
+    def _vision(self, name: str, default):
+        """A `vision_config` setting, or `default` without a config or without that key."""
+        return getattr(getattr(self.config, "vision_config", None), name, default)
+
+    def _check_square_input(self, height: int, width: int, size, token_px: float | None) -> None:
+        """Families that resize every frame, whole, to the vision tower's S x S input (`self.image_size`):
+        `size` may only restate S x S, and a frame must hold at least one token (`token_px` original-frame px)."""
+        s = self.image_size
+        if size is not None and tuple(size) != (s, s):
+            raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
+        if token_px is not None and min(height, width) < token_px:
+            raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token "
+                             f"({token_px:g} px)")
+
     def _check_mode(self, frames_mode: str | None) -> str:
         mode = frames_mode or self.frames_modes[0]
         if mode not in self.frames_modes:

@@ -55,17 +55,14 @@ class Gemma3Adapter(ModelAdapter):
     frames_modes = ("images",)
     vision_attr = "vision_tower"
 
-    def _vision(self, name: str, default: int) -> int:
-        return int(getattr(getattr(self.config, "vision_config", None), name, default))
-
     @property
     def image_size(self) -> int:
-        return self._vision("image_size", 896)
+        return int(self._vision("image_size", 896))
 
     def token_grid(self) -> tuple[int, int]:
         tokens = int(getattr(self.config, "mm_tokens_per_image", 256))
         t = int(round(tokens ** 0.5))
-        n = self.image_size // self._vision("patch_size", 14)
+        n = self.image_size // int(self._vision("patch_size", 14))
         if t * t != tokens or n % t:  # the projector's AvgPool2d would drop patches: boxes would be wrong
             raise ValueError(f"{n}x{n} patches do not pool evenly to mm_tokens_per_image={tokens}")
         return t, t
@@ -81,11 +78,8 @@ class Gemma3Adapter(ModelAdapter):
         frames = check_frames(frames)
         n_frames, height, width = frames.shape[:3]
         s = self.image_size
-        if size is not None and tuple(size) != (s, s):
-            raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
         h, w = self.token_grid()
-        if min(height, width) < s / h:
-            raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token")
+        self._check_square_input(height, width, size, s / h)
         tok = self._tokenizer(processor_or_tokenizer)
         cfg = self.config
         img = self._token_id(tok, "<image_soft_token>", getattr(cfg, "image_token_id", None))

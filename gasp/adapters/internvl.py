@@ -44,8 +44,7 @@ class InternVLAdapter(ModelAdapter):
     default_mean_std = (IMAGENET_MEAN, IMAGENET_STD)
 
     def _vision(self, name: str, default):
-        vc = getattr(self.config, "vision_config", None)
-        v = getattr(vc, name, default) if vc is not None else default
+        v = super()._vision(name, default)                # InternViT stores sizes as [h, w]
         return int(v[0] if isinstance(v, (list, tuple)) else v)
 
     @property

@@ -55,12 +55,8 @@ class LlavaAdapter(LlavaNextVideoAdapter):
         self._check_mode(frames_mode)
         frames = check_frames(frames)
         n_frames, height, width = frames.shape[:3]
-        s = self.image_size
-        if size is not None and tuple(size) != (s, s):
-            raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
-        tpx = self.token_pixels()
-        if min(height, width) < tpx:
-            raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token ({tpx:g} px)")
+        s, tpx = self.image_size, self.token_pixels()
+        self._check_square_input(height, width, size, tpx)
         tok = self._tokenizer(processor_or_tokenizer)
         cfg_id = self.default_image_token_id if self.config is None else getattr(self.config, "image_token_id", None)
         image_id = self._token_id(tok, "<image>", cfg_id)

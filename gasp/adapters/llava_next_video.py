@@ -56,12 +56,8 @@ class LlavaVideoAdapter(ModelAdapter):
         self._check_mode(frames_mode)
         frames = check_frames(frames)
         n_frames, height, width = frames.shape[:3]
-        s = self.image_size
-        if size is not None and tuple(size) != (s, s):
-            raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
-        tpx = self.token_pixels()
-        if min(height, width) < tpx:
-            raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token ({tpx:g} px)")
+        s, tpx = self.image_size, self.token_pixels()
+        self._check_square_input(height, width, size, tpx)
         tok = self._tokenizer(processor_or_tokenizer)
         cfg_id = getattr(self.config, "video_token_id", None) if self.config is not None else self.default_video_token_id
         video_id = self._token_id(tok, "<video>", cfg_id)

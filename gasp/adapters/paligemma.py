@@ -56,15 +56,12 @@ class PaliGemmaAdapter(ModelAdapter):
     dialogue_token_type = 1  # the answer is the suffix
     prefix_cache_exact = False  # the prompt is in the bidirectional prefix
 
-    def _vision(self, name: str, default: int) -> int:
-        return int(getattr(getattr(self.config, "vision_config", None), name, default))
-
     @property
     def image_size(self) -> int:
-        return self._vision("image_size", 224)
+        return int(self._vision("image_size", 224))
 
     def token_grid(self) -> tuple[int, int]:
-        n = self.image_size // self._vision("patch_size", 14)
+        n = self.image_size // int(self._vision("patch_size", 14))
         return n, n
 
     def attn_implementation(self):
@@ -81,11 +78,8 @@ class PaliGemmaAdapter(ModelAdapter):
         frames = check_frames(frames)
         n_frames, height, width = frames.shape[:3]
         s = self.image_size
-        if size is not None and tuple(size) != (s, s):
-            raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
         h, w = self.token_grid()
-        if min(height, width) < s / h:
-            raise ValueError(f"frames of {height}x{width} px are smaller than one {self.model_type} token")
+        self._check_square_input(height, width, size, s / h)
         tok = self._tokenizer(processor_or_tokenizer)
         self._token_id(tok, "<image>", getattr(self.config, "image_token_id", None))
         self._user_text(tok, prompt, "prompt")

@@ -70,10 +70,6 @@ class Qwen2VLAdapter(ModelAdapter):
     system_prompt = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
     # ---- config-derived sizes -------------------------------------------------------
-    def _vision(self, name: str, default):
-        vc = getattr(self.config, "vision_config", None)
-        return getattr(vc, name, default) if vc is not None else default
-
     @property
     def patch_size(self) -> int:
         return int(self._vision("patch_size", self.default_patch_size))

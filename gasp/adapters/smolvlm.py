@@ -111,10 +111,6 @@ class SmolVLMAdapter(ModelAdapter):
         return r".*text_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
     # ---- sizes ----------------------------------------------------------------------------
-    def _vision(self, name: str, default):
-        vc = getattr(self.config, "vision_config", None)
-        return getattr(vc, name, default) if vc is not None else default
-
     @property
     def image_size(self) -> int:
         return int(self._vision("image_size", self.default_image_size))
@@ -175,9 +171,8 @@ class SmolVLMAdapter(ModelAdapter):
             raise ValueError(f"fps must be positive, got {fps}")
         n_frames, height, width = frames.shape[:3]
         s = self.image_size
-        if size is not None and tuple(size) != (s, s):
-            raise ValueError(f"{self.model_type} takes {s}x{s} frames (its vision tower's input), not {tuple(size)}")
-        tpx = self.token_px  # any frame size works: the whole frame is resized to S x S
+        self._check_square_input(height, width, size, None)  # any frame size works: it is resized to S x S
+        tpx = self.token_px
         tok = self._tokenizer(processor_or_tokenizer)
         cfg_id = self.default_image_token_id if self.config is None else getattr(self.config, "image_token_id", None)
         image_id = self._token_id(tok, "<image>", cfg_id)
