@@ -316,7 +316,8 @@ def evaluate_layer(
     q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
 
     others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
-    kf = k.index_select(1, others).flatten(2, 3).float()              # (Hkv, F', P, D)
+    k_other = k.index_select(1, others)                                # (Hkv, F', h, w, D)
+    kf = k_other.flatten(2, 3).float()                                 # (Hkv, F', P, D)
     maps = None
     if custom:
         maps = similarity(q1, kf, "mean") if match == "cosine-mean" else softmax_mean(q1, kf, scale)  # (F', N, P)
@@ -328,7 +329,7 @@ def evaluate_layer(
         idx = maps.argmax(-1)                                          # (F', N)
         pred_rc, conf = torch.stack((idx // w, idx % w), dim=-1), confidence(q1, kf, scale)
     else:
-        pred_rc, conf = match_frames(q1, k.index_select(1, others), heads, scale)
+        pred_rc, conf = match_frames(q1, k_other, heads, scale)
     gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
     valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
     gt, valid = gt.to(pred_rc.device), valid.to(pred_rc.device)

@@ -18,21 +18,15 @@ import numpy as np
 import torch
 
 from probes.metrics import pixels_to_tokens, within_delta
-from probes.metrics import reference_pck as reference_pck_sequence
+from probes.metrics import reference_pck as sequence_reference
 from tracks.io import TrackReader
 
 TOKEN_PX = 28        # Qwen2.5-VL: 14 px patches merged 2 x 2; the test frames are rendered at the model's input size
 
 
-def sequence_reference(tracks: np.ndarray, visible: np.ndarray, query_frame: int, grid: tuple[int, int],
-                       token_size: float, delta: float = 2.0) -> dict[str, float]:
-    """Both references for one sequence (``probes.metrics.reference_pck``, which the probe also uses)."""
-    return reference_pck_sequence(tracks, visible, query_frame, grid, token_size, delta)
-
-
 def reference_pck(tracks_path: str | Path, grid: tuple[int, int], token_size: float,
                   delta: float = 2.0) -> dict[str, float]:
-    """Mean over the file's sequences (those with any valid pair) of `sequence_reference`."""
+    """Mean over the file's sequences (those with any valid pair) of `probes.metrics.reference_pck`."""
     per: list[dict[str, float]] = []
     with TrackReader(tracks_path) as reader:
         for i in range(len(reader)):

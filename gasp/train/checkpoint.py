@@ -117,13 +117,6 @@ def remove_stale_temporaries(out: str | Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | Path, peft_model, heads, optimizer, scheduler, rank: int = 0,
-                    num_processes: int = 1) -> dict:
-    """Restore weights, optimizer, scheduler and this process's RNG from `path`; returns {"step", "micro"}."""
-    load_weights(path, peft_model, heads)
-    return load_training_state(path, optimizer, scheduler, rank, num_processes)
-
-
 def load_weights(path: str | Path, peft_model, heads) -> None:
     """The LoRA adapter and heads of checkpoint `path` into (unsharded) modules."""
     from peft.utils import set_peft_model_state_dict
