@@ -65,6 +65,8 @@ import torch
 from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import AttentionInterface
 
+from gasp.adapters.base import attention_layers  # the one definition of a softmax-attention layer
+
 logger = logging.getLogger(__name__)
 
 OnLayer = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -102,15 +104,6 @@ def _owner_of(model: torch.nn.Module, layers: torch.nn.ModuleList) -> torch.nn.M
         if getattr(m, "layers", None) is layers:
             return m
     raise ValueError("could not find the module that owns the decoder layers inside the model")
-
-
-def attention_layers(decoder_layers: Sequence[torch.nn.Module]) -> list[int]:
-    """Indices of the softmax-attention layers (those with ``self_attn``).
-
-    Hybrid LLMs (Qwen3.5: Gated DeltaNet ``linear_attn`` in three of four layers) have no
-    query-key softmax in the other layers, so there is nothing the probe's Q/K would mean there.
-    """
-    return [i for i, layer in enumerate(decoder_layers) if hasattr(layer, "self_attn")]
 
 
 def _resolve_layers(requested: Sequence[int] | None, n: int, allowed: Sequence[int] | None = None) -> list[int]:

@@ -78,6 +78,15 @@ class VisualLayout:
         return (xy + 0.5) / scale - 0.5
 
 
+def attention_layers(decoder_layers) -> list[int]:
+    """Indices of the softmax-attention layers (those with ``self_attn``).
+
+    Hybrid LLMs (Qwen3.5: Gated DeltaNet ``linear_attn`` in three of four layers) have no
+    query-key softmax in the other layers, so there is nothing the probe's Q/K would mean there.
+    """
+    return [i for i, layer in enumerate(decoder_layers) if hasattr(layer, "self_attn")]
+
+
 class ModelAdapter:
     """Per-family knowledge. Subclasses set `model_type`, `frames_modes` and implement `prepare_inputs`."""
 
@@ -206,7 +215,9 @@ class ModelAdapter:
     def layer_kinds(self, model) -> list[str]:
         """Per decoder layer "full" (softmax attention, ``self_attn``: probed) or "linear"
         (a hybrid LLM's linear-attention layer, e.g. Qwen3.5's Gated DeltaNet: not probed)."""
-        return ["full" if hasattr(layer, "self_attn") else "linear" for layer in self.decoder_layers(model)]
+        layers = self.decoder_layers(model)
+        full = set(attention_layers(layers))
+        return ["full" if i in full else "linear" for i in range(len(layers))]
 
     def vision_tower(self, model) -> torch.nn.Module:
         return getattr(self.inner_model(model), self.vision_attr)
