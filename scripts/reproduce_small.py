@@ -1,14 +1,15 @@
 """Does GASP work? The paper's Figure 3 and ablation as a controlled small-scale run on CPU (issue 5).
 
-    python scripts/reproduce_small.py --out runs/v2                         # issue 9's run: 2 seeds x arms A-F
-    python scripts/reproduce_small.py --out runs/v2_quick --quick           # one seed, a smaller model (minutes)
+    python scripts/reproduce_small.py --out runs/v3                         # issue 9's second run: 2 seeds x arms A-F
+    python scripts/reproduce_small.py --out runs/v3_quick --quick           # one seed, a smaller model (minutes)
     python scripts/reproduce_small.py --out runs/smoke --smoke              # seconds; what the test runs
-    python scripts/reproduce_small.py --out runs/v2_gpu --preset gpu --device cuda   # the larger preset, one GPU
+    python scripts/reproduce_small.py --out runs/v3_gpu --preset gpu --device cuda   # the larger preset, one GPU
+    python scripts/reproduce_small.py --out runs/v2 --preset v2             # issue 9's first run (docs/results/v2)
     python scripts/reproduce_small.py --out runs/small --preset v1          # issue 5's run (docs/results/small)
 
 Arms A (LM only), B (+corr), C (+corr+depth), D (corr+depth on Q/K directly), E (C on Q/K head
 pairs) and F (C with linear heads) from one shared LM warm-up; the model, splits, the validation
-sweep and every hyperparameter are fixed in `gasp/experiment/plan.py` (docs/results/v2/PLAN.md).
+sweep and every hyperparameter are fixed in `gasp/experiment/plan.py` (docs/results/v3/PLAN.md).
 Writes OUT/results.json (every number, seeds, plan, trainer configs, git SHA, timings),
 OUT/figure3.png/.pdf (all arms overlaid) and OUT/qa_table.md.
 """
@@ -24,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def plan_sha() -> str | None:
-    """The last commit that touched docs/results/v2/PLAN.md (the pre-registration), if git knows it."""
+def plan_sha(doc: str) -> str | None:
+    """The last commit that touched the plan's pre-registration (e.g. docs/results/v3/PLAN.md), if git knows it."""
     import subprocess
 
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%H", "--", "docs/results/v2/PLAN.md"], cwd=ROOT,
+        out = subprocess.run(["git", "log", "-1", "--format=%H", "--", doc], cwd=ROOT,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller model, fewer scenes and steps (minutes)")
     size.add_argument("--smoke", action="store_true", help="a minimal run for the tests (seconds)")
-    size.add_argument("--preset", help="a preset by name (full, quick, smoke, v1, v1-quick, v1-smoke); "
-                                       "v1 re-makes issue 5's run")
+    size.add_argument("--preset", help="a preset by name (full, quick, smoke, gpu, v2, v1, v1-quick, "
+                                       "v1-smoke); v2 and v1 re-make earlier runs")
     ap.add_argument("--device", help="where the warm-up, probes and QA run (default: cuda if available, else cpu); "
                                      "the arms train on accelerate's device. With --device cpu on a GPU machine, "
                                      "also set CUDA_VISIBLE_DEVICES= to keep training on the CPU")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     info = run_info()                     # the code that runs: taken now, not after an hour of edits
-    info["plan_sha"] = plan_sha()
+    info["plan_sha"] = plan_sha(plan.plan_doc)
     try:
         import torch
 

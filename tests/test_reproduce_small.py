@@ -103,7 +103,7 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     n_layers = res["plan"]["num_hidden_layers"]
     assert res["seeds"] == [0] and res["git_sha"] and res["plan"]["preset"] == "smoke"
     assert set(res["summary"]) == {"base", "A", "B", "C", "D", "E", "F"}
-    assert res["plan"]["version"] == 2 and res["plan_sha"]                      # v2 records its PLAN.md commit
+    assert res["plan"]["version"] == 3 and res["plan_sha"]                      # v3 records its PLAN.md commit
     assert set(res["references"]) >= {"uniform", "same_position", "appearance", "motion_by_dt", "visible_at_max_dt"}
     assert res["sweep"]["chosen"] in [{"lr": lr, "lora_r": r} for lr, r in res["plan"]["sweep"]]
     chosen = res["sweep"]["chosen"]

@@ -222,6 +222,11 @@ class ModelAdapter:
     def vision_tower(self, model) -> torch.nn.Module:
         return getattr(self.inner_model(model), self.vision_attr)
 
+    def visual_tokens(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T*h*w, d) the visual tokens as the LLM receives them, with grad (vision pre-training)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no visual_tokens; "
+                                  "vision pre-training supports the Qwen2-VL / Qwen2.5-VL adapters")
+
     def text_config(self, model):
         cfg = getattr(self.unwrap(model), "config", model)
         return cfg.get_text_config()

@@ -69,6 +69,16 @@ class Qwen2VLAdapter(ModelAdapter):
     default_max_tokens = 1280
     system_prompt = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
+    def visual_tokens(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T*h*w, d) the visual tokens as the LLM receives them (vision tower + merger), grid-major
+        then row-major like `VisualLayout`; differentiable, so the tower can be trained on them."""
+        inner = self.inner_model(model)
+        if "pixel_values_videos" in inputs:
+            out = inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        else:
+            out = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        return torch.cat(list(out.pooler_output))
+
     # ---- config-derived sizes -------------------------------------------------------
     @property
     def patch_size(self) -> int:

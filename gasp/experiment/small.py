@@ -4,9 +4,11 @@
 
 1. data     train / val / test tracks (`Plan.split_seeds`) and the instruction data written
             from the train scenes (`gasp.data.synthetic_instruct`).
-2. warm-up  a random Qwen2.5-VL (`plan.model_overrides`) saved to OUT/base_init, LM-only
-            training on the instruction data (`gasp.train.recipe`, seed 0), the LoRA merged into
-            the weights and saved as OUT/base: the common starting point of every arm.
+2. warm-up  a random Qwen2.5-VL (`plan.model_overrides`) saved to OUT/base_init; v3 first trains
+            its vision tower on correspondence over the train split (`vision_pretrain`,
+            OUT/vision_pretrained); then LM-only training on the instruction data (v1: LoRA,
+            merged; v2/v3: `warmup.full_warmup`, v3 with the vision tower frozen), saved as
+            OUT/base: the common starting point of every arm.
 3. arms     `gasp.train.recipe.train` per arm and seed from OUT/base (OUT/arms/ARM/seedS); the
             recipe's own end-of-run probe uses the validation split only.
 4. test     once per trained arm: the probe exactly as a user runs it (`probes.runner.run_probe`
@@ -100,12 +102,19 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
         return base
     init = out / "base_init"
     save_tiny(TINY_FAMILY, init, seed=0, **plan.model_overrides())
+    s = plan.image_size
+    if plan.vision_pretrain_steps:      # v3: a vision tower that already matches points, like a pre-trained one
+        from gasp.experiment.vision_pretrain import pretrain_vision
+
+        init = pretrain_vision(init, data["train"], out, steps=plan.vision_pretrain_steps, lr=plan.vision_pretrain_lr,
+                               size=(s, s), min_frames=plan.min_frames, max_frames=plan.max_frames,
+                               radius=plan.radius, seed=0, say=say, device=device)
     if plan.warmup == "full":
         from gasp.experiment.warmup import full_warmup
 
-        s = plan.image_size
         return full_warmup(init, data["instruct"], out, steps=plan.warmup_steps, lr=plan.warmup_lr, size=(s, s),
-                           num_frames=plan.qa_frames, seed=0, say=say, device=device)
+                           num_frames=plan.qa_frames, seed=0, say=say, device=device,
+                           train_vision=plan.warmup_vision)
     cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps, ["loss.corr=false", "loss.depth=false",
                                                                         f"optim.lr={plan.warmup_lr}"])
     train(cfg)
@@ -168,6 +177,21 @@ def run_sweep(plan: Plan, data: dict[str, Path], base: Path, out: Path,
            "rows": rows, "chosen": {"lr": best["lr"], "lora_r": best["lora_r"]}}
     path.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def feature_table(plan: Plan, data: dict[str, Path], out: Path) -> dict[str, list]:
+    """Validation PCK@2 per layer of cosine matching on the raw normed hidden states (`head_probe.feature_pck`):
+    the random init, the vision-pre-trained model (v3) and the warm-up base."""
+    from gasp.experiment.head_probe import feature_pck
+    from gasp.models import load_model
+
+    s = plan.image_size
+    rows = {}
+    for name in ("base_init", "vision_pretrained", "base"):
+        if (out / name / "config.json").exists():
+            model, proc, ad = load_model(str(out / name))
+            rows[name] = feature_pck(model, proc, ad, data["val"], size=(s, s))["pck_mean"]
+    return rows
 
 
 def same_texture_keys(tracks_path: Path) -> set[str]:
@@ -261,7 +285,14 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
         references = benchmark_references(data["test"], TOKEN_PX, same_keys=same)
     t = time.time()
     base = warmup(plan, data, out, say, device)
-    timings["warmup_s"] = time.time() - t
+    timings["warmup_s"] = time.time() - t     # v3: vision pre-training included
+    val_features = None
+    if plan.version >= 3:              # what the features carry before any arm (validation split, no head)
+        t = time.time()
+        val_features = feature_table(plan, data, out)
+        timings["val_features_s"] = time.time() - t
+        say("validation feature PCK@2 per layer: " + "; ".join(
+            f"{k} " + ", ".join(f"{v:.2f}" for v in row) for k, row in val_features.items()))
     sweep, chosen = None, {}
     if plan.sweep:
         t = time.time()
@@ -306,6 +337,11 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
     warmup_cfg = yaml.safe_load(wcfg.read_text()) if wcfg.exists() else {"warmup": "full", "steps": plan.warmup_steps,
                                                                           "lr": plan.warmup_lr}
     extra = {"references": references, "sweep": sweep} if plan.version >= 2 else {}
+    if val_features is not None:
+        extra["val_features"] = val_features
+    if (out / "vision_metrics.jsonl").exists():
+        rows = [json.loads(ln) for ln in (out / "vision_metrics.jsonl").read_text().splitlines() if ln.strip()]
+        extra["vision_curve"] = {"step": [r["step"] for r in rows], "l_corr": [r["l_corr"] for r in rows]}
     if plan.version >= 2 and (out / "warmup_metrics.jsonl").exists():
         rows = [json.loads(ln) for ln in (out / "warmup_metrics.jsonl").read_text().splitlines() if ln.strip()]
         extra["warmup_curve"] = {"step": [r["step"] for r in rows], "loss": [r["loss"] for r in rows]}
