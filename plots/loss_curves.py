@@ -1,6 +1,6 @@
 """L_corr and L_depth training curves per arm of a replication run (issue 9, sec. 3).
 
-    python plots/loss_curves.py docs/results/v2/results.json --out docs/results/v2/loss_curves.png
+    python plots/loss_curves.py docs/results/v3/results.json --out docs/results/v3/loss_curves.png
 
 One panel per loss term. Per arm: the mean over seeds of the term at each geometric step
 (LM steps carry no L_corr), smoothed by a running mean over `--smooth` geometric steps, with

@@ -1,9 +1,9 @@
-"""Probe the shipped checkpoints of the v2 small replication and check them against RESULTS.md.
+"""Probe the shipped checkpoints of the v3 small replication and check them against RESULTS.md.
 
     python scripts/demo.py --out runs/demo                   # README command (1)
     python scripts/demo.py --out runs/demo --check           # exit 1 if a peak PCK moved by > 0.02
 
-The base model and LoRA adapters in checkpoints/gasp-v2 (see its manifest.json) are probed on
+The base model and LoRA adapters in checkpoints/gasp-v3 (see its manifest.json) are probed on
 their test split, re-rendered exactly as `scripts/reproduce_small.py` made it. Each model's
 peak-layer PCK@2 is printed beside the number the replication reported, with three model-free
 references. Writes OUT/LABEL/ (each probe), OUT/figure3.png/.pdf and OUT/compare.json.
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHIPPED = ROOT / "checkpoints" / "gasp-v2"
+SHIPPED = ROOT / "checkpoints" / "gasp-v3"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Export a finished small replication's base model and arm adapters as the shipped checkpoints.
 
-    python scripts/export_small.py runs/v2 --arms A C D F            # -> checkpoints/gasp-v2 (seed 0)
+    python scripts/export_small.py runs/v3 --arms A C D E            # -> checkpoints/gasp-v3 (seed 0)
     python scripts/export_small.py runs/small --dest DIR --arms A C D --seed 1
 
 float16 safetensors plus manifest.json (source command, git SHA, plan, the reported test numbers);
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="output folder of scripts/reproduce_small.py")
-    ap.add_argument("--dest", default=str(ROOT / "checkpoints" / "gasp-v2"))
+    ap.add_argument("--dest", default=str(ROOT / "checkpoints" / "gasp-v3"))
     ap.add_argument("--arms", nargs="+", default=["A", "C", "D"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", help="provenance note stored in manifest.json (e.g. a correction to the run's record)")

@@ -1,6 +1,6 @@
-"""Publish a finished v2 replication (issue 9) into docs/: the JSON, then everything drawn from it.
+"""Publish a finished v2/v3 replication (issue 9) into docs/: the JSON, then everything drawn from it.
 
-    python scripts/publish_results.py runs/v2 --dest docs/results/v2
+    python scripts/publish_results.py runs/v3 --dest docs/results/v3
 
 1. DEST/results.json: RUN/results.json with the per-question QA lists dropped (their accuracies
    stay) and the model-free references of the VALIDATION split added (`references_val`,
@@ -31,7 +31,7 @@ def _drop_questions(obj):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="output folder of scripts/reproduce_small.py (a v2 preset)")
-    ap.add_argument("--dest", default=str(ROOT / "docs" / "results" / "v2"))
+    ap.add_argument("--dest", default=str(ROOT / "docs" / "results" / "v3"))
     a = ap.parse_args(argv)
     run, dest = Path(a.run), Path(a.dest)
     src = run / "results.json"

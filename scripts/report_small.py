@@ -1,5 +1,6 @@
 """Print the markdown tables of a finished small replication (what RESULTS.md quotes).
 
+    python scripts/report_small.py                     # the committed v3 run: docs/results/v3
     python scripts/report_small.py runs/small > tables.md
 """
 from __future__ import annotations
@@ -9,12 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", help="output folder of scripts/reproduce_small.py")
+    ap.add_argument("run", nargs="?", default=str(ROOT / "docs" / "results" / "v3"),
+                    help="a folder with results.json: a scripts/reproduce_small.py output or a published "
+                         "docs/results/vN (default %(default)s)")
     a = ap.parse_args(argv)
     path = Path(a.run) / "results.json"
     if not path.is_file():

@@ -304,21 +304,30 @@ def test_replication_targets_v2_apply_the_conditions():
     assert got["C Y(Δt=24) ≥ 0.7"] is None and got["C ≥ A on camera-motion QA"] is False
 
 
-def test_results_md_quotes_the_report_of_the_committed_json():
-    """RESULTS.md's v2 tables are scripts/report_small.py's output on docs/results/v2/results.json."""
-    from pathlib import Path
-
+@pytest.mark.parametrize("version", [2, 3])
+def test_published_tables_are_the_report_of_the_committed_json(version):
+    """docs/results/vN/tables.md is scripts/report_small.py's output on docs/results/vN/results.json."""
     from gasp.experiment.report import report
 
-    root = Path(__file__).resolve().parents[1]
-    res = json.loads((root / "docs" / "results" / "v2" / "results.json").read_text())
-    md = report(res)
-    assert md == (root / "docs" / "results" / "v2" / "tables.md").read_text()
-    assert md in (root / "RESULTS.md").read_text()
+    res = json.loads((ROOT / "docs" / "results" / f"v{version}" / "results.json").read_text())
+    assert report(res) == (ROOT / "docs" / "results" / f"v{version}" / "tables.md").read_text()
+    assert res["plan"]["version"] == version
     assert res["plan_sha"] and res["git_sha"].startswith(res["plan_sha"])        # the run ran the plan's commit
     assert {"uniform", "same_position", "appearance"} <= set(res["references"])
     assert set(res["summary"]) == {"base", "A", "B", "C", "D", "E", "F"}
     assert all(s["peak"]["pck"] is not None for s in res["summary"].values())
+
+
+def test_results_md_quotes_the_v3_tables_and_report_small_prints_them(capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import report_small
+
+    tables = (ROOT / "docs" / "results" / "v3" / "tables.md").read_text()
+    assert tables in (ROOT / "RESULTS.md").read_text()
+    assert report_small.main([]) == 0                                          # default: the committed v3 JSON
+    assert capsys.readouterr().out == tables + "\n"
+    res = json.loads((ROOT / "docs" / "results" / "v3" / "results.json").read_text())
+    assert set(res["val_features"]) == {"base_init", "vision_pretrained", "base"}
 
 
 def test_design_benchmark_study_never_uses_a_split_seed(tmp_path):

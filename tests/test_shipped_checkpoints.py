@@ -1,6 +1,6 @@
-"""The checkpoints shipped in checkpoints/gasp-v2 (issue 9): re-probing them reproduces the reported numbers.
+"""The checkpoints shipped in checkpoints/gasp-v3 (issue 9): re-probing them reproduces the reported numbers.
 
-This is README command (1)'s probe (`scripts/demo.py`) on the full test split of the v2 replication.
+This is README command (1)'s probe (`scripts/demo.py`) on the full test split of the v3 replication.
 """
 import json
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "checkpoints" / "gasp-v2"
+SHIPPED = ROOT / "checkpoints" / "gasp-v3"
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 
@@ -19,7 +19,7 @@ def test_shipped_checkpoints_are_small_safetensors_with_a_manifest():
     assert {p.suffix for p in files} <= {".safetensors", ".json", ".jinja"}
     man = json.loads((SHIPPED / "manifest.json").read_text())
     assert {"A", "C", "D"} <= set(man["models"]) and len(set(man["models"]) & {"E", "F"}) == 1
-    assert man["source"]["git_sha"] and man["plan"]["preset"] == "full" and man["plan"]["version"] == 2
+    assert man["source"]["git_sha"] and man["plan"]["preset"] == "full" and man["plan"]["version"] == 3
     reported = json.loads((ROOT / man["results"]).read_text())
     for arm, m in man["models"].items():
         assert (SHIPPED / m["adapter"] / "adapter_model.safetensors").is_file()

@@ -2,8 +2,9 @@
 
 Everything that determines the numbers is fixed here, in code, before any test number is
 seen; nothing is tuned on the test split. Three presets share one plan and differ only in
-size: "full" (the reported run, about an hour on 2 CPU cores for 3 seeds), "quick" (the
-acceptance check, a few minutes for one seed) and "smoke" (the test suite, seconds).
+size: "full" (issue 9's v3 run, docs/results/v3/PLAN.md; 96.5 min measured on 2 CPU cores
+for 2 seeds), "quick" (the acceptance check, minutes for one seed) and "smoke" (the test
+suite, seconds). "v2" and "v1" re-make the earlier runs; "gpu" sizes v3 for one GPU.
 
 Splits, disjoint by seed range (`tracks.synthetic.make_synthetic_file`, scene i of a file
 with base seed S is rendered from `SeedSequence(S).generate_state(n)[i]` and named

@@ -196,6 +196,24 @@ def val_heads_table(res: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+FEATURE_ROWS = {"base_init": "random init", "vision_pretrained": "vision pre-trained (v3)", "base": "warm-up base"}
+
+
+def features_table(res: dict[str, Any]) -> str:
+    """v3's `val_features`: validation PCK@2 of cosine matching on the raw normed hidden states, no head."""
+    feats = res.get("val_features") or {}
+    if not feats:
+        return ""
+    n = len(next(iter(feats.values())))
+    rows = ["| model | " + " | ".join(f"L{i}" for i in range(n)) + " |", "|---|" + "---|" * n]
+    rows += [f"| {FEATURE_ROWS.get(k, k)} | " + " | ".join(_ms(x, nd=3) for x in v) + " |" for k, v in feats.items()]
+    ref = res.get("references_val") or {}
+    if ref:
+        rows += ["", "Validation references (mean over sequences): " + ", ".join(
+            f"{k} {ref[k]['2']['mean']:.3f}" for k in ("uniform", "same_position", "appearance") if k in ref) + "."]
+    return "\n".join(rows) + "\n"
+
+
 def thresholds_table(res: dict[str, Any]) -> str:
     """Peak-layer PCK at delta 1, 2 and 4 (mean ± std over seeds, at the arm's PCK@2 peak layer)."""
     import numpy as np
@@ -285,6 +303,8 @@ def report_v2(res: dict[str, Any]) -> str:
         "### PCK@2 per layer, the model's own post-RoPE Q/K\n", layer_table(res, "pck_mean", "pck_seed_std"),
         "### ρ per layer\n", layer_table(res, "rho", "rho_std"),
         "### Head-space PCK@2 per layer, validation split\n", val_heads_table(res),
+        *(["### Feature PCK@2 per layer, validation split (raw normed hidden states, no head)\n",
+           features_table(res)] if res.get("val_features") else []),
         "### Head-space PCK@2 per layer, test split\n", layer_table(res, "head_pck", "head_pck_seed_std"),
         "### Same-texture-at-two-depths subset, PCK@2 per layer\n", layer_table(res, "same_texture_pck"),
         "### Spatial QA (option log-likelihood)\n", res["qa_table"],

@@ -1,6 +1,6 @@
 """Export the small replication's checkpoints that ship with the repository (issues 5 and 9).
 
-    export_checkpoints("runs/v2", "checkpoints/gasp-v2", arms=("A", "C", "D", "E"), seed=0)
+    export_checkpoints("runs/v3", "checkpoints/gasp-v3", arms=("A", "C", "D", "E"), seed=0)
 
 DEST/base is the warm-up model (what every arm starts from), DEST/arm_<ARM> are peft LoRA
 adapters on it (the heads are dropped, as at inference). Tensors are stored as
@@ -126,7 +126,8 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
     manifest = {
         "what": "small Qwen2.5-VL-architecture model after the shared LM warm-up (base) and LoRA adapters of "
                 "the replication's arms; tensors stored as float16, probed in fp32",
-        "results": "docs/results/v2/results.json" if res["plan"].get("version", 1) >= 2 else "docs/results/small",
+        "results": (f"docs/results/v{res['plan']['version']}/results.json" if res["plan"].get("version", 1) >= 2
+                    else "docs/results/small"),
         "source": {k: res.get(k) for k in ("command", "preset", "git_sha", "gasp_version", "torch", "transformers")},
         "plan": res["plan"],
         "test_split": {"seed": Plan(**res["plan"]).split_seeds["test"], "digest": tracks_digest(res["data"]["test"])},
