@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from gasp.experiment.baselines import TOKEN_PX, benchmark_references
     from gasp.experiment.head_probe import feature_pck, head_pck
     from gasp.experiment.plan import ARMS, Plan
-    from gasp.experiment.small import _config
+    from gasp.experiment.small import _config, read_jsonl
     from gasp.models import load_model
     from gasp.qk_heads import load_heads
     from gasp.train.recipe import train
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             hp = head_pck(model, proc, ad, load_heads(ck / "heads"), data["val"], size=size)
             curve.append({"step": step, "val_head_pck": hp["pck_mean"]})
             print(f"step {step}: val head-space PCK@2 " + ", ".join(f"{v:.3f}" for v in hp["pck_mean"]), flush=True)
-        rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        rows = read_jsonl(d / "metrics.jsonl")
         result["steps"] = {"arm": "C", "seed": 0, "train_s": time.time() - t, "curve": curve,
                            "val_qk_pck_final": (summary.get("results") or {}).get("pck_mean"),
                            "l_corr": [[r["step"], r["l_corr"]] for r in rows if r.get("l_corr") is not None],

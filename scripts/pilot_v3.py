@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from gasp.experiment.plan import make_plan
     from gasp.experiment.qa_eval import build_questions, score
-    from gasp.experiment.small import feature_table, make_split, train_arm, val_head_pck, warmup
-    from gasp.data.synthetic_instruct import render_scenes, write_synthetic_instruct
+    from gasp.experiment.small import feature_table, make_instruct, make_split, train_arm, val_head_pck, warmup
     from gasp.models import load_model
     from gasp.runinfo import run_info, write_json_atomic
     from tracks.synthetic import make_synthetic_file
@@ -40,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "data").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = {k: make_split(plan, k, out / "data" / f"{k}.h5") for k in ("train", "val")}
-    data["instruct"] = out / "data" / "instruct" / "instruct.json"
-    if not data["instruct"].exists():
-        write_synthetic_instruct(render_scenes(plan.instruct_scenes, plan.split_seeds["instruct"],
-                                               plan.scene_config(plan.instruct_frames)),
-                                 data["instruct"].parent, num_frames=plan.qa_frames, seed=0)
+    data["instruct"] = make_instruct(plan, out / "data" / "instruct" / "instruct.json", data["train"])
     base = warmup(plan, data, out, say=print)
     feats = feature_table(plan, data, out)
     for k, row in feats.items():

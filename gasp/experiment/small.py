@@ -61,22 +61,27 @@ def make_split(plan: Plan, split: str, path: Path, progress=None) -> Path:
     return path
 
 
-def make_data(plan: Plan, root: Path) -> dict[str, Path]:
-    """Render the three splits and the instruction data (skipped where already there)."""
+def make_instruct(plan: Plan, path: Path, train: Path) -> Path:
+    """Write the instruction data to `path` (skipped where already there); `train` is the train split."""
     from gasp.data.synthetic_instruct import (
         render_scenes,
         scenes_from_tracks,
         write_synthetic_instruct,
     )
 
-    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in SPLIT_SPECS}
-    paths["instruct"] = root / "instruct" / "instruct.json"
-    if not paths["instruct"].exists():
+    if not path.exists():
         # v1: questions about the train scenes; v2: scenes of their own seed range, many more of them
         scenes = (render_scenes(plan.instruct_scenes, plan.split_seeds["instruct"],
                                 plan.scene_config(plan.instruct_frames))
-                  if plan.instruct_scenes else scenes_from_tracks(paths["train"]))
-        write_synthetic_instruct(scenes, paths["instruct"].parent, num_frames=plan.qa_frames, seed=0)
+                  if plan.instruct_scenes else scenes_from_tracks(train))
+        write_synthetic_instruct(scenes, path.parent, num_frames=plan.qa_frames, seed=0)
+    return path
+
+
+def make_data(plan: Plan, root: Path) -> dict[str, Path]:
+    """Render the three splits and the instruction data (skipped where already there)."""
+    paths = {k: make_split(plan, k, root / f"{k}.h5") for k in SPLIT_SPECS}
+    paths["instruct"] = make_instruct(plan, root / "instruct" / "instruct.json", paths["train"])
     return paths
 
 
@@ -136,9 +141,14 @@ def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int
     return out / f"checkpoint-{steps}", summary.get("results") or {}, to_dict(cfg)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a metrics JSONL file (blank lines skipped)."""
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
 def loss_curves(run_dir: Path) -> dict[str, list]:
     """The run's metrics.jsonl as columns: step and each loss term (None where a step did not compute it)."""
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     return {k: [r.get(k) for r in rows] for k in ("step", "l_lm", "l_corr", "l_depth")}
 
 
@@ -340,10 +350,10 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
     if val_features is not None:
         extra["val_features"] = val_features
     if (out / "vision_metrics.jsonl").exists():
-        rows = [json.loads(ln) for ln in (out / "vision_metrics.jsonl").read_text().splitlines() if ln.strip()]
+        rows = read_jsonl(out / "vision_metrics.jsonl")
         extra["vision_curve"] = {"step": [r["step"] for r in rows], "l_corr": [r["l_corr"] for r in rows]}
     if plan.version >= 2 and (out / "warmup_metrics.jsonl").exists():
-        rows = [json.loads(ln) for ln in (out / "warmup_metrics.jsonl").read_text().splitlines() if ln.strip()]
+        rows = read_jsonl(out / "warmup_metrics.jsonl")
         extra["warmup_curve"] = {"step": [r["step"] for r in rows], "loss": [r["loss"] for r in rows]}
     return {**extra, "runs": runs, "timings": timings, "data": {k: str(v) for k, v in data.items()}, "warmup_config": warmup_cfg,
             "num_questions": len(questions), "same_texture_sequences": sorted(same)}

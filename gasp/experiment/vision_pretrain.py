@@ -16,10 +16,7 @@ Writes OUT/vision_pretrained (save_pretrained) and OUT/vision_metrics.jsonl (los
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,9 +41,9 @@ def pretrain_vision(init: str | Path, train_tracks: str | Path, out: str | Path,
                     device: str = "cpu") -> Path:
     """Train the vision tower of the model at `init` with L_corr on its output; returns the saved folder.
 
-    AdamW, linear warm-up then cosine decay, clipping at 1.0, one geometric sample per step."""
-    from transformers import get_cosine_schedule_with_warmup
-
+    `warmup.optimize`: AdamW, linear warm-up then cosine decay, clipping at 1.0, one geometric
+    sample per step."""
+    from gasp.experiment.warmup import optimize
     from gasp.losses import gasp_losses
     from gasp.models import load_model
     from gasp.train.geo_batch import geo_targets
@@ -62,35 +59,19 @@ def pretrain_vision(init: str | Path, train_tracks: str | Path, out: str | Path,
     model, proc, adapter = load_model(str(init), seed=seed, device=device)
     model.requires_grad_(False)
     tower = adapter.vision_tower(model).train().requires_grad_(True)
-    params = list(tower.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, max(1, int(warmup_frac * steps)), steps)
     stream = GeoStream(train_tracks, grid=grid, min_frames=min_frames, max_frames=max_frames, radius=radius,
                        seed=seed)
     out.mkdir(parents=True, exist_ok=True)
-    t0, recent = time.time(), []
-    with (out / "vision_metrics.jsonl").open("w") as f:
-        for step in range(steps):
-            seq = stream[step]
-            emb, layout = visual_embeddings(model, adapter, proc, seq, size, device)
-            t = geo_targets(seq, layout).to(device)
-            loss = gasp_losses(emb, t.anchor_tok, t.gt_tok, t.valid, t.gt_depth, t.tok_depth,
-                               query_frame=t.query_frame)["l_corr"]
-            loss.backward()
-            lv = loss.item()
-            gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            recent.append(lv)
-            f.write(json.dumps({"step": step + 1, "l_corr": round(lv, 5), "grad_norm": round(float(gn), 4),
-                                "lr": sched.get_last_lr()[0]}) + "\n")
-            if say and ((step + 1) % max(1, steps // 10) == 0 or step + 1 == steps):
-                say(f"vision pre-training step {step + 1}/{steps}: mean L_corr {sum(recent) / len(recent):.3f} "
-                    f"({time.time() - t0:.0f} s)")
-                recent = []
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"vision pre-training L_corr became {lv} at step {step + 1}; lower the lr")
+
+    def step_loss(step: int) -> torch.Tensor:
+        seq = stream[step]
+        emb, layout = visual_embeddings(model, adapter, proc, seq, size, device)
+        t = geo_targets(seq, layout).to(device)
+        return gasp_losses(emb, t.anchor_tok, t.gt_tok, t.valid, t.gt_depth, t.tok_depth,
+                           query_frame=t.query_frame)["l_corr"]
+
+    optimize(list(tower.parameters()), step_loss, steps=steps, lr=lr, metrics=out / "vision_metrics.jsonl",
+             key="l_corr", label="vision pre-training", hint="lower the lr", warmup_frac=warmup_frac, say=say)
     model.eval()
     tmp = out / "vision_pretrained.partial"
     model.save_pretrained(tmp)
