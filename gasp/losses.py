@@ -5,7 +5,8 @@ pass. The trainer combines them as L = L_LM + lambda_c L_corr + lambda_d L_depth
 
 Shape vocabulary:
     L  layers carrying a correspondence head
-    F  frames of the sequence (a = `query_frame` is the anchor frame, normally 0)
+    F  frames of the sequence (a = `query_frame` is the anchor frame, normally 0; an (N,) tensor
+       gives each anchor its own frame, for tracks whose points were queried in different frames)
     N  anchors (query points placed in frame a)
     h x w  token grid per frame, P = h*w tokens per frame
     M  = F*P visual tokens of the sequence, frame-major then row-major
@@ -95,8 +96,11 @@ def _check(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, query_frame, tau
                              f"got {tuple(t.shape)}")
     if valid.dtype != torch.bool:
         raise TypeError(f"valid must be bool, got {valid.dtype}")
-    if not 0 <= query_frame < nf:
-        raise ValueError(f"query_frame {query_frame} outside the {nf} frames")
+    qf = torch.as_tensor(query_frame)
+    if qf.ndim not in (0, 1) or (qf.ndim == 1 and qf.shape[0] != n):
+        raise ValueError(f"query_frame must be an int or ({n},), got shape {tuple(qf.shape)}")
+    if qf.numel() and not (0 <= int(qf.min()) and int(qf.max()) < nf):
+        raise ValueError(f"query_frame {qf.tolist()} outside the {nf} frames")
     if nf * p < 2:
         raise ValueError("InfoNCE needs at least one visual token besides the anchor patch")
     if not tau > 0:
@@ -161,8 +165,9 @@ def _gasp_losses(emb, anchor_tok, gt_tok, valid, gt_depth, tok_depth, *, query_f
         emb_flat = emb.to(dtype).reshape(nl, nf * p, e)  # (L, M, E)
         anchor_tok = anchor_tok.to(dev, torch.long)
         frames = torch.arange(nf, device=dev)
-        v_corr = valid.to(dev) & (frames != query_frame)[:, None]  # (F, N): b != a
-        anc_flat = query_frame * p + anchor_tok  # (N,)
+        qf = torch.as_tensor(query_frame, device=dev, dtype=torch.long).expand(n)  # (N,) each anchor's frame a
+        v_corr = valid.to(dev) & (frames[:, None] != qf[None, :])  # (F, N): b != a
+        anc_flat = qf * p + anchor_tok  # (N,)
         gt_tok = torch.zeros(nf, n, dtype=torch.long, device=dev) if gt_tok is None else gt_tok.to(dev, torch.long)
         gt_tok = torch.where(v_corr, gt_tok, torch.zeros_like(gt_tok))  # invalid pairs may hold -1
         pos_flat = (frames[:, None] * p + gt_tok).T.contiguous()  # (N, F)

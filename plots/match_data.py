@@ -173,10 +173,13 @@ def open_tracks(run: ProbeRun, path: str | Path | None = None) -> TrackReader:
 
 def load_sequence(reader: TrackReader, key: str, rec: dict) -> SequenceMatches:
     """Join one sequence's stored predictions with its frames and tracks."""
-    if key not in reader.sequence_keys:
-        raise KeyError(f"sequence {key!r} of the probe results is not in {reader.paths[0]}: wrong tracks file?")
-    seq = reader[reader.sequence_keys.index(key)]
+    parent = str(rec["attrs"].get("parent", key))           # a query-frame group's record names its sequence
+    if parent not in reader.sequence_keys:
+        raise KeyError(f"sequence {parent!r} of the probe results is not in {reader.paths[0]}: wrong tracks file?")
+    seq = reader[reader.sequence_keys.index(parent)]
     a = rec["arrays"]
+    if "points" in a:
+        seq = seq.subset(a["points"])
     fids, qg = a["frame_ids"], int(a["query_grid"])
     h, w = (int(v) for v in a["grid"])
     pred = a["pred"].astype(np.int64)                                            # (L, F', N) flat

@@ -135,6 +135,26 @@ def softmax_mean(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -
     return logits.softmax(-1).mean((0, 1))
 
 
+def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None = None,
+                    chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head-mean softmax(q . k * scale) over frame k's tokens (F', N, P) and eq. 13's confidence (F', N).
+
+    The two share one softmax: the confidence is the head mean of each head's maximum
+    probability (:func:`confidence`), the map the head mean of the probabilities
+    (:func:`softmax_mean`). Points go ``chunk`` at a time, so the per-head probabilities
+    held at once are (Hkv, G, F', chunk, P). q: (H, N, D); k: (Hkv, F', P, D).
+    """
+    q, k = q.float(), k.float()
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    qg = _group_queries(q, k.shape[0])                                    # (Hkv, G, N, D)
+    maps, confs = [], []
+    for s in range(0, max(q.shape[1], 1), chunk):
+        probs = (torch.einsum("kgnd,kfpd->kgfnp", qg[:, :, s:s + chunk], k) * scale).softmax(-1)
+        maps.append(probs.mean((0, 1)))                                    # (F', n, P)
+        confs.append(probs.amax(-1).mean((0, 1)))                          # (F', n)
+    return torch.cat(maps, 1), torch.cat(confs, 1)
+
+
 def reverse_map(q_other: torch.Tensor, k_query: torch.Tensor, tokens: torch.Tensor, match: str,
                 scale: float | None = None) -> torch.Tensor:
     """The k -> query-frame direction, read at each query point: (F', N, P).
@@ -222,12 +242,15 @@ def dt_counts(
     """Correct and valid counts per Delta-t bin: (..., T) each, float64.
 
     correct: (..., F', N) bool; valid: (F', N) bool; dt: (F',) frame distance of each
-    frame to the query frame. Frames whose Delta-t is not in ``dts`` are ignored.
+    frame to the query frame, or (F', N) when points have their own query frames. Pairs
+    whose Delta-t is not in ``dts`` are ignored.
     """
-    onehot = (dt.reshape(-1, 1) == torch.as_tensor(list(dts), device=dt.device)).to(torch.float64)  # (F', T)
+    dt = dt.reshape(-1, 1) if dt.ndim == 1 else dt                                        # (F', 1) or (F', N)
+    onehot = (dt.unsqueeze(-1) == torch.as_tensor(list(dts), device=dt.device)).to(torch.float64)  # (F', 1|N, T)
+    onehot = onehot.expand(*valid.shape, len(dts))                                         # (F', N, T)
     v = valid.to(torch.float64)
-    hits = torch.einsum("...fn,fn,ft->...t", correct.to(torch.float64), v, onehot)
-    total = torch.einsum("fn,ft->t", v, onehot).expand(hits.shape)
+    hits = torch.einsum("...fn,fn,fnt->...t", correct.to(torch.float64), v, onehot)
+    total = torch.einsum("fn,fnt->t", v, onehot).expand(hits.shape)
     return hits, total
 
 
@@ -258,9 +281,24 @@ class LayerResult:
     conf: torch.Tensor             # (F', N) float32 head-averaged confidence (eq. 13)
     valid: torch.Tensor            # (F', N) bool: visible in the query frame and in frame k
     pred_rc: torch.Tensor          # (F', N, 2) long row, col, or (H, F', N, 2)
-    dt: torch.Tensor | None = None  # (F',) long |frame_index[k] - frame_index[query]|
+    dt: torch.Tensor | None = None  # (F',) long |frame_index[k] - frame_index[query]|, or (F', N) per point
     correct_at: dict[float, torch.Tensor] | None = None  # extra thresholds: delta -> (F', N) bool, like correct
     sim: torch.Tensor | None = None  # (F', M, h, w) head-mean cosine maps of the points asked for (sim_points)
+    within_px: torch.Tensor | None = None  # (F', N) uint8 TAP-Vid δ bits (probes.tapvid_metrics.within_bits)
+
+
+def merge_results(parts: Sequence[LayerResult]) -> LayerResult:
+    """One layer's results of one sequence whose points were probed in groups (one per query frame).
+
+    Concatenates along the points; each group's Delta-t (F',) becomes (F', N_g) first, since
+    row f of a group is the f-th frame other than *its* query frame.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: torch.cat([getattr(r, name) for r in parts], -1)  # noqa: E731
+    dts = [r.dt.reshape(-1, 1).expand_as(r.valid) if r.dt is not None and r.dt.ndim == 1 else r.dt for r in parts]
+    return LayerResult(correct=cat("correct"), conf=cat("conf"), valid=cat("valid"), pred_rc=torch.empty(0),
+                       dt=None if any(d is None for d in dts) else torch.cat(dts, -1))
 
 
 def evaluate_layer(
@@ -278,6 +316,8 @@ def evaluate_layer(
     sim_points: Sequence[int] = (),
     match: str = "cosine-mean",
     bidirectional: bool = False,
+    image_size: tuple[int, int] | None = None,
+    refine: str = "softargmax",
 ) -> LayerResult:
     """Everything the probe needs from one layer of one sequence.
 
@@ -296,6 +336,10 @@ def evaluate_layer(
         bidirectional   the map averaged with the k -> query-frame direction (``reverse_map``),
                         as DiffTrack averages 0 -> k and k -> 0 before its argmax
     Confidence (eq. 13) is the same whatever the map.
+
+    With ``image_size`` (H, W) of the tracks' frames, ``within_px`` holds TAP-Vid's δ bits of
+    each prediction (``probes.tapvid_metrics``), its position refined below one token by
+    ``refine`` ("softargmax", the default, or "none": the argmax token's centre).
     """
     if match not in MATCH_MODES:
         raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
@@ -318,18 +362,20 @@ def evaluate_layer(
     others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
     k_other = k.index_select(1, others)                                # (Hkv, F', h, w, D)
     kf = k_other.flatten(2, 3).float()                                 # (Hkv, F', P, D)
+    probs, conf = attention_probs(q1, kf, scale)                     # (F', N, P), (F', N)
     maps = None
     if custom:
-        maps = similarity(q1, kf, "mean") if match == "cosine-mean" else softmax_mean(q1, kf, scale)  # (F', N, P)
+        maps = similarity(q1, kf, "mean") if match == "cosine-mean" else probs                     # (F', N, P)
         if bidirectional:
             tokens = (q_row * w + q_col).to(q.device)
             back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
                                match, scale)
             maps = 0.5 * (maps + back)
         idx = maps.argmax(-1)                                          # (F', N)
-        pred_rc, conf = torch.stack((idx // w, idx % w), dim=-1), confidence(q1, kf, scale)
+        pred_rc = torch.stack((idx // w, idx % w), dim=-1)
     else:
-        pred_rc, conf = match_frames(q1, k_other, heads, scale)
+        idx = similarity(q1, kf, heads).argmax(-1)                     # (F', N) or (H, F', N)
+        pred_rc = torch.stack((idx // w, idx % w), dim=-1)
     gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
     valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
     gt, valid = gt.to(pred_rc.device), valid.to(pred_rc.device)
@@ -344,8 +390,20 @@ def evaluate_layer(
         sel = torch.as_tensor(list(sim_points), dtype=torch.long, device=q1.device)
         full = maps if maps is not None else similarity(q1.index_select(1, sel), kf, "mean")
         sim = (full.index_select(1, sel) if maps is not None else full).unflatten(-1, (h, w))  # (F', M, h, w)
+    within = None
+    if image_size is not None and heads != "per-head":
+        from probes import tapvid_metrics as tv
+
+        if refine not in tv.REFINE_MODES:
+            raise ValueError(f"refine must be one of {tv.REFINE_MODES}, got {refine!r}")
+        pos = tv.refine_positions(probs, pred_rc, (h, w)) if refine == "softargmax" else pred_rc.flip(-1).double()
+        th, tw = (token_size, token_size) if isinstance(token_size, (int, float)) else token_size
+        size = torch.tensor([tw, th], dtype=torch.float64, device=pos.device)
+        pred_px = (pos + 0.5) * size - 0.5                                 # (F', N, 2) pixel x, y
+        gt_px = tracks.index_select(0, others.to(tracks.device)).to(pos.device)
+        within = tv.within_bits(pred_px, gt_px, image_size) * valid.to(torch.uint8)
     return LayerResult(correct=correct, conf=conf, valid=valid, pred_rc=pred_rc, dt=dt,
-                       correct_at=correct_at or None, sim=sim)
+                       correct_at=correct_at or None, sim=sim, within_px=within)
 
 
 def reference_pck(tracks: torch.Tensor, visible: torch.Tensor, query_frame: int, grid: tuple[int, int],

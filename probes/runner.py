@@ -62,6 +62,7 @@ class ProbeConfig:
     synthetic_size: int = 448          # 16 x 16 tokens per frame for Qwen (28 px tokens)
     explore_sequences: int = 8         # the first N sequences also store similarity maps (plots/matches.py)
     explore_points: int = 4            # ... of this many query points each
+    refine: str = "softargmax"         # sub-token position for TAP-Vid's δ metrics (probes/tapvid_metrics.py)
 
 
 class ProbeError(ValueError):
@@ -152,12 +153,18 @@ class Probe:
             raise ProbeError(f"sequence {seq.key} ({seq.image_size[0]}x{seq.image_size[1]} px): {e}") from None
         return inputs, layout
 
-    def evaluate(self, seqs: list[TrackSequence], maps: list[bool] | None = None) -> list[dict[str, np.ndarray]]:
+    def evaluate(self, seqs: list[TrackSequence], maps: list[bool] | None = None) -> list[list[ProbeRecord]]:
         """Probe a batch of sequences with identical input shapes in one forward.
 
-        Each record holds the metrics' inputs (correct, conf, valid, dt), the predicted token
-        of every point in every frame at every layer (``pred``, flat row-major index into the
-        h x w grid) and, where ``maps[b]``, similarity maps of ``explore_points`` query points.
+        Returns each sequence's records. A sequence whose points share one query frame gives
+        one record, keyed by the sequence's key. One whose points have their own query frames
+        (TAP-Vid) gives one record per query frame, keyed ``<key>#q<f>``, holding that group's
+        points (``points``, indices into the sequence's N) and naming the sequence as its
+        ``parent``; the summary pools a sequence's groups. A record holds the metrics' inputs
+        (correct, conf, valid, dt), the predicted token of every point in every frame at every
+        layer (``pred``, flat row-major index into the h x w grid), TAP-Vid's δ bits
+        (``within_px``) and, where ``maps[b]``, similarity maps of ``explore_points`` query
+        points of its first group.
         """
         maps = maps or [False] * len(seqs)
         prepared = [self.prepare(s) for s in seqs]
@@ -166,60 +173,83 @@ class Probe:
         inputs = {k: torch.cat([p[0][k] for p in prepared]) for k in prepared[0][0]}
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         fids = layout.frame_ids.cpu().numpy()
-        per_seq: list[list[Any]] = [[] for _ in seqs]
         heads_modes = ["mean", "per-head"] if self.cfg.heads == "per-head" else [self.cfg.heads]
         F, (h, w) = layout.num_grids, layout.grid
 
-        qfs = [int(np.flatnonzero(fids == seq.query_frame)[0]) if seq.query_frame in fids else -1 for seq in seqs]
-        points = [spread_points(seq.visible[seq.query_frame], self.cfg.explore_points) if m else [] for seq, m in
-                  zip(seqs, maps)]
+        units = []                       # (batch row, sequence or its group, query grid, point indices, key, attrs)
+        for b, seq in enumerate(seqs):
+            groups = seq.query_groups()
+            for j, (qf, pts) in enumerate(groups):
+                if qf not in fids:
+                    raise ProbeError(f"sequence {seq.key}: query frame {qf} has no token grid of its own in frames "
+                                     f"mode {self.cfg.frames_mode!r}; grids stand for frames {fids.tolist()}")
+                single = len(groups) == 1
+                unit = seq if single else seq.subset(pts)
+                explore = spread_points(unit.visible[qf], self.cfg.explore_points) if maps[b] and j == 0 else []
+                units.append((b, unit, int(np.flatnonzero(fids == qf)[0]), None if single else pts,
+                              seq.key if single else f"{seq.key}#q{qf}", explore,
+                              {"scene": seq.scene, **({} if single else {"parent": seq.key})}))
+        rows: list[list[Any]] = [[] for _ in units]
 
         def on_layer(layer: int, q: torch.Tensor, k: torch.Tensor) -> None:
             # q: (B, H, F*h*w, D) -> (B, H, F, h, w, D)
             q = q.float().unflatten(2, (F, h, w))
             k = k.float().unflatten(2, (F, h, w))
-            for b, seq in enumerate(seqs):
-                res = [metrics.evaluate_layer(
+            for u, (b, seq, qg, _, _, explore, _) in enumerate(units):
+                rows[u].append([metrics.evaluate_layer(
                     q[b], k[b], torch.from_numpy(seq.tracks[fids]), torch.from_numpy(seq.visible[fids]),
-                    layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qfs[b],
+                    layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qg,
                     heads=mode, delta=self.cfg.delta, extra_deltas=self.cfg.extra_deltas if mode != "per-head" else (),
-                    sim_points=points[b] if mode != "per-head" else (), match=self.cfg.match,
-                    bidirectional=self.cfg.bidirectional)
-                    for mode in heads_modes]
-                per_seq[b].append(res)
+                    sim_points=explore if mode != "per-head" else (), match=self.cfg.match,
+                    bidirectional=self.cfg.bidirectional, image_size=seq.image_size, refine=self.cfg.refine)
+                    for mode in heads_modes])
 
-        for seq in seqs:
-            if seq.query_frame not in fids:
-                raise ProbeError(f"sequence {seq.key}: query frame {seq.query_frame} has no token grid of its own "
-                                 f"in frames mode {self.cfg.frames_mode!r}; grids stand for frames {fids.tolist()}")
         from gasp.hooks import capture_qk
 
         with torch.inference_mode(), capture_qk(self.model, self.adapter.decoder_layers(self.model),
                                                 layers=self.layers, positions=layout.flat_positions.to(self.device),
                                                 rope=self.cfg.rope, on_layer=on_layer):
             self.model(**inputs)
-        out = []
-        for b, rows in enumerate(per_seq):
-            first = rows[0][0]
-            pred = torch.stack([r[0].pred_rc for r in rows]).cpu()                      # (L, F', N, 2) row, col
-            rec = {"correct": torch.stack([r[0].correct for r in rows]).cpu().numpy(),   # (L, F', N)
-                   "conf": torch.stack([r[0].conf for r in rows]).float().cpu().numpy(),  # (L, F', N)
-                   "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy(),
-                   "pred": (pred[..., 0] * w + pred[..., 1]).numpy().astype(np.uint16),   # (L, F', N) flat token
-                   "frame_ids": fids.astype(np.int32), "query_grid": np.int32(qfs[b]),
-                   "grid": np.int32([h, w]), "token_size": np.float64(layout.token_size)}
-            ref = metrics.reference_pck(seqs[b].tracks[fids], seqs[b].visible[fids], qfs[b], (h, w),
-                                        layout.token_size, self.cfg.delta)
-            rec["reference"] = np.float64([ref["uniform"], ref["same_position"]])    # model-free PCK@delta
-            if points[b]:
-                rec["sim_points"] = np.asarray(points[b], dtype=np.int32)                 # (M,)
-                rec["sim"] = torch.stack([r[0].sim for r in rows]).cpu().numpy().astype(np.float16)  # (L, F', M, h, w)
-            for d in self.cfg.extra_deltas:
-                rec[delta_key(d)] = torch.stack([r[0].correct_at[float(d)] for r in rows]).cpu().numpy()
-            if len(rows[0]) > 1:
-                rec["correct_head"] = torch.stack([r[1].correct for r in rows]).cpu().numpy()  # (L, H, F', N)
-            out.append(rec)
+        out: list[list[ProbeRecord]] = [[] for _ in seqs]
+        for (b, seq, qg, pts, key, explore, attrs), res in zip(units, rows):
+            out[b].append(ProbeRecord(key, self._record(res, seq, fids, qg, layout, explore, pts), attrs))
         return out
+
+    def _record(self, rows: list[list[metrics.LayerResult]], seq: TrackSequence, fids: np.ndarray, qg: int,
+                layout, explore: list[int], points: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The arrays of one record from its per-layer results (``rows[layer][heads mode]``)."""
+        (h, w) = layout.grid
+        first = rows[0][0]
+        pred = torch.stack([r[0].pred_rc for r in rows]).cpu()                      # (L, F', N, 2) row, col
+        rec = {"correct": torch.stack([r[0].correct for r in rows]).cpu().numpy(),   # (L, F', N)
+               "conf": torch.stack([r[0].conf for r in rows]).float().cpu().numpy(),  # (L, F', N)
+               "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy(),
+               "pred": (pred[..., 0] * w + pred[..., 1]).numpy().astype(np.uint16),   # (L, F', N) flat token
+               "within_px": torch.stack([r[0].within_px for r in rows]).cpu().numpy(),  # (L, F', N) δ bits
+               "frame_ids": fids.astype(np.int32), "query_grid": np.int32(qg),
+               "grid": np.int32([h, w]), "token_size": np.float64(layout.token_size)}
+        if points is not None:
+            rec["points"] = np.asarray(points, dtype=np.int32)                       # (N,) into the sequence's points
+        ref = metrics.reference_pck(seq.tracks[fids], seq.visible[fids], qg, (h, w), layout.token_size,
+                                    self.cfg.delta)
+        rec["reference"] = np.float64([ref["uniform"], ref["same_position"]])    # model-free PCK@delta
+        if explore:
+            rec["sim_points"] = np.asarray(explore, dtype=np.int32)                   # (M,)
+            rec["sim"] = torch.stack([r[0].sim for r in rows]).cpu().numpy().astype(np.float16)  # (L, F', M, h, w)
+        for d in self.cfg.extra_deltas:
+            rec[delta_key(d)] = torch.stack([r[0].correct_at[float(d)] for r in rows]).cpu().numpy()
+        if len(rows[0]) > 1:
+            rec["correct_head"] = torch.stack([r[1].correct for r in rows]).cpu().numpy()  # (L, H, F', N)
+        return rec
+
+
+@dataclass
+class ProbeRecord:
+    """One stored result: a sequence, or one query-frame group of a sequence (``attrs["parent"]``)."""
+
+    key: str
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any]
 
 
 def spread_points(visible_query: np.ndarray, m: int) -> list[int]:
@@ -242,13 +272,50 @@ def _layer_results(arrays: dict[str, np.ndarray], key: str = "correct") -> list[
             for i in range(correct.shape[0])]
 
 
+def by_sequence(done: dict[str, dict], keys: list[str]) -> dict[str, list[str]]:
+    """Record keys grouped by the sequence they belong to (a record's ``parent``, else itself), in key order."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(str(done[k]["attrs"].get("parent", k)), []).append(k)
+    return groups
+
+
+def _sequence_results(done: dict[str, dict], records: list[str], key: str = "correct") -> list[metrics.LayerResult]:
+    """One sequence's per-layer results, its query-frame groups' records pooled (``metrics.merge_results``)."""
+    per = [_layer_results(done[r]["arrays"], key) for r in records]
+    return [metrics.merge_results([p[i] for p in per]) for i in range(len(per[0]))]
+
+
+def tapvid_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any] | None:
+    """results.json's TAP-Vid δ metrics: per layer, each video's fraction averaged over videos."""
+    from probes import tapvid_metrics as tv
+
+    if not all("within_px" in done[r]["arrays"] for recs in groups.values() for r in recs):
+        return None
+    per_video = []
+    for recs in groups.values():
+        within = np.concatenate([done[r]["arrays"]["within_px"] for r in recs], -1)      # (L, F', Q)
+        valid = np.concatenate([done[r]["arrays"]["valid"] for r in recs], -1)           # (F', Q)
+        per_video.append(tv.video_fractions(within, valid))
+    res = tv.summarize_videos(per_video)
+    res.update(refine=cfg.refine, refine_radius_tokens=tv.REFINE_RADIUS if cfg.refine == "softargmax" else 0,
+               convention="DiffTrack zero-shot: every point predicted visible; positions scaled to 256x256, "
+                          "strict <, per video then mean over videos (tapnet compute_tapvid_metrics)")
+    return res
+
+
 def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skipped: list[str],
               layer_kinds: list[str] | None = None) -> dict[str, Any]:
-    """results.json content from every finished sequence (sorted by key, so order-independent)."""
+    """results.json content from every finished record (sorted by key, so order-independent).
+
+    Records of one sequence's query-frame groups (TAP-Vid) are pooled into that sequence
+    before anything is averaged over sequences.
+    """
     keys = sorted(k for k, r in done.items() if not r["attrs"].get("skipped", False))
     if not keys:
         raise ProbeError("no sequence had a point visible in two frames; nothing to report")
-    s = metrics.summarize([_layer_results(done[k]["arrays"]) for k in keys], DTS)
+    groups = by_sequence(done, keys)
+    s = metrics.summarize([_sequence_results(done, recs) for recs in groups.values()], DTS)
     nn = metrics.nan_to_none
     res: dict[str, Any] = {
         "model": cfg.model, "adapter": cfg.adapter, "layers": layers, "delta": cfg.delta, "rope": cfg.rope,
@@ -260,26 +327,41 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
         "per_sequence": {"pck": nn(s["pck_seq"]), "rho": nn(s["rho_seq"])},
         **layer_kind_fields(layers, layer_kinds),
     }
+    if len(groups) != len(keys):
+        res["sequence_groups"] = groups              # sequence -> its query-frame records (per-point query frames)
     if cfg.extra_deltas:                     # one curve per threshold, the first (delta) included
         res["pck_at"] = {f"{float(cfg.delta):g}": {"pck_mean": res["pck_mean"], "pck_std": res["pck_std"],
                                                    "dt_pck": res["dt_pck"]}}
     for d in cfg.extra_deltas:
-        sd = metrics.summarize([_layer_results(done[k]["arrays"], delta_key(d)) for k in keys], DTS)
+        sd = metrics.summarize([_sequence_results(done, recs, delta_key(d)) for recs in groups.values()], DTS)
         res.setdefault("pck_at", {})[f"{float(d):g}"] = {"pck_mean": nn(sd["pck_mean"]), "pck_std": nn(sd["pck_std"]),
                                                         "dt_pck": nn(sd["dt_pck"])}
     if all("correct_head" in done[k]["arrays"] for k in keys):
-        sh = metrics.summarize([_layer_results(done[k]["arrays"], "correct_head") for k in keys], DTS)
+        sh = metrics.summarize([_sequence_results(done, recs, "correct_head") for recs in groups.values()], DTS)
         res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)
     if all("reference" in done[k]["arrays"] for k in keys):
-        ref = np.stack([done[k]["arrays"]["reference"] for k in keys])                # (S, 2)
+        ref = np.stack([_pooled_reference(done, recs) for recs in groups.values()])      # (S, 2)
         if np.isfinite(ref).all(1).any():
             # model-free PCK@delta, mean over sequences like pck_mean (figure 3's reference lines)
             res["references"] = dict(zip(("uniform", "same_position"), np.nanmean(ref, 0).tolist()))
+    tapvid = tapvid_block(cfg, done, groups)
+    if tapvid is not None:
+        res["tapvid"] = tapvid
     pck = np.array([np.nan if v is None else v for v in res["pck_mean"]])
     res["peak_layer"] = layers[int(np.nanargmax(pck))] if np.isfinite(pck).any() else None
     res["config"] = dataclasses.asdict(cfg)
     res.update(run_info())
     return res
+
+
+def _pooled_reference(done: dict[str, dict], records: list[str]) -> np.ndarray:
+    """(2,) uniform and same-position PCK of one sequence, its groups weighted by their valid predictions."""
+    if len(records) == 1:
+        return done[records[0]]["arrays"]["reference"]
+    n = np.array([done[r]["arrays"]["valid"].sum() for r in records], dtype=np.float64)
+    ref = np.stack([done[r]["arrays"]["reference"] for r in records])                   # (G, 2)
+    ok = np.isfinite(ref).all(1) & (n > 0)
+    return (ref[ok] * n[ok, None]).sum(0) / n[ok].sum() if ok.any() else np.full(2, np.nan)
 
 
 def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterable[list[tuple[int, TrackSequence]]]:
@@ -297,7 +379,7 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
 _RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
-_ADDED_FIELDS = ("extra_deltas", "match", "bidirectional")
+_ADDED_FIELDS = ("extra_deltas", "match", "bidirectional", "refine")
 
 
 def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
@@ -347,28 +429,31 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(cfg, out, write=state.is_main_process)
     done = store.read_finished(out)
-    todo = [i for i in range(n) if keys[i] not in done and i % state.num_processes == state.process_index]
+    finished = {str(r["attrs"].get("parent", k)) for k, r in done.items()}     # sequences, not group records
+    todo = [i for i in range(n) if keys[i] not in finished and i % state.num_processes == state.process_index]
     if len(done):
-        log.info("resuming: %d of %d sequences already finished in %s", sum(k in done for k in keys), n, out)
+        log.info("resuming: %d of %d sequences already finished in %s", sum(k in finished for k in keys), n, out)
     device = cfg.device or state.device
     probe = Probe.load(cfg, device=device)
     bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
     for batch in batches(todo, reader, cfg.batch_size):
         recs = probe.evaluate([s for _, s in batch], maps=[i < cfg.explore_sequences for i, _ in batch])
-        for (i, seq), rec in zip(batch, recs):
-            skipped = not rec["valid"].any()
-            if skipped:
+        for (i, seq), records in zip(batch, recs):
+            parts = {}
+            for r in records:
+                skipped = not r.arrays["valid"].any()
+                parts[r.key] = (r.arrays, {**r.attrs, "skipped": skipped})
+            if all(a["skipped"] for _, a in parts.values()):
                 log.warning("sequence %s has no point visible in the query frame and another frame; skipped", seq.key)
-            store.append(out, keys[i], rec, {"scene": seq.scene, "skipped": skipped})
+            store.append_records(out, keys[i], parts)
         if bar:
             bar.update(len(batch))
-    if bar:
-        bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
     store.merge_parts(out)
-    done = {k: v for k, v in store.read_finished(out).items() if k in set(keys)}
+    wanted = set(keys)
+    done = {k: v for k, v in store.read_finished(out).items() if str(v["attrs"].get("parent", k)) in wanted}
     skipped = [k for k, r in done.items() if r["attrs"].get("skipped", False)]
     res = summarize(cfg, probe.layers, done, skipped, probe.layer_kinds)
     res["tracks"] = str(tracks_path)

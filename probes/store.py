@@ -63,9 +63,18 @@ def part_file(out: Path, key: str) -> Path:
 
 def append(out: Path, key: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
     """Record one finished sequence in ``out`` (its own part file; replaces an earlier try)."""
-    path = part_file(out, key)
+    append_records(out, key, {key: (arrays, attrs or {})})
+
+
+def append_records(out: Path, sequence_key: str, records: dict[str, tuple[dict[str, np.ndarray], dict]]) -> None:
+    """Record one finished sequence's results, ``{record key: (arrays, attrs)}``, in one part file.
+
+    A sequence probed in query-frame groups has several records; one file holds them all, so
+    a killed run leaves either all of a sequence's records or none.
+    """
+    path = part_file(out, sequence_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, {key: {"arrays": arrays, "attrs": attrs or {}}})
+    _write(path, {k: {"arrays": a, "attrs": attrs} for k, (a, attrs) in records.items()})
 
 
 def read_all(path: Path) -> dict[str, dict]:

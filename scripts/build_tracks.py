@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -65,20 +67,44 @@ def record_args(scene: Scene, script: str, args: argparse.Namespace) -> None:
     scene.metadata["built_by"] = {"script": script, "args": {k: str(v) for k, v in vars(args).items()}}
 
 
-def convert(load, args: argparse.Namespace, script: str, errors: tuple = INPUT_ERRORS) -> int:
-    """Load one scene with ``load()``, write its planned sequences to ``args.out``; 2 on bad input.
+@dataclass
+class OutputStatus:
+    failed: bool = False
 
-    ``TrackWriter`` writes aside and renames, so a failure leaves no output file.
+
+@contextmanager
+def guarded_output(out: Path, name: str, errors: tuple):
+    """Run a conversion that writes ``out``; on one of ``errors`` print one line and leave nothing behind.
+
+    The line is ``<name>: error: <message>`` on stderr and ``status.failed`` is set (the script
+    exits 2). ``TrackWriter`` writes aside and renames, so no partial file exists; folders this
+    run created for ``out`` are removed again if they are still empty.
     """
-    name = Path(script).stem
+    out = Path(out)
+    created = [d for d in (out.parent, *out.parent.parents) if not d.exists()]      # deepest first
+    status = OutputStatus()
     try:
+        yield status
+    except errors as e:
+        status.failed = True
+        print(f"{name}: error: {e}", file=sys.stderr)
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def convert(load, args: argparse.Namespace, script: str, errors: tuple = INPUT_ERRORS) -> int:
+    """Load one scene with ``load()``, write its planned sequences to ``args.out``; 2 on bad input."""
+    name = Path(script).stem
+    with guarded_output(args.out, name, errors) as status:
         scene = load()
         record_args(scene, script, args)
         plans = plan_sequences(scene.num_frames, scene.name, args.frames, args.split, args.sequences, args.seed)
         with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
             n = write_scene(writer, scene, plans, args.grid, args.rel_tol)
-    except errors as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
+    if status.failed:
         return 2
     logging.getLogger(name).info("wrote %d sequence(s) of %s to %s", n, scene.name, args.out)
     return 0

@@ -1,13 +1,16 @@
 """Convert DL3DV scenes plus user-supplied depth into a tracks file (loader: tracks/dl3dv.py).
 
     python scripts/convert_dl3dv.py --scene DIR [--scene DIR2 ...] --depth DIR --out FILE.h5
-        [--factor 4|auto] [--undistort] [--grid 24] [--frames sampled|all] [--sequences N]
-        [--split train|eval] [--seed S] [--rel-tol 0.05]
+        [--factor 4|auto] [--undistort] [--depth-scale S] [--no-unit-check] [--grid 24]
+        [--frames sampled|all] [--sequences N] [--split train|eval] [--seed S] [--rel-tol 0.05]
 
 Depth: give ``--depth`` once per ``--scene`` (same order), or once for all scenes; then
 each scene's depth is read from ``DEPTH/<scene folder name>/`` if that folder exists,
-else from ``DEPTH/`` itself. Files are ``<frame stem>.npy`` in metres at the
-``images_{factor}`` resolution.
+else from ``DEPTH/`` itself. Files are ``<frame stem>.npy`` at the ``images_{factor}``
+resolution, in the units of DL3DV's poses (COLMAP's, not metres): ``--depth-scale`` multiplies
+them, and a multi-view consistency check refuses depth whose units disagree with the poses
+(``--no-unit-check`` skips it). With DL3DV's COLMAP cache, ``scripts/convert_colmap.py
+--depth-npy ... --align-depth scene`` fits the scale to the sparse points instead.
 
 Scenes are loaded one at a time. Any bad scene aborts the run with exit code 2 and a
 one-line message, and no output file is left behind.
@@ -58,9 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", required=True, type=Path, action="append", help="depth folder (see docstring)")
     p.add_argument("--factor", type=parse_factor, default=4, help="use images_{factor}; 'auto' = the only one")
     p.add_argument("--undistort", action="store_true", help="undistort OPENCV frames and depth instead of refusing")
+    p.add_argument("--depth-scale", type=float, default=1.0, help="multiply every depth map by this factor")
+    p.add_argument("--no-unit-check", action="store_true",
+                   help="skip the check that depth and poses agree in units")
     add_sampling_args(p, frames_default="sampled")
     args = p.parse_args(argv)
     check_sampling_args(p, args)
+    if not args.depth_scale > 0:
+        p.error(f"argument --depth-scale: must be > 0, got {args.depth_scale}")
     try:
         depths = depth_dirs(args.scene, args.depth)
     except ValueError as e:
@@ -73,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
             for scene_dir, depth_dir in tqdm(list(zip(args.scene, depths)), desc="scenes"):
-                scene = load_dl3dv_scene(scene_dir, depth_dir, images_factor=args.factor, undistort=args.undistort)
+                scene = load_dl3dv_scene(scene_dir, depth_dir, images_factor=args.factor, undistort=args.undistort,
+                                         depth_scale=args.depth_scale, check_units=not args.no_unit_check)
                 record_args(scene, "convert_dl3dv.py", args)
                 plans = plan_sequences(scene.num_frames, scene.name, args.frames, args.split, args.sequences, args.seed,
                                        first_index=total)

@@ -94,7 +94,7 @@ def test_unknown_format_version(tmp_path):
         w.add_scene(make_scene())
     with h5py.File(path, "a") as f:
         f.attrs["format_version"] = FORMAT_VERSION + 1
-    with pytest.raises(TrackFormatError, match=r"t\.h5.*format_version 2 is not supported"):
+    with pytest.raises(TrackFormatError, match=rf"t\.h5.*format_version {FORMAT_VERSION + 1} is not supported"):
         TrackReader(path)
 
 

@@ -191,9 +191,9 @@ def test_tracks_without_needed_datasets(tmp_path, tracks_file):
     shutil.copy(tracks_file, bad)
     with h5py.File(bad, "a") as f:
         name = f["index/sequences"][0].decode()
-        del f[f"sequences/{name}/track_depth"]
+        del f[f"sequences/{name}/occluded"]          # required from format v2 on (track_depth is optional)
     p = run("--tracks", str(bad), "--out", str(tmp_path / "o"), check=False)
-    assert p.returncode == 2 and "track_depth" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "occluded" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_frames_too_small_for_a_token(tmp_path):

@@ -1,8 +1,12 @@
 """DL3DV scenes (NeRFStudio ``transforms.json`` + ``images_{factor}``) as posed RGB-D Scenes.
 
 docs/METHOD.md sec. 2 "DL3DV"; issue 2 sec. 4. DL3DV ships no depth: the user brings one
-``depth_dir/<frame stem>.npy`` per frame (metres, float, pixel-aligned with the
-``images_{factor}`` file of the same stem).
+``depth_dir/<frame stem>.npy`` per frame (float, pixel-aligned with the ``images_{factor}``
+file of the same stem) **in the poses' units**. DL3DV's poses keep COLMAP's arbitrary scale,
+so metric depth (or VGGT's, or a monocular model's) must be rescaled first: ``depth_scale``
+multiplies it, and the multi-view consistency check (``tracks/depth_align.py``) refuses depth
+whose units visibly disagree with the poses. With DL3DV's COLMAP cache at hand,
+``tracks/colmap.py`` can fit the scale to its sparse points instead.
 
 Conventions handled here:
 
@@ -43,6 +47,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tracks.depth_align import DepthPoseError, check_consistency, consistency_scale
+from tracks.distortion import (distinct_intrinsics, distort_normalized, distort_points,  # noqa: F401 (re-exported)
+                               max_distortion_px, remap_nearest, undistort_frames, undistort_points)
 from tracks.scene_folder import SceneError, check_scene_cameras, read_depth, read_rgb, stack_frames
 from tracks.types import Scene
 
@@ -81,92 +88,6 @@ def opengl_c2w_to_cam_from_world(c2w: np.ndarray) -> np.ndarray:
 def distortion_coeffs(meta: dict[str, Any]) -> np.ndarray:
     """(5,) OPENCV coefficients (k1, k2, p1, p2, k3); missing ones are 0."""
     return np.array([float(meta.get(k, 0.0) or 0.0) for k in ("k1", "k2", "p1", "p2", "k3")])
-
-
-def distort_normalized(xy: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """Forward OPENCV model on normalised coordinates: (..., 2) -> (..., 2)."""
-    k1, k2, p1, p2, k3 = coeffs
-    x, y = xy[..., 0], xy[..., 1]
-    r2 = x * x + y * y
-    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
-    yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
-    return np.stack([xd, yd], axis=-1)
-
-
-def undistort_normalized(xy_d: np.ndarray, coeffs: np.ndarray, iters: int = 50) -> np.ndarray:
-    """Invert :func:`distort_normalized` by fixed-point iteration: (..., 2) -> (..., 2)."""
-    xy = np.array(xy_d, dtype=np.float64)
-    for _ in range(iters):
-        err = distort_normalized(xy, coeffs) - xy_d   # (..., 2)
-        xy = xy - err
-    return xy
-
-
-def _to_normalized(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
-    return (xy - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
-
-
-def _to_pixels(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
-    return xy * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-
-
-def undistort_points(xy_pix: np.ndarray, K: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """Pixels (N, 2) of the distorted image -> pixels (N, 2) of the undistorted image (same K)."""
-    return _to_pixels(undistort_normalized(_to_normalized(np.asarray(xy_pix, float), K), coeffs), K)
-
-
-def distort_points(xy_pix: np.ndarray, K: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """Pixels (N, 2) of the undistorted image -> pixels (N, 2) of the distorted image (same K)."""
-    return _to_pixels(distort_normalized(_to_normalized(np.asarray(xy_pix, float), K), coeffs), K)
-
-
-def source_pixel_map(K: np.ndarray, coeffs: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, 2) where each undistorted output pixel (x, y) comes from in the distorted image."""
-    yy, xx = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64),
-                         indexing="ij")
-    return distort_points(np.stack([xx, yy], axis=-1), K, coeffs)
-
-
-def max_distortion_px(K: np.ndarray, coeffs: np.ndarray, height: int, width: int) -> float:
-    """Largest pixel shift the distortion model causes over the image."""
-    src = source_pixel_map(K, coeffs, height, width)                            # (H, W, 2)
-    yy, xx = np.mgrid[0:height, 0:width]
-    return float(np.max(np.hypot(src[..., 0] - xx, src[..., 1] - yy)))
-
-
-# ----------------------------------------------------------------------------- resampling
-
-def _inside(src: np.ndarray, height: int, width: int) -> np.ndarray:
-    x, y = src[..., 0], src[..., 1]
-    return (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
-
-
-def remap_bilinear(image: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Sample (H, W, C) uint8 at src (H', W', 2) bilinearly; 0 outside -> (H', W', C) uint8."""
-    H, W = image.shape[:2]
-    x = np.clip(src[..., 0], 0, W - 1)
-    y = np.clip(src[..., 1], 0, H - 1)
-    x0 = np.minimum(np.floor(x).astype(np.int64), W - 2) if W > 1 else np.zeros(x.shape, np.int64)
-    y0 = np.minimum(np.floor(y).astype(np.int64), H - 2) if H > 1 else np.zeros(y.shape, np.int64)
-    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]                            # (H', W', 1)
-    img = image.astype(np.float64)
-    top = img[y0, x0] * (1 - wx) + img[y0, x1] * wx
-    bottom = img[y1, x0] * (1 - wx) + img[y1, x1] * wx
-    out = top * (1 - wy) + bottom * wy
-    out[~_inside(src, H, W)] = 0.0
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def remap_nearest(depth: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Sample (H, W) depth at src (H', W', 2) at the nearest pixel; NaN outside -> (H', W') float32."""
-    H, W = depth.shape
-    xi = np.clip(np.floor(src[..., 0] + 0.5), 0, W - 1).astype(np.int64)
-    yi = np.clip(np.floor(src[..., 1] + 0.5), 0, H - 1).astype(np.int64)
-    out = depth[yi, xi].astype(np.float32)
-    out[~_inside(src, H, W)] = np.nan
-    return out
 
 
 # ----------------------------------------------------------------------------- files
@@ -252,15 +173,19 @@ def frame_numbers(stems: list[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- public API
 
 def load_dl3dv_scene(scene_dir: str | Path, depth_dir: str | Path, images_factor: int | None = 4,
-                     undistort: bool = False, name: str | None = None) -> Scene:
+                     undistort: bool = False, name: str | None = None, depth_scale: float = 1.0,
+                     check_units: bool = True) -> Scene:
     """Load one DL3DV scene with user-supplied depth as a pinhole OpenCV Scene.
 
     Args:
         scene_dir: folder holding transforms.json (or nerfstudio/transforms.json) and images_N/.
-        depth_dir: folder of ``<frame stem>.npy`` depth maps (metres) at the images_N resolution.
+        depth_dir: folder of ``<frame stem>.npy`` depth maps at the images_N resolution, in the
+            poses' units after multiplying by ``depth_scale``.
         images_factor: N of the images_N folder to use; None auto-detects a single one.
         undistort: resample frames and depth to remove OPENCV distortion instead of refusing.
         name: scene name (default: the scene folder's name).
+        depth_scale: factor applied to every depth map.
+        check_units: refuse depth whose units the multi-view consistency check finds disagree with the poses.
     """
     scene_dir, depth_dir = Path(scene_dir), Path(depth_dir)
     if not scene_dir.is_dir():
@@ -279,7 +204,7 @@ def load_dl3dv_scene(scene_dir: str | Path, depth_dir: str | Path, images_factor
     cam_from_world = np.stack([_pose(fr, tpath) for fr in entries])             # (T, 4, 4)
     check_scene_cameras(K, cam_from_world, tpath, [p.name for p in paths])
     coeffs = distortion_coeffs(meta)
-    shift = max(max_distortion_px(K[t], coeffs, H, W) for t in _distinct_K(K))
+    shift = max(max_distortion_px(K[t], coeffs, H, W) for t in distinct_intrinsics(K))
     if shift >= DISTORTION_TOL_PX and not undistort:
         raise SceneError(
             f"{tpath}: OPENCV distortion (k1, k2, p1, p2, k3 = {coeffs.tolist()}) moves pixels by up "
@@ -288,9 +213,21 @@ def load_dl3dv_scene(scene_dir: str | Path, depth_dir: str | Path, images_factor
 
     frames = stack_frames([read_rgb(p) for p in paths], paths)                  # (T, H, W, 3)
     depth = np.stack([read_depth(depth_dir / f"{p.stem}.npy", (H, W)) for p in paths])  # (T, H, W)
+    depth = depth * np.float32(depth_scale)
     undistorted = shift >= DISTORTION_TOL_PX
     if undistorted:
-        frames, depth = _undistort_all(frames, depth, K, coeffs)
+        frames, depth = undistort_frames(frames, depth, K, coeffs)
+    units = {"mode": "unchecked", "depth_scale": depth_scale}
+    if check_units:
+        units = {"mode": "consistency", "depth_scale": depth_scale,
+                 **consistency_scale(depth, K, cam_from_world, frames)}
+        try:
+            check_consistency(units, str(depth_dir))
+        except DepthPoseError as e:
+            raise SceneError(str(e)) from None
+        if not units["decided"]:
+            log.warning("%s: the multi-view check cannot tell whether depth and poses agree in units (best scale "
+                        "%.3g); make sure the depth is in the poses' (COLMAP's) units", depth_dir, units["best_scale"])
     T = len(paths)
     log.info("loaded DL3DV scene %s: %d frames of %dx%d from %s (undistorted: %s)",
              scene_dir, T, W, H, images_dir.name, undistorted)
@@ -302,7 +239,8 @@ def load_dl3dv_scene(scene_dir: str | Path, depth_dir: str | Path, images_factor
         cam_from_world=cam_from_world,
         frame_index=frame_numbers([p.stem for p in paths]),
         metadata={"source": "dl3dv", "images_dir": images_dir.name, "undistorted": undistorted,
-                  "distortion_k1_k2_p1_p2_k3": coeffs.tolist(), "max_distortion_px": shift},
+                  "distortion_k1_k2_p1_p2_k3": coeffs.tolist(), "max_distortion_px": shift,
+                  "depth_units": "the poses' (COLMAP's) units", "depth_alignment": units},
     )
 
 
@@ -315,19 +253,3 @@ def _pose(frame: dict, path: Path) -> np.ndarray:
         raise SceneError(f"{path}: transform_matrix of {frame['file_path']} has shape {c2w.shape}, "
                          f"expected (4, 4)")
     return opengl_c2w_to_cam_from_world(c2w)
-
-
-def _distinct_K(K: np.ndarray) -> list[int]:
-    """Indices of frames with distinct intrinsics (usually just [0])."""
-    _, first = np.unique(K.reshape(len(K), -1), axis=0, return_index=True)
-    return sorted(first.tolist())
-
-
-def _undistort_all(frames: np.ndarray, depth: np.ndarray, K: np.ndarray,
-                   coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    H, W = depth.shape[1:]
-    maps = {t: source_pixel_map(K[t], coeffs, H, W) for t in _distinct_K(K)}   # (H, W, 2) each
-    key = [next(t for t in maps if np.array_equal(K[t], K[f])) for f in range(len(K))]
-    out_rgb = np.stack([remap_bilinear(frames[f], maps[key[f]]) for f in range(len(K))])
-    out_depth = np.stack([remap_nearest(depth[f], maps[key[f]]) for f in range(len(K))])
-    return out_rgb, out_depth

@@ -6,7 +6,7 @@ the query pose, and projected into every frame. A point is visible in frame f wh
 it lands inside the image, in front of the camera, and its depth agrees with frame
 f's depth map (sampled at the nearest pixel to the projection) within a relative
 tolerance. Points whose query depth is unknown stay in the output (N is always g*g)
-and are invisible everywhere.
+and are invisible everywhere, their states unknown.
 
 Shapes: F frames, N points, H x W pixels. Pixel (0, 0) is the centre of the
 top-left pixel; cameras are OpenCV (see ``tracks/types.py``).
@@ -112,10 +112,28 @@ def build_tracks(
     points: np.ndarray | None = None,
     rel_tol: float = DEFAULT_REL_TOL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ground-truth tracks of query points from posed depth maps.
+    """Ground-truth tracks of query points from posed depth maps: (tracks, visible, track_depth).
+
+    :func:`build_track_states` without the occlusion states (format v1's three arrays).
+    """
+    tracks, visible, _, track_depth = build_track_states(depth, K, cam_from_world, query_frame, grid, points,
+                                                         rel_tol)
+    return tracks, visible, track_depth
+
+
+def build_track_states(
+    depth: np.ndarray,
+    K: np.ndarray,
+    cam_from_world: np.ndarray,
+    query_frame: int = 0,
+    grid: int | None = 24,
+    points: np.ndarray | None = None,
+    rel_tol: float = DEFAULT_REL_TOL,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ground-truth tracks of query points from posed depth maps, with each point's state per frame.
 
     Args:
-        depth: (F, H, W) depth in metres of every frame (NaN/0/neg = unknown).
+        depth: (F, H, W) depth of every frame, in the poses' units (NaN/0/neg = unknown).
         K: (F, 3, 3) intrinsics; cam_from_world: (F, 4, 4) OpenCV poses.
         query_frame: index of the frame the queries are placed in.
         grid: g for a g x g cell-centre grid (ignored when ``points`` is given).
@@ -127,6 +145,11 @@ def build_tracks(
         unknown query depth or behind the camera); the query frame always holds the
         query points themselves.
         visible (F, N) bool.
+        occluded (F, N) bool: the point has a query depth and is known not to be seen in
+        frame f (outside the image, behind the camera, or in front of which the depth map
+        shows a nearer surface). Where it lands inside the image on a pixel without valid
+        depth its state is unknown (neither visible nor occluded), as is every state of a
+        point without query depth.
         track_depth (F, N) float32 camera-z depth of the point in each frame (NaN if unknown).
     """
     depth = np.asarray(depth)
@@ -152,8 +175,13 @@ def build_tracks(
     xy[query_frame] = q_xy                                                             # exact, no round trip
 
     d_map, inside = sample_nearest(depth, xy)                                          # (F, N)
+    known_map = valid_depth(d_map)
     with np.errstate(invalid="ignore"):
-        agree = valid_depth(d_map) & (np.abs(z - d_map) <= rel_tol * d_map)
-    visible = inside & agree & q_valid[None, :] & (z > 0)
+        agree = known_map & (np.abs(z - d_map) <= rel_tol * d_map)
+        in_front = z > 0
+    visible = inside & agree & q_valid[None, :] & in_front
+    undecided = inside & in_front & ~known_map                   # lands on a pixel whose depth is unknown
+    occluded = q_valid[None, :] & ~visible & ~undecided
     visible[query_frame] = q_valid
-    return xy.astype(np.float32), visible, z.astype(np.float32)
+    occluded[query_frame] = False
+    return xy.astype(np.float32), visible, occluded, z.astype(np.float32)

@@ -72,6 +72,7 @@ class LossConfig:
 @dataclass
 class DataConfig:
     tracks: str | None = None           # training tracks (.h5 or folder); None: synthetic, made in the cache
+    source: str = "auto"                # scenes (tracks built from depth + poses), sequences (stored), auto
     tracks_eval: str | None = None      # held-out evaluation tracks; None: synthetic
     grid: int = 8                       # query grid g x g (8 coarse, 24 fine)
     min_frames: int = 8
@@ -225,6 +226,8 @@ def validate(cfg: TrainConfig) -> None:
                        ("data.prefetch", d.prefetch)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    if d.source not in ("auto", "scenes", "sequences"):
+        raise ConfigError(f"data.source must be auto, scenes or sequences, got {d.source!r}")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
     if cfg.model.mixed_precision not in ("auto", "bf16", "no"):

@@ -1,14 +1,19 @@
-"""The geometric training stream: sequences sampled online from the scenes of a tracks file.
+"""The geometric training stream: sequences drawn from a tracks file, online from scenes or as stored.
 
-Paper Sec. 5.2: pick an anchor frame t_a, draw F - 1 more frames uniformly from
-[t_a - R, t_a + R], F in [min_frames, max_frames] (`tracks.sampling.sample_train_frames`),
-and build ground truth on a g x g grid of the anchor frame from depth and poses
-(`tracks.geometry.build_tracks`), so the grid (coarse 8 or fine 24) is a training choice,
-not a property of the file.
+Paper Sec. 5.2 (``"scenes"``, used when every scene has depth and cameras): pick an anchor frame
+t_a, draw F - 1 more frames uniformly from [t_a - R, t_a + R], F in [min_frames, max_frames]
+(`tracks.sampling.sample_train_frames`), and build ground truth on a g x g grid of the anchor
+frame from depth and poses (`tracks.geometry.build_tracks`), so the grid (coarse 8 or fine 24)
+is a training choice, not a property of the file.
 
-Every draw is a pure function of (seed, index): sample `index` uses scene
-`perm_epoch[index % S]` (a fresh seeded permutation of the S scenes each epoch) and frames
-from `default_rng([seed, index])`. A resumed run that continues at the same index sees
+Tracks supplied by their source (``"sequences"``: TAP-Vid, COLMAP sparse points, any scene
+without depth or cameras) cannot be rebuilt, so the stream draws the file's stored sequences
+as they are, with their own frames, query points and states; ``data.grid`` and the frame
+sampler do not apply. ``mode="auto"`` picks "scenes" when it can, else "sequences".
+
+Every draw is a pure function of (seed, index): sample `index` uses item `perm_epoch[index % S]`
+(a fresh seeded permutation of the S scenes, or stored sequences, each epoch) and, for scenes,
+frames from `default_rng([seed, index])`. A resumed run that continues at the same index sees
 exactly the same data, with no sampler state to save. Only the sampled frames of a scene are
 read and decoded, so a DL3DV scene of hundreds of frames costs what its F frames cost.
 """
@@ -26,21 +31,42 @@ from tracks.types import TrackSequence
 
 log = logging.getLogger(__name__)
 
+MODES = ("auto", "scenes", "sequences")
+
 
 class GeoStreamError(ValueError):
     """Tracks that cannot give the requested training sequences."""
 
 
 class GeoStream:
-    """Indexable stream of training TrackSequences (anchor frame first, query_frame 0)."""
+    """Indexable stream of training TrackSequences (module docstring)."""
 
     def __init__(self, path: str | Path, *, grid: int = 8, min_frames: int = 8, max_frames: int = 24,
-                 radius: int = 48, seed: int = 0):
+                 radius: int = 48, seed: int = 0, mode: str = "auto"):
+        if mode not in MODES:
+            raise GeoStreamError(f"data.source must be one of {MODES}, got {mode!r}")
         self.reader = TrackReader(path)
         self.scenes = sorted(self.reader.scene_names)
         if not self.scenes:
             raise GeoStreamError(f"{path} holds no scenes")
         self.grid, self.min_frames, self.max_frames, self.radius, self.seed = grid, min_frames, max_frames, radius, seed
+        has = {s: self.reader.scene_has(s) for s in self.scenes}
+        lacking = [s for s, h in has.items() if not (h["depth"] and h["cameras"])]
+        self.has_depth = all(h["depth"] for h in has.values())
+        if mode == "scenes" and lacking:
+            raise GeoStreamError(f"{path}: {len(lacking)} of {len(self.scenes)} scene(s) have no depth or cameras "
+                                 f"(e.g. {lacking[0]!r}), so tracks cannot be built from geometry; use "
+                                 f"data.source=sequences (or auto) to train on the file's stored sequences")
+        self.mode = "sequences" if mode == "sequences" or (mode == "auto" and lacking) else "scenes"
+        if self.mode == "sequences":
+            if len(self.reader) == 0:
+                raise GeoStreamError(f"{path} holds no stored sequences to train on")
+            log.info("data.tracks %s: %s; training on its %d stored sequences as supplied (data.grid and the "
+                     "frame sampler do not apply)", path,
+                     f"{len(lacking)} of {len(self.scenes)} scene(s) lack depth or cameras" if lacking else
+                     "data.source=sequences", len(self.reader))
+            self.has_depth = self.has_depth and all(self._stored_has_depth(i) for i in range(min(len(self.reader), 8)))
+            return
         self.num_frames = {s: self.reader.scene_num_frames(s) for s in self.scenes}
         short = {s: n for s, n in self.num_frames.items() if n < min_frames}
         if short:
@@ -49,12 +75,21 @@ class GeoStream:
                 f"data.min_frames={min_frames} (e.g. {dict(list(short.items())[:3])}); lower data.min_frames "
                 "or use longer scenes")
 
-    def scene_for(self, index: int) -> str:
-        n = len(self.scenes)
+    def _stored_has_depth(self, i: int) -> bool:
+        return self.reader.scene_has(self.reader.sequence_scene(i))["depth"]
+
+    def _item_for(self, index: int, n: int) -> int:
         perm = np.random.default_rng([self.seed, index // n, 7]).permutation(n)
-        return self.scenes[int(perm[index % n])]
+        return int(perm[index % n])
+
+    def scene_for(self, index: int) -> str:
+        if self.mode == "sequences":
+            return self.reader.sequence_scene(self._item_for(index, len(self.reader)))
+        return self.scenes[self._item_for(index, len(self.scenes))]
 
     def __getitem__(self, index: int) -> TrackSequence:
+        if self.mode == "sequences":
+            return self.reader[self._item_for(index, len(self.reader))]
         name = self.scene_for(index)
         rng = np.random.default_rng([self.seed, index])
         ids = sample_train_frames(self.num_frames[name], rng, self.min_frames, self.max_frames, self.radius)

@@ -105,7 +105,11 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     tracks, tracks_eval, instruct = prepare_data(cfg, out, accelerator)
     d = cfg.data
     geo = GeoStream(tracks, grid=d.grid, min_frames=d.min_frames, max_frames=d.max_frames, radius=d.radius,
-                    seed=cfg.run.seed) if tracks else None
+                    seed=cfg.run.seed, mode=d.source) if tracks else None
+    if geo is not None and cfg.loss.depth and not geo.has_depth:
+        log.info("L_depth: %s has no depth maps (%s), so L_depth has no term in its samples and adds 0; "
+                 "set loss.depth=false to turn it off, or bring depth (scripts/convert_colmap.py --depth-npy, "
+                 "scripts/convert_vggt.py)", tracks, "stored sequences" if geo.mode == "sequences" else "scenes")
     lm = LMStream(instruct, d.video_root, num_frames=d.num_frames_lm, seed=cfg.run.seed) if instruct else None
 
     model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
@@ -302,8 +306,8 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
         done = {}
         for i in range(min(len(reader), cfg.run.eval_sequences)):
             seq = reader[i]
-            (rec,) = probe.evaluate([seq])
-            done[seq.key] = {"arrays": rec, "attrs": {"skipped": not rec["valid"].any()}}
+            for r in probe.evaluate([seq])[0]:            # one record, or one per query-frame group
+                done[r.key] = {"arrays": r.arrays, "attrs": {**r.attrs, "skipped": not r.arrays["valid"].any()}}
         run.peft_model.train()
     if run.eval_path is not None and acc.is_main_process:
         skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
