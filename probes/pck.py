@@ -5,6 +5,7 @@
     accelerate launch probes/pck.py ...                    # sequences sharded over processes
 
 Writes OUT/results.h5 (per sequence, resumable), OUT/results.json and OUT/figure3.png/.pdf.
+results.json also carries TAP-Vid's δ^x metrics (``tapvid``; probes/tapvid_metrics.py) for any tracks.
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                    help="average the map with the k -> query-frame direction before the argmax (DiffTrack)")
     p.add_argument("--delta", default=f"{d.delta:g}",
                    help="PCK threshold(s) in tokens, e.g. 2 or 1,2,4: one curve each, the figure uses the first")
+    p.add_argument("--refine", choices=["softargmax", "none"], default=d.refine,
+                   help="sub-token position behind TAP-Vid's pixel metrics: a soft-argmax of the attention around "
+                        "the matched token (default), or the token's centre")
     p.add_argument("--max-sequences", type=int, help="probe only the first N sequences")
     p.add_argument("--frames-mode", help="Qwen2/2.5-VL: duplicate (default), images or merged")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=d.dtype)
@@ -74,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                        extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, frames_mode=a.frames_mode,
                        dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
                        size=tuple(a.size) if a.size else None, seed=a.seed, trust_remote_code=a.trust_remote_code,
-                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size)
+                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                          Path(cfg.out) / "figure3.png", references=res.get("references"))
     print(f"peak PCK@{cfg.delta:g} {max((v for v in res['pck_mean'] if v is not None), default=float('nan')):.3f} "
           f"at layer {res['peak_layer']} over {res['num_sequences']} sequences")
+    tv = res.get("tapvid") or {}
+    if tv.get("delta_avg"):
+        best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])
+        print(f"TAP-Vid delta_avg {tv['delta_avg'][best]:.3f} at layer {res['layers'][best]} over {tv['num_videos']} "
+              f"sequence(s) (256x256 px, every point predicted visible, {cfg.refine} positions)")
     print(f"results: {Path(cfg.out) / 'results.json'}")
     print(f"figure:  {paths[0]}")
     return 0

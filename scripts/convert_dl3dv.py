@@ -28,7 +28,7 @@ import logging  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts.build_tracks import (INPUT_ERRORS, add_sampling_args, check_sampling_args,  # noqa: E402
-                                  record_args, write_scene)
+                                  guarded_output, record_args, write_scene)
 from tracks.dl3dv import load_dl3dv_scene  # noqa: E402
 from tracks.io import TrackWriter  # noqa: E402
 from tracks.sampling import plan_sequences  # noqa: E402
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"scene folder names must be distinct (they name the scenes in the file): {names}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     total = 0
-    try:
+    with guarded_output(args.out, "convert_dl3dv", INPUT_ERRORS) as status:
         with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
             for scene_dir, depth_dir in tqdm(list(zip(args.scene, depths)), desc="scenes"):
                 scene = load_dl3dv_scene(scene_dir, depth_dir, images_factor=args.factor, undistort=args.undistort,
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 plans = plan_sequences(scene.num_frames, scene.name, args.frames, args.split, args.sequences, args.seed,
                                        first_index=total)
                 total += write_scene(writer, scene, plans, args.grid, args.rel_tol)
-    except INPUT_ERRORS as e:
-        print(f"convert_dl3dv: error: {e}", file=sys.stderr)
+    if status.failed:
         return 2
     log.info("wrote %d sequence(s) from %d scene(s) to %s", total, len(args.scene), args.out)
     return 0

@@ -113,7 +113,7 @@ def test_depth_of_wrong_shape(folder):
 
 def test_integer_depth_is_refused(folder):
     np.save(folder / "depth" / "000000.npy", np.ones((12, 16), np.uint16))
-    with pytest.raises(SceneError, match=r"000000.npy: depth must be float metres, got dtype uint16"):
+    with pytest.raises(SceneError, match=r"000000.npy: depth must be float, in the poses. units, got dtype uint16"):
         load_scene_folder(folder)
 
 

@@ -113,10 +113,16 @@ def distinct_intrinsics(K: np.ndarray) -> list[int]:
 def undistort_frames(frames: np.ndarray, depth: np.ndarray | None, K: np.ndarray,
                      coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Resample (T, H, W, 3) frames (bilinear) and (T, H, W) depth (nearest; z is unchanged by
-    undistortion) onto a pinhole camera with the same K; outside the source: RGB 0, depth NaN."""
-    H, W = frames.shape[1:3]
-    maps = {t: source_pixel_map(K[t], coeffs, H, W) for t in distinct_intrinsics(K)}   # (H, W, 2) each
-    key = [next(t for t in maps if np.array_equal(K[t], K[f])) for f in range(len(K))]
-    out_rgb = np.stack([remap_bilinear(frames[f], maps[key[f]]) for f in range(len(K))])
-    out_depth = None if depth is None else np.stack([remap_nearest(depth[f], maps[key[f]]) for f in range(len(K))])
+    undistortion) onto a pinhole camera with the same K; outside the source: RGB 0, depth NaN.
+
+    coeffs: (5,) shared by every frame, or (T, 5) per frame.
+    """
+    T, H, W = frames.shape[:3]
+    co = np.broadcast_to(np.asarray(coeffs, dtype=np.float64), (T, 5))
+    cams = np.concatenate([K.reshape(T, -1), co], 1)                                  # (T, 14) one row per camera
+    _, first, which = np.unique(cams, axis=0, return_index=True, return_inverse=True)
+    maps = [source_pixel_map(K[t], co[t], H, W) for t in first]                      # (H, W, 2) each
+    which = np.asarray(which).reshape(-1)
+    out_rgb = np.stack([remap_bilinear(frames[f], maps[which[f]]) for f in range(T)])
+    out_depth = None if depth is None else np.stack([remap_nearest(depth[f], maps[which[f]]) for f in range(T)])
     return out_rgb, out_depth

@@ -3,7 +3,7 @@
 Layout (issue 2, sec. 4 "Inputs")::
 
     DIR/frames/*.png|jpg        RGB frames, sorted by file name
-    DIR/depth/<same stem>.npy   depth in metres, (H, W) float; NaN/0/negative = unknown
+    DIR/depth/<same stem>.npy   depth in the poses' units, (H, W) float; NaN/0/negative = unknown
     DIR/cameras.json            {"frames": [{"K": 3x3, "cam_from_world": 4x4,
                                              "frame_index": optional int}, ...]}
 
@@ -55,7 +55,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_depth(path: Path, image_hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) float32 metres from a .npy file, checked against its image size."""
+    """(H, W) float32 depth (in the poses' units) from a .npy file, checked against its image size."""
     if not path.is_file():
         raise SceneError(f"{path}: depth file not found (every frame needs one)")
     try:
@@ -69,7 +69,7 @@ def read_depth(path: Path, image_hw: tuple[int, int]) -> np.ndarray:
                          f"{image_hw[0]}x{image_hw[1]} (H x W); they must match")
     if not np.issubdtype(depth.dtype, np.floating):
         # Integer depth is almost always millimetres (ScanNet, ARKit PNGs); refuse to guess.
-        raise SceneError(f"{path}: depth must be float metres, got dtype {depth.dtype} "
+        raise SceneError(f"{path}: depth must be float, in the poses' units, got dtype {depth.dtype} "
                          f"(if it is millimetres, divide by 1000 and save as float32)")
     return depth.astype(np.float32)
 

@@ -122,12 +122,12 @@ def _video(entry: Any, name: str, where: str, dataset: str, file: Path) -> TapVi
     T = frames.shape[0]
     if points.ndim != 3 or points.shape[2] != 2 or not np.issubdtype(points.dtype, np.floating):
         raise TapVidError(f"{where}: 'points' must be (N, T, 2) float (x, y), got {points.shape} {points.dtype}")
-    if occluded.shape != points.shape[:2] or occluded.dtype != bool:
-        raise TapVidError(f"{where}: 'occluded' must be (N, T) = {points.shape[:2]} bool, got "
-                          f"{occluded.shape} {occluded.dtype}")
     if points.shape[1] != T:
         raise TapVidError(f"{where}: 'points' cover {points.shape[1]} frames but 'video' has {T}; "
                           f"points are (N, T, 2) with N tracks first")
+    if occluded.shape != points.shape[:2] or occluded.dtype != bool:
+        raise TapVidError(f"{where}: 'occluded' must be (N, T) = {points.shape[:2]} bool, got "
+                          f"{occluded.shape} {occluded.dtype}")
     seen = points[~occluded]
     if seen.size and (not np.isfinite(seen).all() or seen.min() < -0.5 or seen.max() > 1.5):
         raise TapVidError(f"{where}: visible 'points' range over [{np.nanmin(seen):.3g}, {np.nanmax(seen):.3g}], "

@@ -61,7 +61,7 @@ class GeoStream:
         if self.mode == "sequences":
             if len(self.reader) == 0:
                 raise GeoStreamError(f"{path} holds no stored sequences to train on")
-            log.info("data.tracks %s: %s; training on its %d stored sequences as supplied (data.grid and the "
+            log.info("data.tracks %s: %s; training on its %d stored sequence(s) as supplied (data.grid and the "
                      "frame sampler do not apply)", path,
                      f"{len(lacking)} of {len(self.scenes)} scene(s) lack depth or cameras" if lacking else
                      "data.source=sequences", len(self.reader))

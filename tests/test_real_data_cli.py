@@ -1,0 +1,58 @@
+"""Sparse COLMAP tracks through the user's commands: convert, probe (PCK beside TAP-Vid's δ), and 10 training
+steps without depth, where L_depth has no term and the trainer says so once."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colmap_fixture import make_model
+from tracks.io import TrackReader
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def sh(*cmd):
+    p = subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT, capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def sparse_tracks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colmap")
+    make_model(root, factor=1, num_points=120, keep=0.9)                     # 80 x 60 frames, OPENCV
+    out = root / "sparse.h5"
+    sh(ROOT / "scripts" / "convert_colmap.py", "--colmap", root, "--tracks", "sparse", "--sparse", "sparse/0/bin",
+       "--images", "images", "--out", out, "--frames", "all", "--grid", 6)
+    return out
+
+
+def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path):
+    out = tmp_path / "probe"
+    p = sh(ROOT / "probes" / "pck.py", "--tracks", sparse_tracks, "--out", out, "--size", 112, 140)
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_sequences"] == len(TrackReader(sparse_tracks)) and len(res["pck_mean"]) == 4
+    tv = res["tapvid"]
+    assert tv["num_videos"] == res["num_sequences"] and len(tv["delta_avg"]) == 4
+    assert all(0 <= v <= 1 for v in tv["delta_16"]) and tv["refine"] == "softargmax"
+    d = np.array([tv[f"delta_{x}"] for x in (1, 2, 4, 8, 16)])
+    assert (np.diff(d, axis=0) >= -1e-12).all()                               # a larger threshold never scores lower
+    assert "TAP-Vid delta_avg" in p.stdout
+
+
+def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_path):
+    out = tmp_path / "run"
+    p = sh(ROOT / "scripts" / "train_gasp.py", f"data.tracks={sparse_tracks}", "loss.lm=false", "optim.max_steps=10",
+           f"run.out={out}", "run.eval_sequences=0", "run.save_every=0", "data.num_workers=0", "model.size=[112,140]")
+    log = p.stderr + p.stdout
+    assert log.count("L_depth: ") == 1 and "has no depth maps" in log and "loss.depth=false" in log
+    assert "training on its 1 stored sequence(s) as supplied" in log
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    geo = [r for r in rows if r.get("l_corr") is not None]
+    assert len(rows) == 10 and len(geo) == 10
+    assert all(r["l_depth"] == 0.0 for r in geo) and all(r["l_corr"] > 0 for r in geo)
