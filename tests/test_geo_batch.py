@@ -80,3 +80,20 @@ def test_size_mismatch_is_an_error():
                        image_size=(56, 84), token_size=(28.0, 28.0))
     with pytest.raises(GeoBatchError, match="layout was made for"):
         geo_targets(seq, lay)
+
+
+def test_points_with_their_own_query_frames_and_no_depth():
+    """Supplied tracks: each point anchors in its own query frame; no depth maps or track depth: no depth targets."""
+    tracks = np.zeros((3, 2, 2), np.float32)
+    tracks[:, 0] = [[5, 5], [25, 5], [45, 5]]
+    tracks[:, 1] = [[5, 25], [25, 25], [45, 25]]
+    visible = np.ones((3, 2), bool)
+    visible[0, 1] = False                                          # point 1 unknown in frame 0
+    seq = TrackSequence(frames=np.zeros((3, H, W, 3), np.uint8), depth=None, K=None, cam_from_world=None,
+                        frame_index=np.arange(3), tracks=tracks, visible=visible, track_depth=None,
+                        occluded=np.zeros((3, 2), bool), query_frames=np.array([0, 2]))
+    t = geo_targets(seq, _layout())
+    assert torch.equal(t.query_frame, torch.tensor([0, 2]))
+    assert t.anchor_tok.tolist() == [0, 5]                         # point 1 anchors at (row 1, col 2) of frame 2
+    assert t.valid.tolist() == [[True, False], [True, True], [True, True]]
+    assert torch.isnan(t.tok_depth).all() and torch.isnan(t.gt_depth).all()

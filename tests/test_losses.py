@@ -40,15 +40,16 @@ def _loop_infonce(emb, anchor_tok, gt_tok, valid, tau, a=0):
     for l in range(L):
         terms = []
         for i in range(len(anchor_tok)):
-            ea = emb[l, a, anchor_tok[i]]
+            ai = int(a[i]) if hasattr(a, "__len__") else a                 # the anchor's own frame
+            ea = emb[l, ai, anchor_tok[i]]
             for b in range(F):
-                if b == a or not valid[b, i]:
+                if b == ai or not valid[b, i]:
                     continue
                 pos = torch.exp(ea @ emb[l, b, gt_tok[b, i]] / tau)
                 denom = 0.0
                 for f in range(F):
                     for j in range(P):
-                        if f == a and j == anchor_tok[i]:
+                        if f == ai and j == anchor_tok[i]:
                             continue
                         denom = denom + torch.exp(ea @ emb[l, f, j] / tau)
                 terms.append(-torch.log(pos / denom))
@@ -63,11 +64,12 @@ def _loop_depth(emb, anchor_tok, valid, gt_depth, tok_depth, tau, eps=DEFAULT_EP
     for l in range(L):
         terms = []
         for i in range(len(anchor_tok)):
-            ea = emb[l, a, anchor_tok[i]]
+            ai = int(a[i]) if hasattr(a, "__len__") else a
+            ea = emb[l, ai, anchor_tok[i]]
             for b in range(F):
                 d = gt_depth[b, i]
                 cands = [j for j in range(P) if math.isfinite(tok_depth[b, j]) and tok_depth[b, j] > 0]
-                if b == a or not valid[b, i] or not (math.isfinite(d) and d > 0) or not cands:
+                if b == ai or not valid[b, i] or not (math.isfinite(d) and d > 0) or not cands:
                     continue
                 s = torch.stack([ea @ emb[l, b, j] / tau for j in cands])
                 A = torch.exp(s) / torch.exp(s).sum()
@@ -84,6 +86,22 @@ def test_infonce_matches_loop(query_frame):
     ref = _loop_infonce(emb, anc, gt, valid, tau=0.1, a=query_frame)
     torch.testing.assert_close(per, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(mean, ref.mean())
+
+
+def test_anchors_with_their_own_query_frames_match_the_loop():
+    """Supplied tracks (TAP-Vid strided queries) anchor each point in its own frame."""
+    emb, anc, gt, valid, gd, td = _problem(F=4, N=5)
+    qf = torch.tensor([0, 2, 2, 3, 1])
+    valid[qf, torch.arange(5)] = True                                   # the anchor's own frame: ignored
+    gt[qf, torch.arange(5)] = anc
+    out = gasp_losses(emb, anc, gt, valid, gd, td, query_frame=qf, tau=0.1)
+    torch.testing.assert_close(out["per_layer_corr"], _loop_infonce(emb, anc, gt, valid, tau=0.1, a=qf),
+                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out["per_layer_depth"], _loop_depth(emb, anc, valid, gd, td, tau=0.1, a=qf),
+                               rtol=1e-10, atol=1e-10)
+    assert int(out["n_valid"]) == int((valid & (torch.arange(4)[:, None] != qf[None])).sum())
+    with pytest.raises(ValueError, match="query_frame must be an int or"):
+        gasp_losses(emb, anc, gt, valid, gd, td, query_frame=qf[:3])
 
 
 def test_depth_matches_loop():

@@ -50,7 +50,8 @@ def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_pa
     p = sh(ROOT / "scripts" / "train_gasp.py", f"data.tracks={sparse_tracks}", "loss.lm=false", "optim.max_steps=10",
            f"run.out={out}", "run.eval_sequences=0", "run.save_every=0", "data.num_workers=0", "model.size=[112,140]")
     log = p.stderr + p.stdout
-    assert log.count("L_depth: ") == 1 and "has no depth maps" in log and "loss.depth=false" in log
+    assert log.count("L_depth: ") == 1 and "L_depth: 1 of 1 stored sequences" in log and "adds 0" in log
+    assert "loss.depth=false" in log
     assert "training on its 1 stored sequence(s) as supplied" in log
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     geo = [r for r in rows if r.get("l_corr") is not None]

@@ -20,7 +20,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 # modules whose code decides the pixels and tracks of a synthetic scene
-_RENDERER = ("synthetic", "camera_path", "textures", "geometry", "sampling", "io", "types")
+_RENDERER = ("synthetic", "camera_path", "textures", "geometry", "sampling", "io", "writer", "format", "types")
 
 
 def cache_root() -> Path:

@@ -131,6 +131,11 @@ class TrackReader:
     def scene_names(self) -> list[str]:
         return [s for k in range(len(self.paths)) for s in self._file(k)["scenes"].keys()]
 
+    def sequence_has(self, i: int) -> dict[str, bool]:
+        """{"track_depth": ...}: whether sequence ``i`` stores its points' depth (optional from format v2)."""
+        k, name = self._locate(i)
+        return {"track_depth": "track_depth" in self._file(k)[f"sequences/{name}"]}
+
     def sequence_scene(self, i: int) -> str:
         k, name = self._locate(i)
         return str(self._file(k)[f"sequences/{name}"].attrs["scene"])

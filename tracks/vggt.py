@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from tracks.dl3dv import frame_numbers
-from tracks.scene_folder import IMAGE_SUFFIXES, SceneError, read_rgb, stack_frames
+from tracks.scene_folder import SceneError, list_frames, read_rgb, stack_frames
 from tracks.types import Scene
 
 log = logging.getLogger(__name__)
@@ -153,13 +153,10 @@ def read_predictions(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
 
 def source_images(images_dir: str | Path) -> list[Path]:
     """The image files VGGT's demo reads from a folder, in its (sorted-name) order."""
-    d = Path(images_dir)
-    if not d.is_dir():
-        raise VGGTError(f"{d}: image folder not found (pass the folder of source frames VGGT was run on)")
-    paths = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise VGGTError(f"{d}: no .png/.jpg images")
-    return paths
+    try:
+        return list_frames(Path(images_dir))
+    except SceneError as e:
+        raise VGGTError(f"{e} (pass the folder of source frames VGGT was run on)") from None
 
 
 def _matches(frames: np.ndarray, images: np.ndarray, mode: str) -> tuple[bool, float, int]:

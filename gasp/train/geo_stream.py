@@ -52,7 +52,9 @@ class GeoStream:
         self.grid, self.min_frames, self.max_frames, self.radius, self.seed = grid, min_frames, max_frames, radius, seed
         has = {s: self.reader.scene_has(s) for s in self.scenes}
         lacking = [s for s, h in has.items() if not (h["depth"] and h["cameras"])]
-        self.has_depth = all(h["depth"] for h in has.values())
+        # items (scenes, or stored sequences) L_depth has nothing to work with: no depth maps or no track depth
+        self.depthless = sum(not h["depth"] for h in has.values())
+        self.num_items = len(self.scenes)
         if mode == "scenes" and lacking:
             raise GeoStreamError(f"{path}: {len(lacking)} of {len(self.scenes)} scene(s) have no depth or cameras "
                                  f"(e.g. {lacking[0]!r}), so tracks cannot be built from geometry; use "
@@ -65,7 +67,8 @@ class GeoStream:
                      "frame sampler do not apply)", path,
                      f"{len(lacking)} of {len(self.scenes)} scene(s) lack depth or cameras" if lacking else
                      "data.source=sequences", len(self.reader))
-            self.has_depth = self.has_depth and all(self._stored_has_depth(i) for i in range(min(len(self.reader), 8)))
+            self.depthless = sum(not self._stored_has_depth(i) for i in range(len(self.reader)))
+            self.num_items = len(self.reader)
             return
         self.num_frames = {s: self.reader.scene_num_frames(s) for s in self.scenes}
         short = {s: n for s, n in self.num_frames.items() if n < min_frames}
@@ -76,7 +79,8 @@ class GeoStream:
                 "or use longer scenes")
 
     def _stored_has_depth(self, i: int) -> bool:
-        return self.reader.scene_has(self.reader.sequence_scene(i))["depth"]
+        """L_depth needs both the depth maps (its candidates) and the points' depth (its targets)."""
+        return self.reader.scene_has(self.reader.sequence_scene(i))["depth"] and self.reader.sequence_has(i)["track_depth"]
 
     def _item_for(self, index: int, n: int) -> int:
         perm = np.random.default_rng([self.seed, index // n, 7]).permutation(n)

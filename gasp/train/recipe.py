@@ -106,10 +106,12 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     d = cfg.data
     geo = GeoStream(tracks, grid=d.grid, min_frames=d.min_frames, max_frames=d.max_frames, radius=d.radius,
                     seed=cfg.run.seed, mode=d.source) if tracks else None
-    if geo is not None and cfg.loss.depth and not geo.has_depth:
-        log.info("L_depth: %s has no depth maps (%s), so L_depth has no term in its samples and adds 0; "
-                 "set loss.depth=false to turn it off, or bring depth (scripts/convert_colmap.py --depth-npy, "
-                 "scripts/convert_vggt.py)", tracks, "stored sequences" if geo.mode == "sequences" else "scenes")
+    if geo is not None and cfg.loss.depth and geo.depthless:
+        what = "stored sequences" if geo.mode == "sequences" else "scenes"
+        log.info("L_depth: %d of %d %s in %s have no depth (depth maps and track_depth), so L_depth has no term in "
+                 "their samples%s; set loss.depth=false to turn it off, or bring depth (scripts/convert_colmap.py "
+                 "--depth-npy, scripts/convert_vggt.py)", geo.depthless, geo.num_items, what, tracks,
+                 " and adds 0" if geo.depthless == geo.num_items else " (the others keep it)")
     lm = LMStream(instruct, d.video_root, num_frames=d.num_frames_lm, seed=cfg.run.seed) if instruct else None
 
     model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
