@@ -23,86 +23,14 @@ import torch
 
 from gasp.distributed import process_state
 from gasp.models import load_model
-from gasp.runinfo import run_info, write_json_atomic
+from gasp.runinfo import write_json_atomic
 from probes import metrics, store
+from probes.config import DTS, ProbeConfig, ProbeError, layer_kind_fields, parse_layers  # noqa: F401 (re-exported)
+from probes.summary import delta_key, summarize  # noqa: F401 (re-exported)
 from tracks.io import TrackReader
 from tracks.types import TrackSequence
 
 log = logging.getLogger(__name__)
-
-DTS = tuple(range(1, 25))
-
-
-@dataclass
-class ProbeConfig:
-    """Everything that determines a probe's numbers; saved into results.json."""
-
-    model: str = "tiny-qwen2.5-vl"
-    adapter: str | None = None
-    tracks: str | None = None          # None: synthetic evaluation sequences, rendered once into GASP_CACHE
-    out: str = "runs/probe"
-    layers: str = "all"                # "all" or "i,j,..."
-    rope: str = "post"
-    heads: str = "mean"
-    match: str = "cosine-mean"         # "cosine-mean" (paper eq. 10) or "softmax-mean" (DiffTrack)
-    bidirectional: bool = False        # average the matching map with the k -> query-frame direction
-    delta: float = 2.0
-    extra_deltas: tuple[float, ...] = ()  # further PCK thresholds, reported as pck_at (issue 9: 1 and 4)
-    max_sequences: int | None = None
-    frames_mode: str | None = None     # adapter default when None
-    dtype: str = "fp32"
-    device: str | None = None          # None: accelerate's device for this process
-    batch_size: int = 1
-    fps: float = 2.0
-    size: tuple[int, int] | None = None  # model input (H, W); None: adapter default for the frames
-    prompt: str = "describe the video."
-    seed: int = 0
-    trust_remote_code: bool = False
-    synthetic_scenes: int = 8          # embedded default: scenes of 26 frames, one 8-frame sequence each
-    synthetic_size: int = 448          # 16 x 16 tokens per frame for Qwen (28 px tokens)
-    explore_sequences: int = 8         # the first N sequences also store similarity maps (plots/matches.py)
-    explore_points: int = 4            # ... of this many query points each
-    refine: str = "softargmax"         # sub-token position for TAP-Vid's δ metrics (probes/tapvid_metrics.py)
-
-
-class ProbeError(ValueError):
-    """Bad probe input, reported to the user without a traceback."""
-
-
-def parse_layers(spec: str, num_layers: int, kinds: list[str] | None = None) -> list[int]:
-    """Layer indices from --layers; "all" means every softmax-attention ("full") layer of ``kinds``.
-
-    A hybrid LLM's linear-attention layers (Qwen3.5's Gated DeltaNet) have no Q/K softmax to
-    probe: "all" leaves them out and naming one is an error (docs/METHOD.md sec. 1).
-    """
-    kinds = kinds or ["full"] * num_layers
-    if spec == "all":
-        return [i for i in range(num_layers) if kinds[i] == "full"]
-    try:
-        layers = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise ProbeError(f"--layers must be 'all' or comma-separated integers, got {spec!r}") from None
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad or not layers:
-        raise ProbeError(f"--layers {spec!r}: layer(s) {bad} do not exist; the model has layers 0..{num_layers - 1}")
-    linear = [i for i in layers if kinds[i] != "full"]
-    if linear:
-        raise ProbeError(f"--layers {spec!r}: layer(s) {linear} are linear-attention layers (no softmax Q/K to probe); "
-                         f"the attention layers are {[i for i, k in enumerate(kinds) if k == 'full']}")
-    return sorted(set(layers))
-
-
-def layer_kind_fields(layers: list[int], kinds: list[str] | None) -> dict[str, Any]:
-    """results.json's marking of hybrid LLMs: ``layer_kinds`` aligned with ``layers`` and the
-    decoder layers left out because they are linear attention (empty for softmax-only LLMs)."""
-    kinds = kinds or ["full"] * (max(layers) + 1)
-    return {"layer_kinds": [kinds[i] for i in layers],
-            "num_decoder_layers": len(kinds),
-            "linear_attention_layers": [i for i, k in enumerate(kinds) if k == "linear"],
-            "linear_attention_note": "not probed: linear attention (Gated DeltaNet) has no softmax over keys, "
-                                     "so its q/k are not what the layer's token mixing compares"
-            if "linear" in kinds else None}
-
 
 def synthetic_eval_tracks(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> Path:
     """The embedded default's evaluation sequences, rendered once into the cache (``tracks/cache.py``)."""
@@ -258,110 +186,6 @@ def spread_points(visible_query: np.ndarray, m: int) -> list[int]:
     if m <= 0 or idx.size == 0:
         return []
     return sorted({int(idx[round(j)]) for j in np.linspace(0, idx.size - 1, min(m, idx.size))})
-
-
-def delta_key(d: float) -> str:
-    """results.h5 array name of the per-point correctness at an extra threshold, e.g. correct_d4."""
-    return f"correct_d{float(d):g}".replace(".", "p")
-
-
-def _layer_results(arrays: dict[str, np.ndarray], key: str = "correct") -> list[metrics.LayerResult]:
-    valid, dt = torch.from_numpy(arrays["valid"]), torch.from_numpy(arrays["dt"])
-    correct, conf = torch.from_numpy(arrays[key]), torch.from_numpy(arrays["conf"])
-    return [metrics.LayerResult(correct=correct[i], conf=conf[i], valid=valid, pred_rc=torch.empty(0), dt=dt)
-            for i in range(correct.shape[0])]
-
-
-def by_sequence(done: dict[str, dict], keys: list[str]) -> dict[str, list[str]]:
-    """Record keys grouped by the sequence they belong to (a record's ``parent``, else itself), in key order."""
-    groups: dict[str, list[str]] = {}
-    for k in keys:
-        groups.setdefault(str(done[k]["attrs"].get("parent", k)), []).append(k)
-    return groups
-
-
-def _sequence_results(done: dict[str, dict], records: list[str], key: str = "correct") -> list[metrics.LayerResult]:
-    """One sequence's per-layer results, its query-frame groups' records pooled (``metrics.merge_results``)."""
-    per = [_layer_results(done[r]["arrays"], key) for r in records]
-    return [metrics.merge_results([p[i] for p in per]) for i in range(len(per[0]))]
-
-
-def tapvid_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any] | None:
-    """results.json's TAP-Vid δ metrics: per layer, each video's fraction averaged over videos."""
-    from probes import tapvid_metrics as tv
-
-    if not all("within_px" in done[r]["arrays"] for recs in groups.values() for r in recs):
-        return None
-    per_video = []
-    for recs in groups.values():
-        within = np.concatenate([done[r]["arrays"]["within_px"] for r in recs], -1)      # (L, F', Q)
-        valid = np.concatenate([done[r]["arrays"]["valid"] for r in recs], -1)           # (F', Q)
-        per_video.append(tv.video_fractions(within, valid))
-    res = tv.summarize_videos(per_video)
-    res.update(refine=cfg.refine, refine_radius_tokens=tv.REFINE_RADIUS if cfg.refine == "softargmax" else 0,
-               convention="DiffTrack zero-shot: every point predicted visible; positions scaled to 256x256, "
-                          "strict <, per video then mean over videos (tapnet compute_tapvid_metrics)")
-    return res
-
-
-def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skipped: list[str],
-              layer_kinds: list[str] | None = None) -> dict[str, Any]:
-    """results.json content from every finished record (sorted by key, so order-independent).
-
-    Records of one sequence's query-frame groups (TAP-Vid) are pooled into that sequence
-    before anything is averaged over sequences.
-    """
-    keys = sorted(k for k, r in done.items() if not r["attrs"].get("skipped", False))
-    if not keys:
-        raise ProbeError("no sequence had a point visible in two frames; nothing to report")
-    groups = by_sequence(done, keys)
-    s = metrics.summarize([_sequence_results(done, recs) for recs in groups.values()], DTS)
-    nn = metrics.nan_to_none
-    res: dict[str, Any] = {
-        "model": cfg.model, "adapter": cfg.adapter, "layers": layers, "delta": cfg.delta, "rope": cfg.rope,
-        "heads": cfg.heads, "match": cfg.match, "bidirectional": cfg.bidirectional, "frames_mode": cfg.frames_mode,
-        "pck_mean": nn(s["pck_mean"]), "pck_std": nn(s["pck_std"]), "rho": nn(s["rho"]),
-        "dt": list(DTS), "dt_pck": nn(s["dt_pck"]), "dt_norm": nn(s["dt_norm"]),
-        "num_sequences": s["num_sequences"], "num_points": s["num_points"],
-        "num_predictions": s["num_predictions"], "sequences": keys, "skipped_sequences": sorted(skipped),
-        "per_sequence": {"pck": nn(s["pck_seq"]), "rho": nn(s["rho_seq"])},
-        **layer_kind_fields(layers, layer_kinds),
-    }
-    if len(groups) != len(keys):
-        res["sequence_groups"] = groups              # sequence -> its query-frame records (per-point query frames)
-    if cfg.extra_deltas:                     # one curve per threshold, the first (delta) included
-        res["pck_at"] = {f"{float(cfg.delta):g}": {"pck_mean": res["pck_mean"], "pck_std": res["pck_std"],
-                                                   "dt_pck": res["dt_pck"]}}
-    for d in cfg.extra_deltas:
-        sd = metrics.summarize([_sequence_results(done, recs, delta_key(d)) for recs in groups.values()], DTS)
-        res.setdefault("pck_at", {})[f"{float(d):g}"] = {"pck_mean": nn(sd["pck_mean"]), "pck_std": nn(sd["pck_std"]),
-                                                        "dt_pck": nn(sd["dt_pck"])}
-    if all("correct_head" in done[k]["arrays"] for k in keys):
-        sh = metrics.summarize([_sequence_results(done, recs, "correct_head") for recs in groups.values()], DTS)
-        res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)
-    if all("reference" in done[k]["arrays"] for k in keys):
-        ref = np.stack([_pooled_reference(done, recs) for recs in groups.values()])      # (S, 2)
-        if np.isfinite(ref).all(1).any():
-            # model-free PCK@delta, mean over sequences like pck_mean (figure 3's reference lines)
-            res["references"] = dict(zip(("uniform", "same_position"), np.nanmean(ref, 0).tolist()))
-    tapvid = tapvid_block(cfg, done, groups)
-    if tapvid is not None:
-        res["tapvid"] = tapvid
-    pck = np.array([np.nan if v is None else v for v in res["pck_mean"]])
-    res["peak_layer"] = layers[int(np.nanargmax(pck))] if np.isfinite(pck).any() else None
-    res["config"] = dataclasses.asdict(cfg)
-    res.update(run_info())
-    return res
-
-
-def _pooled_reference(done: dict[str, dict], records: list[str]) -> np.ndarray:
-    """(2,) uniform and same-position PCK of one sequence, its groups weighted by their valid predictions."""
-    if len(records) == 1:
-        return done[records[0]]["arrays"]["reference"]
-    n = np.array([done[r]["arrays"]["valid"].sum() for r in records], dtype=np.float64)
-    ref = np.stack([done[r]["arrays"]["reference"] for r in records])                   # (G, 2)
-    ok = np.isfinite(ref).all(1) & (n > 0)
-    return (ref[ok] * n[ok, None]).sum(0) / n[ok].sum() if ok.any() else np.full(2, np.nan)
 
 
 def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterable[list[tuple[int, TrackSequence]]]:

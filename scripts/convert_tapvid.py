@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--query-mode", choices=QUERY_MODES, default="first",
                    help="TAP-Vid's query sampling: each track's first visible frame, or every --query-stride-th "
                         "frame (default first)")
-    p.add_argument("--query-stride", type=int, default=DEFAULT_QUERY_STRIDE, help="strided mode's stride in kept frames")
+    p.add_argument("--query-stride", type=int, default=DEFAULT_QUERY_STRIDE,
+                   help="strided mode's stride in kept frames")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--max-frames", type=int, default=None,
                         help="frames kept per video, evenly spaced (default 24)")

@@ -104,7 +104,8 @@ def make_model(root: Path, model="OPENCV", params=OPENCV, num_points=60, factor=
     img_dir = root / (images_name or (f"images_{factor}" if factor != 1 else "images"))
     img_dir.mkdir(parents=True, exist_ok=True)
     for name in CAMERA_POSES:
-        Image.fromarray(rng.integers(0, 255, (HEIGHT // factor, WIDTH // factor, 3), dtype=np.uint8)).save(img_dir / name)
+        img = rng.integers(0, 255, (HEIGHT // factor, WIDTH // factor, 3), dtype=np.uint8)
+        Image.fromarray(img).save(img_dir / name)
     return Fixture(root=root, xyz=xyz, observed=observed, keypoints=kps, names=list(CAMERA_POSES), model=model,
                    params=list(params), factor=factor)
 
@@ -130,7 +131,7 @@ def write(root, xyz, observed, kps, model, params, rng, form="both"):
     t_ = root / "sparse" / "0" / "txt"
     (b / "cameras.bin").write_bytes(struct.pack("<Q", 1) + struct.pack("<IiQQ", 1, MODEL_IDS[model], WIDTH, HEIGHT)
                                     + struct.pack(f"<{len(params)}d", *params))
-    (t_ / "cameras.txt").write_text("# Camera list\n1 " + model + f" {WIDTH} {HEIGHT} " + " ".join(map(repr, params)) + "\n")
+    (t_ / "cameras.txt").write_text(f"# Camera list\n1 {model} {WIDTH} {HEIGHT} " + " ".join(map(repr, params)) + "\n")
     data, lines = struct.pack("<Q", len(entries)), ["# Image list"]
     for name, (image_id, q, tv, pts) in entries.items():
         data += struct.pack("<I7dI", image_id, *q, *tv, 1) + name.encode() + b"\0" + struct.pack("<Q", len(pts))

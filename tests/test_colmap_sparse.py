@@ -1,4 +1,4 @@
-"""Sparse tracks from COLMAP models (tracks/colmap_points.py, colmap_sparse.py, scripts/convert_colmap.py --tracks sparse)
+"""Sparse tracks from COLMAP models (tracks/colmap_points.py, colmap_sparse.py, convert_colmap.py --tracks sparse)
 on a fixture written from COLMAP's documented format (tests/colmap_fixture.py), and on a model real COLMAP
 (pycolmap) reconstructs from frames gasp renders, checked against the renderer's own geometry."""
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colmap_fixture import CAMERA_POSES, HEIGHT, PINHOLE, WIDTH, make_model
+from colmap_fixture import PINHOLE, make_model
 from tracks.colmap_io import read_model
 from tracks.colmap_points import read_points3d
 from tracks.colmap_sparse import load_colmap_sparse, select_queries

@@ -182,7 +182,8 @@ BAD = [
      r"'points' cover 40 frames but 'video' has 30; points are \(N, T, 2\)"),
     (lambda d: d.write_bytes(pickle.dumps({"bear": {**tapvid_entry(*truth()), "points": truth()[1]}})),
      "not normalised"),
-    (lambda d: d.write_bytes(pickle.dumps({"bear": {"video": truth()[0]}})), r"missing key\(s\) \['points', 'occluded'\]"),
+    (lambda d: d.write_bytes(pickle.dumps({"bear": {"video": truth()[0]}})),
+     r"missing key\(s\) \['points', 'occluded'\]"),
     (lambda d: d.write_bytes(b"not a pickle at all"), "not a readable pickle"),
 ]
 
@@ -298,7 +299,7 @@ def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path):
         a, parent = done[key]["arrays"], done[key]["attrs"]["parent"]
         seq = reader[reader.sequence_keys.index(parent)].subset(a["points"])
         fids, qg = a["frame_ids"], int(a["query_grid"])
-        (h, w), (th, tw) = a["grid"], a["token_size"]
+        (_, w), (th, tw) = a["grid"], a["token_size"]
         pred = np.stack([(a["pred"] % w + 0.5) * tw - 0.5, (a["pred"] // w + 0.5) * th - 0.5], -1)  # (L, F', Q, 2)
         others = [f for f in range(len(fids)) if f != qg]
         for li in range(2):

@@ -46,7 +46,8 @@ def make_predictions(root: Path, W: int, H: int, mode: str, seed=4, batch=False)
     rgb, depth, _ = render_views(layout, K, poses, H, W)
     (w2, h2), (ox, oy), (w, h) = vggt_view(W, H, mode)
     sx, sy = w2 / W, h2 / H
-    Kv = np.array([[K[0, 0] * sx, 0, (K[0, 2] + 0.5) * sx - ox], [0, K[1, 1] * sy, (K[1, 2] + 0.5) * sy - oy], [0, 0, 1]])
+    Kv = np.array([[K[0, 0] * sx, 0, (K[0, 2] + 0.5) * sx - ox],            # corner convention, as VGGT's
+                   [0, K[1, 1] * sy, (K[1, 2] + 0.5) * sy - oy], [0, 0, 1]])
     Kv_ours = Kv - np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
     _, depth_v, _ = render_views(layout, Kv_ours, poses, h, w)
     images = []

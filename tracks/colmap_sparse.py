@@ -67,7 +67,8 @@ def load_colmap_sparse(colmap_dir, sparse=None, images="images", undistort: bool
     if not (frames_per_point >= 2).any():
         raise SceneError(f"{points_path}: no 3D point is observed in two frames (every track lists one image), so "
                          f"there is no correspondence to take; VGGT's demo_colmap.py writes such a model without "
-                         f"--use_ba: rerun it with --use_ba, or convert its predictions.npz with scripts/convert_vggt.py")
+                         f"--use_ba: rerun it with --use_ba, or convert its predictions.npz with "
+                         f"scripts/convert_vggt.py")
     resample = check_distortion(model, undistort, "keeping the cameras") if undistort else False
     distorted = model.distortion_px() >= 0.1 and not resample
     frames = stack_frames([read_rgb(p) for p in model.paths], model.paths)           # (T, H, W, 3)
@@ -106,7 +107,7 @@ class SparseTracks:
 def select_queries(sp: SparseScene, frame_ids: np.ndarray, grid: int) -> SparseTracks:
     """The tracks of one sequence over scene frames ``frame_ids`` (query frame first), queries as the module says."""
     ids = np.asarray(frame_ids, dtype=np.int64)
-    F, q = len(ids), int(ids[0])
+    F = len(ids)                                                                     # frame 0: the query frame
     H, W = sp.scene.image_size
     pos = np.full(sp.scene.num_frames, -1, dtype=np.int64)
     pos[ids] = np.arange(F)

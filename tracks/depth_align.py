@@ -164,7 +164,8 @@ def check_reprojection(errors: np.ndarray, frame: np.ndarray, where: str, names:
 
 
 def consistency_scale(depth: np.ndarray, K: np.ndarray, cam_from_world: np.ndarray, frames: np.ndarray | None = None,
-                      pairs: int = 8, grid: int = 32, rel_tol: float = 0.05, colour_tol: float = 24.0) -> dict[str, Any]:
+                      pairs: int = 8, grid: int = 32, rel_tol: float = 0.05,
+                      colour_tol: float = 24.0) -> dict[str, Any]:
     """How well depth scaled by s carries points between frames, for s over 1/64 .. 64 (module docstring).
 
     A grid point of frame a, moved into frame b with the scaled depth, agrees when it lands inside

@@ -197,7 +197,8 @@ def subsample_frames(num_frames: int, max_frames: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_frames - 1, max_frames)).astype(np.int64))
 
 
-def sample_queries(occluded: np.ndarray, mode: str, stride: int = DEFAULT_QUERY_STRIDE) -> tuple[np.ndarray, np.ndarray]:
+def sample_queries(occluded: np.ndarray, mode: str,
+                   stride: int = DEFAULT_QUERY_STRIDE) -> tuple[np.ndarray, np.ndarray]:
     """(track ids (Q,), query frames (Q,)) from occlusion flags (N, F) of the kept frames.
 
     ``first``: each track with a visible kept frame, queried at the first one.

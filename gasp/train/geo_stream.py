@@ -80,7 +80,8 @@ class GeoStream:
 
     def _stored_has_depth(self, i: int) -> bool:
         """L_depth needs both the depth maps (its candidates) and the points' depth (its targets)."""
-        return self.reader.scene_has(self.reader.sequence_scene(i))["depth"] and self.reader.sequence_has(i)["track_depth"]
+        scene_depth = self.reader.scene_has(self.reader.sequence_scene(i))["depth"]
+        return scene_depth and self.reader.sequence_has(i)["track_depth"]
 
     def _item_for(self, index: int, n: int) -> int:
         perm = np.random.default_rng([self.seed, index // n, 7]).permutation(n)
