@@ -193,9 +193,15 @@ def test_real_colmap_sfm_on_rendered_frames_matches_the_geometry(tmp_path):
     for i in ids:
         Image.fromarray(scene.frames[i]).save(ws / "images" / f"frame_{i:03d}.png")
     db = ws / "database.db"
-    pycolmap.extract_features(db, ws / "images", camera_mode=pycolmap.CameraMode.SINGLE)   # SIMPLE_RADIAL
-    pycolmap.match_exhaustive(db)
-    maps = pycolmap.incremental_mapping(db, ws / "images", ws / "sparse")
+    pycolmap.set_random_seed(0)                                  # one thread and a fixed seed: a repeatable model
+    extraction, matching = pycolmap.FeatureExtractionOptions(), pycolmap.FeatureMatchingOptions()
+    extraction.num_threads = matching.num_threads = 1
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.num_threads, mapping.random_seed = 1, 0
+    pycolmap.extract_features(db, ws / "images", camera_mode=pycolmap.CameraMode.SINGLE,   # SIMPLE_RADIAL
+                              extraction_options=extraction)
+    pycolmap.match_exhaustive(db, matching_options=matching)
+    maps = pycolmap.incremental_mapping(db, ws / "images", ws / "sparse", options=mapping)
     assert maps, "COLMAP reconstructed nothing"
     model_dir = ws / "sparse" / "0"
     rec = pycolmap.Reconstruction(str(model_dir))
@@ -249,4 +255,6 @@ def test_real_colmap_sfm_on_rendered_frames_matches_the_geometry(tmp_path):
             xd = xn * (1 + k * (xn ** 2).sum())
             res.append(f * xd + model.K[t, :2, 2] - seq.tracks[t, n])
     res = np.array(res)
-    assert np.median(np.hypot(*res.T)) < 0.5 and np.abs(res.mean(0)).max() < 0.1, res.mean(0)
+    # COLMAP's own reprojection error sets the spread; a convention slip would shift the mean by 0.5 px
+    assert np.median(np.hypot(*res.T)) < 1.5 and np.abs(res.mean(0)).max() < 0.1, (np.median(np.hypot(*res.T)),
+                                                                                 res.mean(0))

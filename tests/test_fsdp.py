@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
 # DDP all-reduces gradients, FSDP2 reduce-scatters them: float sums in another order. Measured
@@ -29,6 +29,7 @@ def runs(tmp_path_factory):
 
     def launch(out, *extra):
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-q",
                str(ROOT / "scripts" / "train_gasp.py"), f"data.tracks={d / 'train.h5'}",
                f"data.tracks_eval={d / 'eval.h5'}", f"run.out={out}", "loss.lm=false", "data.min_frames=3",

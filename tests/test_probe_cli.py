@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
 PCK = str(ROOT / "probes" / "pck.py")
@@ -83,6 +83,7 @@ def test_two_processes_match_one(tmp_path, tracks_file):
         pytest.skip("the accelerate launcher is not on PATH")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     p = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                        "--main_process_port", str(free_port()),
                         "--mixed_precision", "no", "--dynamo_backend", "no", PCK, "--tracks", str(tracks_file),
                         "--out", str(two)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,9 +1,7 @@
 """Sparse COLMAP tracks through the user's commands: convert, probe (PCK beside TAP-Vid's δ), and 10 training
 steps without depth, where L_depth has no term and the trainer says so once."""
 import json
-import os
-import subprocess
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +11,6 @@ from colmap_fixture import make_model
 from tracks.io import TrackReader
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def sh(*cmd):
-    p = subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT, capture_output=True, text=True, env=ENV)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +18,18 @@ def sparse_tracks(tmp_path_factory):
     root = tmp_path_factory.mktemp("colmap")
     make_model(root, factor=1, num_points=120, keep=0.9)                     # 80 x 60 frames, OPENCV
     out = root / "sparse.h5"
-    sh(ROOT / "scripts" / "convert_colmap.py", "--colmap", root, "--tracks", "sparse", "--sparse", "sparse/0/bin",
-       "--images", "images", "--out", out, "--frames", "all", "--grid", 6)
+    from scripts.convert_colmap import main
+
+    assert main(["--colmap", str(root), "--tracks", "sparse", "--sparse", "sparse/0/bin", "--images", "images",
+                 "--out", str(out), "--frames", "all", "--grid", "6"]) == 0
     return out
 
 
-def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path):
+def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path, capsys):
     out = tmp_path / "probe"
-    p = sh(ROOT / "probes" / "pck.py", "--tracks", sparse_tracks, "--out", out, "--size", 112, 140)
+    from probes.pck import main
+
+    assert main(["--tracks", str(sparse_tracks), "--out", str(out), "--size", "112", "140"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["num_sequences"] == len(TrackReader(sparse_tracks)) and len(res["pck_mean"]) == 4
     tv = res["tapvid"]
@@ -42,14 +37,17 @@ def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path):
     assert all(0 <= v <= 1 for v in tv["delta_16"]) and tv["refine"] == "softargmax"
     d = np.array([tv[f"delta_{x}"] for x in (1, 2, 4, 8, 16)])
     assert (np.diff(d, axis=0) >= -1e-12).all()                               # a larger threshold never scores lower
-    assert "TAP-Vid delta_avg" in p.stdout
+    assert "TAP-Vid delta_avg" in capsys.readouterr().out
 
 
-def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_path):
+def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_path, caplog):
     out = tmp_path / "run"
-    p = sh(ROOT / "scripts" / "train_gasp.py", f"data.tracks={sparse_tracks}", "loss.lm=false", "optim.max_steps=10",
-           f"run.out={out}", "run.eval_sequences=0", "run.save_every=0", "data.num_workers=0", "model.size=[112,140]")
-    log = p.stderr + p.stdout
+    from scripts.train_gasp import main
+
+    with caplog.at_level(logging.INFO):
+        assert main([f"data.tracks={sparse_tracks}", "loss.lm=false", "optim.max_steps=10", f"run.out={out}",
+                     "run.eval_sequences=0", "run.save_every=0", "data.num_workers=0", "model.size=[112,140]"]) == 0
+    log = caplog.text
     assert log.count("L_depth: ") == 1 and "L_depth: 1 of 1 stored sequences" in log and "adds 0" in log
     assert "loss.depth=false" in log
     assert "training on its 1 stored sequence(s) as supplied" in log

@@ -71,7 +71,14 @@ def write_kinetics(folder: Path):
     return folder
 
 
-def convert(*argv, check=True):
+def convert(*argv):
+    """The converter in this process (the CLI's subprocess behaviour is checked in the malicious-pickle test)."""
+    from scripts.convert_tapvid import main
+
+    assert main([str(a) for a in argv]) == 0
+
+
+def convert_subprocess(*argv, check=True):
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_tapvid.py"), *map(str, argv)], cwd=ROOT,
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if check:
@@ -169,7 +176,7 @@ def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path):
     with pytest.raises(UnsafePickleError, match="refused global (posix|os|nt).system"):
         load_restricted(evil)
     out = tmp_path / "out" / "d.h5"
-    p = convert("--pickle", evil, "--out", out, check=False)
+    p = convert_subprocess("--pickle", evil, "--out", out, check=False)
     assert p.returncode == 2 and not marker.exists()
     lines = p.stderr.strip().splitlines()
     assert lines[-1].startswith("convert_tapvid: error:") and "refused global" in lines[-1] and str(evil) in lines[-1]
@@ -273,18 +280,17 @@ def test_soft_argmax_refinement_against_a_loop():
     assert tv.refine_positions(one_hot, torch.tensor([[[2, 3]]]), (h, w)).tolist() == [[[3.0, 2.0]]]
 
 
-def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path):
+def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path, capsys):
     """End to end on a strided conversion: results.json's δ^x equal tapnet's formula applied to the probe's own
     predictions (token centres, --refine none), pooled over each video's query-frame groups."""
     tracks = tmp_path / "d.h5"
     convert("--pickle", write_davis(tmp_path / "d.pkl"), "--out", tracks, "--max-frames", 6, "--query-mode",
             "strided", "--query-stride", 3)
     out = tmp_path / "probe"
-    p = subprocess.run([sys.executable, str(ROOT / "probes" / "pck.py"), "--tracks", str(tracks), "--out", str(out),
-                        "--refine", "none", "--layers", "0,3"], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr
-    assert "TAP-Vid delta_avg" in p.stdout
+    from probes.pck import main
+
+    assert main(["--tracks", str(tracks), "--out", str(out), "--refine", "none", "--layers", "0,3"]) == 0
+    assert "TAP-Vid delta_avg" in capsys.readouterr().out
     import json
 
     from probes.store import read_finished

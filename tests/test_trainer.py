@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import free_port
 import torch
 
 from gasp.train.config import load_config
@@ -159,6 +161,7 @@ def test_too_few_frames_is_a_clear_error(tracks, tmp_path):
 def test_two_process_run_keeps_weights_in_sync(tracks, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", str(free_port()),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(ROOT / "scripts" / "train_gasp.py"),
            f"data.tracks={tracks / 'train.h5'}", f"data.tracks_eval={tracks / 'eval.h5'}", f"run.out={out}",
@@ -293,6 +296,7 @@ def test_two_process_resume_restores_every_ranks_rng(tracks, tmp_path):
 
     def launch(*args):
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "scripts" / "train_gasp.py"), *args]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -8,9 +8,6 @@ the corner convention, then shift by the crop (or pad) offset. The predictions h
 518 px, its corner-convention intrinsics, OpenCV camera-from-world extrinsics, the preprocessed
 images (PIL bicubic, as load_fn does) and a depth_conf with one low-confidence block.
 """
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,16 +92,19 @@ def test_predictions_map_back_to_the_source_frames(tmp_path, W, H, mode):
     Kv = truth["pred"]["intrinsic"][0].astype(np.float64)
     assert abs(Kv[1, 2] / (h2 / H) - 0.5 - truth["K"][1, 2]) > 1 or mode == "crop" and oy == 0
     assert abs((Kv[0, 2] + ox) / (w2 / W) - truth["K"][0, 2]) == pytest.approx(0.5, abs=1e-3)
+    # the in-memory predictions dict of a VGGT forward reads the same
+    same = load_vggt_scene(truth["pred"], tmp_path / "images")
+    np.testing.assert_array_equal(same.K, scene.K)
+    np.testing.assert_array_equal(same.depth, scene.depth)
 
 
 def test_converted_tracks_follow_the_true_geometry_and_low_confidence_is_unknown(tmp_path):
     truth = make_predictions(tmp_path, 160, 200, "crop", batch=True)             # with VGGT's batch axis
     out = tmp_path / "v.h5"
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_vggt.py"), "--predictions",
-                        str(tmp_path / "predictions.npz"), "--images", str(tmp_path / "images"), "--out", str(out),
-                        "--frames", "all", "--grid", "12"], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr
+    from scripts.convert_vggt import main
+
+    assert main(["--predictions", str(tmp_path / "predictions.npz"), "--images", str(tmp_path / "images"),
+                 "--out", str(out), "--frames", "all", "--grid", "12"]) == 0
     seq = TrackReader(out)[0]
     K = np.tile(truth["K"], (S, 1, 1))
     tracks, vis, occ, _ = build_track_states(truth["depth"], K, truth["poses"], grid=12)
@@ -120,12 +120,11 @@ def test_converted_tracks_follow_the_true_geometry_and_low_confidence_is_unknown
     on_block = np.isnan(conf_lo) & np.isfinite(seq.tracks[1]).all(-1) & (x >= 0) & (x < 160) & (y >= 0) & (y < 200)
     assert on_block.any() and not seq.known[1][on_block].any()
     # and the probe reads it: PCK beside TAP-Vid's δ
-    p = subprocess.run([sys.executable, str(ROOT / "probes" / "pck.py"), "--tracks", str(out), "--out",
-                        str(tmp_path / "probe"), "--layers", "0"], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr
     import json
 
+    from probes.pck import main as probe
+
+    assert probe(["--tracks", str(out), "--out", str(tmp_path / "probe"), "--layers", "0"]) == 0
     res = json.loads((tmp_path / "probe" / "results.json").read_text())
     assert res["num_predictions"] > 0 and len(res["tapvid"]["delta_avg"]) == 1
 

@@ -61,14 +61,21 @@ def model_free_references(tracks: Path, size: int, version: int) -> dict[str, fl
     return {k: v for k, v in references_at_input_size(tracks, size).items() if k != "num_sequences"}
 
 
+# datasets format v2 added beside v1's (tracks/FORMAT.md); for geometry tracks they derive from the same depth
+# and poses, so leaving them out keeps the digest of an identical re-render the same in either format
+_V2_ONLY = ("occluded", "query_frames")
+
+
 def tracks_digest(path: str | Path) -> str:
-    """sha256 over every dataset of a tracks file (names and bytes, sorted); identical re-renders match."""
+    """sha256 over every dataset of a tracks file (names and bytes, sorted) but v2's ``occluded`` and
+    ``query_frames``; identical re-renders match, in format v1 or v2."""
     import h5py
 
     h = hashlib.sha256()
     with h5py.File(path, "r") as f:
         names: list[str] = []
-        f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) else None)
+        f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) and n.rsplit("/", 1)[-1] not in _V2_ONLY
+                else None)
         for n in sorted(names):
             h.update(n.encode())
             h.update(np.ascontiguousarray(f[n][()]).tobytes() if f[n].dtype.kind in "fiub" else repr(f[n][()]).encode())
