@@ -44,7 +44,8 @@ def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_pa
     out = tmp_path / "run"
     from scripts.train_gasp import main
 
-    with caplog.at_level(logging.INFO):
+    # another in-process entry point (scripts/reproduce_small.py) may have quietened "gasp" to WARNING
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="gasp"):
         assert main([f"data.tracks={sparse_tracks}", "loss.lm=false", "optim.max_steps=10", f"run.out={out}",
                      "run.eval_sequences=0", "run.save_every=0", "data.num_workers=0", "model.size=[112,140]"]) == 0
     log = caplog.text
