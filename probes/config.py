@@ -40,6 +40,10 @@ class ProbeConfig:
     explore_sequences: int = 8         # the first N sequences also store similarity maps (plots/matches.py)
     explore_points: int = 4            # ... of this many query points each
     refine: str = "softargmax"         # sub-token position for TAP-Vid's δ metrics (probes/tapvid_metrics.py)
+    depth: bool = False                # also the per-layer linear depth probe (probes/depth.py), same forward
+    depth_train: str | None = None     # its probe-train tracks; None: a seeded split of --tracks by scene
+    depth_holdout: float = 0.5         # fraction of --tracks' scenes held out for it when depth_train is None
+    depth_folds: int = 3               # cross-validation folds (by scene) for its ridge lambda
 
 
 class ProbeError(ValueError):

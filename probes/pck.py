@@ -56,6 +56,14 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                    help="without --tracks: number of synthetic evaluation scenes to render")
     p.add_argument("--synthetic-size", type=int, default=d.synthetic_size, help="their frame size in pixels")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--depth", action="store_true",
+                   help="also probe depth per layer (linear ridge on hidden states, probes/depth.py), same forward")
+    p.add_argument("--depth-train", help="tracks the depth probe is fitted on (default: a seeded split of --tracks "
+                                         "by scene; every probed sequence is then scored)")
+    p.add_argument("--depth-holdout", type=float, default=d.depth_holdout,
+                   help="fraction of --tracks' scenes held out for the depth probe (default %(default)s)")
+    p.add_argument("--depth-folds", type=int, default=d.depth_folds,
+                   help="cross-validation folds (by scene) for its ridge lambda (default %(default)s)")
     a = p.parse_args(argv)
     try:
         deltas = [float(x) for x in a.delta.split(",") if x.strip()]
@@ -78,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                        extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, frames_mode=a.frames_mode,
                        dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
                        size=tuple(a.size) if a.size else None, seed=a.seed, trust_remote_code=a.trust_remote_code,
-                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine)
+                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine,
+                       depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
+                       depth_holdout=a.depth_holdout, depth_folds=a.depth_folds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])
         print(f"TAP-Vid delta_avg {tv['delta_avg'][best]:.3f} at layer {res['layers'][best]} over {tv['num_videos']} "
               f"sequence(s) (256x256 px, every point predicted visible, {cfg.refine} positions)")
+    if res.get("depth"):
+        from plots.geometry import draw_geometry
+
+        dep = res["depth"]["scale_shift"]["delta_1.25"]
+        best = max(range(len(dep)), key=lambda i: -1 if dep[i] is None else dep[i])
+        ref = res["depth"]["references"]
+        print(f"depth delta<1.25 (scale-and-shift aligned) {dep[best]:.3f} at layer {res['depth']['layers'][best]} over "
+              f"{res['depth']['num_eval_images']} held-out images; pixels {ref['pixels']['scale_shift']['delta_1.25']:.3f}, "
+              f"constant {ref['constant']['scale_shift']['delta_1.25']:.3f}")
+        paths = [*paths, *draw_geometry([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
+                                        Path(cfg.out) / "geometry.png")]
     print(f"results: {Path(cfg.out) / 'results.json'}")
-    print(f"figure:  {paths[0]}")
+    print(f"figure:  {paths[0]}" + (f"\ngeometry: {paths[2]}" if len(paths) > 2 else ""))
     return 0
 
 

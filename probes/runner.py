@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from probes.config import DTS, ProbeConfig, ProbeError, layer_kind_fields, parse
 from probes.summary import delta_key, summarize  # noqa: F401 (re-exported)
 from tracks.io import TrackReader
 from tracks.types import TrackSequence
+
+if TYPE_CHECKING:
+    from probes.depth import DepthProbe
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,14 @@ class Probe:
             raise ProbeError(f"sequence {seq.key} ({seq.image_size[0]}x{seq.image_size[1]} px): {e}") from None
         return inputs, layout
 
-    def evaluate(self, seqs: list[TrackSequence], maps: list[bool] | None = None) -> list[list[ProbeRecord]]:
+    def evaluate(self, seqs: list[TrackSequence], maps: list[bool] | None = None, depth: "DepthProbe | None" = None,
+                 folds: list[int | None] | None = None, pck: bool = True) -> list[list[ProbeRecord]]:
         """Probe a batch of sequences with identical input shapes in one forward.
+
+        With ``depth`` the same forward also feeds the depth probe (``probes/depth.py``): each
+        sequence's visual hidden states at layer -1 and every probed layer, and its pixel
+        patches, with ``folds[b]`` its cross-validation fold while the probe is being fitted.
+        ``pck=False`` runs that forward alone and returns no records.
 
         Returns each sequence's records. A sequence whose points share one query frame gives
         one record, keyed by the sequence's key. One whose points have their own query frames
@@ -105,7 +114,7 @@ class Probe:
         F, (h, w) = layout.num_grids, layout.grid
 
         units = []                       # (batch row, sequence or its group, query grid, point indices, key, attrs)
-        for b, seq in enumerate(seqs):
+        for b, seq in enumerate(seqs if pck else ()):
             groups = seq.query_groups()
             for j, (qf, pts) in enumerate(groups):
                 if qf not in fids:
@@ -132,16 +141,45 @@ class Probe:
                     bidirectional=self.cfg.bidirectional, image_size=seq.image_size, refine=self.cfg.refine)
                     for mode in heads_modes])
 
+        from contextlib import ExitStack
+
         from gasp.hooks import capture_qk
 
-        with torch.inference_mode(), capture_qk(self.model, self.adapter.decoder_layers(self.model),
-                                                layers=self.layers, positions=layout.flat_positions.to(self.device),
-                                                rope=self.cfg.rope, on_layer=on_layer):
+        positions = layout.flat_positions.to(self.device)
+        with torch.inference_mode(), ExitStack() as stack:
+            if pck:
+                stack.enter_context(capture_qk(self.model, self.adapter.decoder_layers(self.model), layers=self.layers,
+                                               positions=positions, rope=self.cfg.rope, on_layer=on_layer))
+            if depth is not None:
+                self._feed_depth(stack, depth, seqs, layout, folds or [None] * len(seqs), positions)
             self.model(**inputs)
         out: list[list[ProbeRecord]] = [[] for _ in seqs]
         for (b, seq, qg, pts, key, explore, attrs), res in zip(units, rows):
             out[b].append(ProbeRecord(key, self._record(res, seq, fids, qg, layout, explore, pts), attrs))
         return out
+
+    def _feed_depth(self, stack, depth: "DepthProbe", seqs: list[TrackSequence], layout, folds, positions) -> None:
+        """Register the hidden-state hooks that feed ``depth`` during the coming forward; feed the pixels now."""
+        from gasp.hidden import capture_hidden
+        from probes.depth import pixel_features, token_depth
+
+        fids = layout.frame_ids.cpu().numpy()
+        F, (h, w) = layout.num_grids, layout.grid
+        targets = []
+        for seq in seqs:
+            if seq.depth is None:
+                raise ProbeError(f"sequence {seq.key} has no depth maps; depth probing (--depth) needs them")
+            t = token_depth(seq.depth[fids], (h, w), layout.token_size).reshape(F, h * w)   # (F, P)
+            targets.append(t)
+
+        def on_hidden(layer: int, x: torch.Tensor) -> None:
+            for b in range(x.shape[0]):                                                   # x: (B, F*P, D)
+                depth.observe(layer, x[b].float().unflatten(0, (F, h * w)), targets[b], folds[b])
+
+        stack.enter_context(capture_hidden(self.adapter.decoder_layers(self.model), layers=[-1, *self.layers],
+                                           positions=positions, on_hidden=on_hidden))
+        for b, seq in enumerate(seqs):
+            depth.observe("pixels", pixel_features(seq.frames[fids], (h, w), layout.token_size), targets[b], folds[b])
 
     def _record(self, rows: list[list[metrics.LayerResult]], seq: TrackSequence, fids: np.ndarray, qg: int,
                 layout, explore: list[int], points: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -203,7 +241,8 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
 _RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
-_ADDED_FIELDS = ("extra_deltas", "match", "bidirectional", "refine")
+_ADDED_FIELDS = ("extra_deltas", "match", "bidirectional", "refine", "depth", "depth_train", "depth_holdout",
+                 "depth_folds")
 
 
 def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
@@ -250,6 +289,14 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     if n == 0:
         raise ProbeError(f"{tracks_path} holds no sequences")
     keys = reader.sequence_keys[:n]
+    split = None                                    # checked before OUT is made
+    if cfg.depth:
+        if state.num_processes > 1:
+            raise ProbeError("--depth fits one probe over all sequences and runs in one process; launch it without "
+                             f"accelerate's {state.num_processes} processes, or drop --depth")
+        from probes import depth_split
+
+        split = depth_split.plan(cfg, reader, n, tracks_path)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(cfg, out, write=state.is_main_process)
     done = store.read_finished(out)
@@ -259,9 +306,8 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
         log.info("resuming: %d of %d sequences already finished in %s", sum(k in finished for k in keys), n, out)
     device = cfg.device or state.device
     probe = Probe.load(cfg, device=device)
-    bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
-    for batch in batches(todo, reader, cfg.batch_size):
-        recs = probe.evaluate([s for _, s in batch], maps=[i < cfg.explore_sequences for i, _ in batch])
+
+    def store_batch(batch, recs) -> None:
         for (i, seq), records in zip(batch, recs):
             parts = {}
             for r in records:
@@ -270,8 +316,16 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
             if all(a["skipped"] for _, a in parts.values()):
                 log.warning("sequence %s has no point visible in the query frame and another frame; skipped", seq.key)
             store.append_records(out, keys[i], parts)
-        if bar:
-            bar.update(len(batch))
+
+    if split is None:
+        bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
+        for batch in batches(todo, reader, cfg.batch_size):
+            store_batch(batch, probe.evaluate([s for _, s in batch], maps=[i < cfg.explore_sequences for i, _ in batch]))
+            if bar:
+                bar.update(len(batch))
+        depth_block = None
+    else:
+        depth_block = _probe_with_depth(cfg, probe, reader, set(todo), split, store_batch, progress)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
@@ -281,5 +335,51 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     skipped = [k for k, r in done.items() if r["attrs"].get("skipped", False)]
     res = summarize(cfg, probe.layers, done, skipped, probe.layer_kinds)
     res["tracks"] = str(tracks_path)
+    if depth_block is not None:
+        res["depth"] = depth_block
     write_json_atomic(out / "results.json", res)
     return res
+
+
+def _probe_with_depth(cfg: ProbeConfig, probe: Probe, reader: TrackReader, todo: set[int], split, store_batch,
+                      progress) -> dict[str, Any]:
+    """Fit the depth probe on the probe-train sequences, then score it on the held-out ones, in the forwards
+    that also probe PCK. Every probed sequence not yet finished gets its PCK record; finished ones (a resume)
+    and probe-train sequences of ``--depth-train`` run for the depth probe alone."""
+    from probes.depth import DepthProbe
+
+    dp = DepthProbe([-1, *probe.layers, "pixels"], cfg.depth_folds)
+    same = split.train_reader is reader
+    train = list(split.train)                      # every probed sequence is probe-train or held out
+    total = len(train) + len(split.held_out)
+    bar = progress(total=total, desc="probe + depth", unit="seq") if progress else None
+
+    def run(rd: TrackReader, items: list[tuple[int, int | None]], with_pck) -> None:
+        fold = dict(items)
+        for batch in batches([i for i, _ in items], rd, cfg.batch_size):
+            for part in _runs(batch, with_pck):
+                pck = with_pck(part[0][0])
+                recs = probe.evaluate([s for _, s in part], maps=[pck and i < cfg.explore_sequences for i, _ in part],
+                                      depth=dp, folds=[fold[i] for i, _ in part], pck=pck)
+                if pck:
+                    store_batch(part, recs)
+            if bar:
+                bar.update(len(batch))
+
+    run(split.train_reader, train, lambda i: same and i in todo)
+    log.info("depth probe: fitting ridge on %d tokens of %d probe-train images (%d-fold CV by scene)",
+             dp.train_tokens, dp.train_images, cfg.depth_folds)
+    dp.fit()
+    run(reader, [(i, None) for i in split.held_out], lambda i: i in todo)
+    return {**dp.summary([-1, *probe.layers]), "split": split.info}
+
+
+def _runs(batch: list[tuple[int, TrackSequence]], key) -> list[list[tuple[int, TrackSequence]]]:
+    """Consecutive parts of ``batch`` with the same ``key(index)``."""
+    parts: list[list[tuple[int, TrackSequence]]] = []
+    for item in batch:
+        if parts and key(parts[-1][0][0]) == key(item[0]):
+            parts[-1].append(item)
+        else:
+            parts.append([item])
+    return parts
