@@ -70,10 +70,14 @@ def sequence_entry(sm: SequenceMatches, layer_idx: Sequence[int], most: int = 22
 
 
 def page_data(seqs: Sequence[SequenceMatches], layer_idx: Sequence[int], layers: Sequence[int], delta: float,
-              where: dict, title: str, most: int = 224) -> dict:
-    """Everything the page shows: its layers, delta, pooled categories (``where_summary``) and sequences."""
+              where: dict, title: str, most: int = 224, geometry_png: Path | None = None) -> dict:
+    """Everything the page shows: its layers, delta, pooled categories (``where_summary``), sequences and,
+    for a probe run with --depth, the PCK-and-depth figure (``plots/geometry.py``) as a data URI."""
+    geometry = None
+    if geometry_png is not None:
+        geometry = "data:image/png;base64," + base64.b64encode(Path(geometry_png).read_bytes()).decode()
     return {"title": title, "layers": list(layers), "delta": delta, "categories": list(CATEGORIES), "where": where,
-            "sequences": [sequence_entry(s, layer_idx, most) for s in seqs]}
+            "sequences": [sequence_entry(s, layer_idx, most) for s in seqs], "geometry": geometry}
 
 
 def write_page(path: Path, data: dict) -> Path:

@@ -8,6 +8,7 @@ Writes under OUT/matches/ (or --dest):
                                  its predicted token's centre, green within delta, red not
     heatmap_<seq>_p<point>.png   a point's similarity maps (eq. 10) over a few frames, one
                                  column per layer (only points the probe stored maps for)
+    geometry.png/.pdf            with a --depth probe: PCK and depth per layer (plots/geometry.py), also on the page
     where.png, where.json        per layer, pooled over all sequences: fractions of valid
                                  predictions that are correct > at the query's own token >
                                  on the grid border > elsewhere (first that applies)
@@ -94,8 +95,16 @@ def explore(args: argparse.Namespace) -> list[Path]:
                 log.warning("%s: point %d is valid in no frame; no heatmap", key, p)
             else:
                 written.append(path)
+    geometry = None
+    if run.results.get("depth"):                         # probed with --depth: PCK and depth per layer
+        from plots.geometry import draw_geometry
+
+        label = Path(str(run.results.get("model", "model"))).name
+        geometry, pdf = draw_geometry([run.results], [label], dest / "geometry.png")
+        written += [geometry, pdf]
     data = match_page.page_data([chosen[k] for k in keys], layer_idx, layers, run.delta, where,
-                                title=f"{run.results.get('model', '?')} — {args.out}", most=args.thumb)
+                                title=f"{run.results.get('model', '?')} — {args.out}", most=args.thumb,
+                                geometry_png=geometry)
     written.append(match_page.write_page(dest / "index.html", data))
     return written
 

@@ -4,7 +4,8 @@
         --adapter baseline=none --adapter gasp=runs/gasp/checkpoint-2000/adapter
 
 Writes OUT/LABEL/ (each probe's results.h5, results.json), OUT/figure3.png/.pdf (overlaid,
-with the probe's chance and same-position references) and OUT/compare.json (the table, the
+with the probe's chance and same-position references), with --depth OUT/geometry.png/.pdf
+(PCK and the depth probe per layer, plots/geometry.py), and OUT/compare.json (the table, the
 configs, the git SHA). The shipped replication checkpoints have their own entry point,
 `python scripts/demo.py`, which uses this module.
 """
@@ -63,10 +64,14 @@ def compare(model: str, runs: dict[str, tuple[str | None, dict | None]], tracks:
         configs[label] = res["config"]
     fig = draw_figure3(results, [r["label"] for r in rows], out / "figure3.png",
                        references=references if references is not None else results[0].get("references"))
+    if all(r.get("depth") for r in results):             # probed with --depth: PCK and depth per layer, overlaid
+        from plots.geometry import draw_geometry
+
+        fig = [*fig, *draw_geometry(results, [r["label"] for r in rows], out / "geometry.png")]
     write_json_atomic(out / "compare.json", {"model": model, "tracks": str(tracks), "rows": rows,
                                               "references": references, "configs": configs, **run_info()})
     print_table(rows, references)
-    print(f"\nfigure: {fig[0]}\ntable:  {out / 'compare.json'}")
+    print(f"\nfigure: {fig[0]}" + (f"\ngeometry: {fig[2]}" if len(fig) > 2 else "") + f"\ntable:  {out / 'compare.json'}")
     return rows
 
 
@@ -104,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-sequences", type=int, help="probe only the first N sequences")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--device", help="torch device")
+    p.add_argument("--depth", action="store_true", help="also the depth probe per layer (probes/depth.py); "
+                                                        "writes OUT/geometry.png, the models overlaid")
+    p.add_argument("--depth-train", help="tracks the depth probe is fitted on (default: a split of --tracks)")
     a = p.parse_args(argv)
     if not a.model:
         p.error("argument --model is required (the shipped replication checkpoints are probed by "
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = {lab: (None if p.lower() == "none" else p, None) for lab, p in (s.split("=", 1) for s in a.adapter)}
     try:
         compare(a.model, runs, Path(a.tracks), Path(a.out), size=tuple(a.size) if a.size else None,
-                max_sequences=a.max_sequences, dtype=a.dtype, device=a.device)
+                max_sequences=a.max_sequences, dtype=a.dtype, device=a.device,
+                depth=a.depth or a.depth_train is not None, depth_train=a.depth_train)
     except (ProbeError, TrackFormatError, FileNotFoundError, ValueError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2

@@ -160,7 +160,8 @@ def _sse(stats: RidgeStats, k: int, w: torch.Tensor, b: float) -> float:
 def fit_ridge(stats: RidgeStats, lambdas=LAMBDAS) -> Ridge:
     """Choose lambda by leave-one-fold-out CV on depth MSE (ties: the larger lambda), refit on all."""
     if (stats.n == 0).any():
-        raise DepthProbeError(f"a cross-validation fold holds no token with depth (tokens per fold: {stats.n.tolist()})")
+        raise DepthProbeError("a cross-validation fold holds no token with depth "
+                              f"(tokens per fold: {stats.n.tolist()})")
     sse = np.zeros(len(lambdas))
     for k in range(stats.folds):
         for j, (w, b) in enumerate(_solutions(*stats.total(leave_out=k), lambdas)):

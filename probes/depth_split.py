@@ -66,6 +66,7 @@ def plan(cfg: ProbeConfig, reader: TrackReader, n: int, tracks_path: Path) -> De
     rng = np.random.default_rng(cfg.seed)
     probed = list(range(n))
     probed_scenes = _scenes(reader, probed)
+    _check_depth(reader, tracks_path, probed_scenes)
     if cfg.depth_train is None:
         train_reader, train_path = reader, tracks_path
         perm = [probed_scenes[j] for j in rng.permutation(len(probed_scenes))]
@@ -83,6 +84,7 @@ def plan(cfg: ProbeConfig, reader: TrackReader, n: int, tracks_path: Path) -> De
         train_path = Path(cfg.depth_train)
         train_reader = TrackReader(train_path)
         ts = _scenes(train_reader, list(range(len(train_reader))))
+        _check_depth(train_reader, train_path, ts)
         if len(ts) < K:
             raise DepthProbeError(f"--depth-train {train_path} has {len(ts)} scene(s); {K}-fold cross-validation "
                                   f"needs at least {K}. Lower --depth-folds or use more probe-train scenes")
@@ -93,8 +95,6 @@ def plan(cfg: ProbeConfig, reader: TrackReader, n: int, tracks_path: Path) -> De
         train_scenes = [ts[j] for j in rng.permutation(len(ts))]
         held = probed_scenes
         train_idx, held_idx = list(range(len(train_reader))), probed
-    _check_depth(train_reader, train_path, train_scenes)
-    _check_depth(reader, tracks_path, list(held))
     fold_of = {s: j % K for j, s in enumerate(train_scenes)}
     train = [(i, fold_of[train_reader.sequence_scene(i)]) for i in train_idx]
     info = {"train": {"tracks": str(train_path), "scenes": train_scenes, "num_sequences": len(train),

@@ -320,7 +320,8 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     if split is None:
         bar = progress(total=len(todo), desc=f"probe [{state.process_index}]", unit="seq") if progress else None
         for batch in batches(todo, reader, cfg.batch_size):
-            store_batch(batch, probe.evaluate([s for _, s in batch], maps=[i < cfg.explore_sequences for i, _ in batch]))
+            maps = [i < cfg.explore_sequences for i, _ in batch]
+            store_batch(batch, probe.evaluate([s for _, s in batch], maps=maps))
             if bar:
                 bar.update(len(batch))
         depth_block = None

@@ -178,7 +178,7 @@ def depth_run(tmp_path_factory):
     from probes.runner import run_probe
 
     cfg = ProbeConfig(out=str(tmp_path_factory.mktemp("depth") / "probe"), synthetic_scenes=4, synthetic_size=112,
-                      depth=True, depth_folds=2, explore_sequences=0)
+                      depth=True, depth_folds=2, explore_sequences=2)
     return cfg, run_probe(cfg)
 
 
@@ -254,6 +254,74 @@ def test_depth_block_and_figure(depth_run, tmp_path):
     assert saved["config"]["depth"] is True and saved["config"]["depth_folds"] == 2 and saved["depth"] == d
     paths = draw_geometry([res, res], ["a", "b"], tmp_path / "g.png")
     assert paths[0].stat().st_size > 10_000 and paths[1].suffix == ".pdf"
+
+
+def test_one_forward_per_sequence_serves_pck_and_depth(tmp_path, monkeypatch):
+    from probes import runner
+
+    calls = []
+    load = runner.Probe.load.__func__
+
+    def counting_load(cls, cfg, device="cpu"):
+        probe = load(cls, cfg, device)
+        probe.model.register_forward_pre_hook(lambda *a: calls.append(1))
+        return probe
+
+    monkeypatch.setattr(runner.Probe, "load", classmethod(counting_load))
+    cfg = ProbeConfig(out=str(tmp_path / "p"), synthetic_scenes=4, synthetic_size=112, depth=True, depth_folds=2,
+                      explore_sequences=0)
+    res = runner.run_probe(cfg)
+    assert len(calls) == res["num_sequences"] == 4 and res["depth"]["num_eval_images"] > 0
+
+
+def test_resume_rebuilds_the_depth_probe_without_new_pck_records(depth_run):
+    from probes.runner import run_probe
+    from probes.store import read_finished
+
+    cfg, res = depth_run
+    before = read_finished(Path(cfg.out))
+    again = run_probe(cfg)                               # every sequence finished: the forwards feed depth only
+    assert again["depth"]["scale_shift"] == res["depth"]["scale_shift"] and again["pck_mean"] == res["pck_mean"]
+    assert sorted(read_finished(Path(cfg.out))) == sorted(before)
+
+
+def test_match_page_shows_the_geometry_figure(depth_run, tmp_path):
+    import argparse
+
+    from plots.matches import explore
+    from tests.test_matches import _browser
+
+    cfg, _ = depth_run
+    args = argparse.Namespace(out=Path(cfg.out), sequences=None, layers=None, points=None, dest=tmp_path / "m",
+                              tracks=None, figures=0, thumb=96)
+    written = explore(args)
+    assert tmp_path / "m" / "geometry.png" in written
+    html = (tmp_path / "m" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == 1
+    d = _browser()
+    try:
+        d.get((tmp_path / "m" / "index.html").as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(d, 10).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+        shown = d.execute_script("const i = document.getElementById('geometry'); "
+                                 "return [document.getElementById('geometry-box').hidden, i.complete, i.naturalWidth];")
+        assert shown[0] is False and shown[1] is True and shown[2] > 1000
+        assert d.execute_script("return document.body.dataset.errors") == "0"
+    finally:
+        d.quit()
+
+
+def test_compare_overlays_the_geometry_of_several_models(depth_run, tmp_path):
+    from probes.compare import compare
+
+    cfg, res = depth_run
+    rows = compare(cfg.model, {"one": (None, None), "two": (None, None)}, Path(res["tracks"]), tmp_path,
+                   depth=True, depth_folds=2, explore_sequences=0)
+    assert [r["label"] for r in rows] == ["one", "two"]
+    assert (tmp_path / "geometry.png").stat().st_size > 10_000
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["depth"]
+    assert one["scale_shift"] == res["depth"]["scale_shift"]         # the same probe, run again, same numbers
 
 
 # ---- bad input ---------------------------------------------------------------------------------

@@ -40,6 +40,16 @@ def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path, 
     assert "TAP-Vid delta_avg" in capsys.readouterr().out
 
 
+def test_depth_probe_on_tracks_without_depth_says_which_converters_give_depth(sparse_tracks, tmp_path, capsys):
+    from probes.pck import main
+
+    out = tmp_path / "probe"
+    assert main(["--tracks", str(sparse_tracks), "--out", str(out), "--depth", "--depth-folds", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no depth maps" in err and "convert_vggt.py" in err
+    assert not out.exists()
+
+
 def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_path, caplog):
     out = tmp_path / "run"
     from scripts.train_gasp import main
