@@ -331,8 +331,8 @@ def test_results_md_quotes_the_v3_tables_and_report_small_prints_them(capsys):
 
 
 def test_design_benchmark_study_never_uses_a_split_seed(tmp_path):
-    """scripts/design_benchmark.py: references and section-1 checks per camera setting, on design seeds only."""
-    sys.path.insert(0, str(ROOT / "scripts"))
+    """experiments/design_benchmark.py: references and section-1 checks per camera setting, on design seeds only."""
+    sys.path.insert(0, str(ROOT / "experiments"))
     import design_benchmark
 
     from gasp.experiment.plan import SPLIT_SEEDS, SPLIT_SEEDS_V2

@@ -307,7 +307,7 @@ def test_two_process_resume_restores_every_ranks_rng(tracks, tmp_path):
     launch(f"data.tracks={tracks / 'train.h5'}", f"run.out={full}", "loss.lm=false", "data.min_frames=3",
            "data.max_frames=5", "optim.max_steps=4", "run.save_every=2", "run.eval_every=0", "run.eval_sequences=0",
            "lora.dropout=0.2")
-    state = torch.load(full / "checkpoint-2" / "trainer_state.pt", weights_only=False)
+    state = torch.load(full / "checkpoint-2" / "trainer_state.pt", weights_only=True)
     assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     summary = lambda out: json.loads((out / "train_summary.json").read_text())["weights_checksum"]  # noqa: E731
     for name, keep in (("resumed", 2), ("rank0_rng_only", 1)):      # the second is the old behaviour

@@ -1,6 +1,6 @@
 """Benchmark the track layer: ground truth from geometry and the synthetic renderer.
 
-    python scripts/bench_tracks.py [--reps 7]
+    python bench/bench_tracks.py [--reps 7]
 
 Prints medians: build_tracks for a 24x24 grid over 24 frames of 540x960 depth maps
 (target: well under a second), render_scene for 8 frames at 448x448 (target: well

@@ -1,6 +1,6 @@
 """Benchmark the trainer's input pipeline (issue 11): samples per second by worker count, and data wait.
 
-    python scripts/bench_pipeline.py [--samples 24] [--workers 0 2 4]
+    python bench/bench_pipeline.py [--samples 24] [--workers 0 2 4]
 
 Part 1: geometric micro-batches (scene read, 24 x 24 track build, preprocessing to a 448 x 784
 model input) from stored 960 x 540 scenes, 8-24 frames per sample, through

@@ -1,6 +1,6 @@
 """Exploratory follow-ups of a finished v2 replication, on the VALIDATION split only (never test).
 
-    python scripts/explore_v2.py runs/v2 --out docs/results/v2/explore [--steps 1200 --every 300]
+    python experiments/explore_v2.py runs/v2 --out docs/results/v2/explore [--steps 1200 --every 300]
 
 1. features  cosine matching on the raw normed hidden states that q_proj reads, every layer, no head:
              the warm-up base against the same architecture at its random init (OUT/base_init),

@@ -41,7 +41,7 @@ faults, which slows a step by ~50 %. So each (variant, size) runs one timing pro
 1 step for a training step, one call for the loss); times come from the former, peak RSS and "extra" from the latter (the timing
 process's peak RSS is kept as "peak RSS, default malloc").
 
-    python scripts/bench_train.py [--frames 8] [--size 448] [--rounds 3] [--reps 2]
+    python bench/bench_train.py [--frames 8] [--size 448] [--rounds 3] [--reps 2]
                                   [--loss-frames 8 16 24] [--out bench_train.json]
 """
 from __future__ import annotations
@@ -105,8 +105,11 @@ def make_batch_file(path: Path, frames: int, size: int, grid: int) -> dict:
                         visible=np.ones((frames, n), dtype=bool),
                         track_depth=rng.uniform(1, 10, (frames, n)).astype(np.float32), query_frame=0,
                         scene="bench", key="bench/0", grid=grid)
-    batch = {"inputs": inputs, "targets": geo_targets(seq, layout), "positions": layout.flat_positions,
-             "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+    from dataclasses import asdict
+
+    # tensors and plain containers only, so that the step processes read it with weights_only=True
+    batch = {"inputs": dict(inputs), "targets": asdict(geo_targets(seq, layout)), "positions": layout.flat_positions,
+             "grids": [layout.num_grids, layout.grid[0] * layout.grid[1]]}
     torch.save(batch, path)
     return {"seq_len": int(inputs["input_ids"].shape[1]), "visual_tokens": int(layout.flat_positions.numel()),
             "token_grid": list(layout.grid), "num_grids": layout.num_grids, "anchors": n,
@@ -167,7 +170,10 @@ def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) ->
                      geo=object() if variant != "a" else None, lm=object() if variant == "a" else None,
                      eval_path=None)
 
-    saved = torch.load(batch_path, weights_only=False)
+    from gasp.train.geo_batch import GeoTargets
+
+    saved = torch.load(batch_path, weights_only=True)
+    saved["targets"] = GeoTargets(**saved["targets"])
     inputs = dict(saved["inputs"])
     labels = inputs.pop("labels")
     if variant == "a":

@@ -8,6 +8,10 @@ with F frames at 448x448 (16x16 tokens per frame, 2048 visual tokens at F=8):
     c  the naive alternative: eager attention with output_attentions=True; the same
        point matches read from the returned maps afterwards (frame-k queries attending
        to frame-1 keys, the only direction the causal maps hold)
+    d  b plus the depth probe (``--depth``) in the same forward: hidden states of the visual
+       tokens at layer -1 and every layer (gasp/hidden.py) reduced into the ridge's sums,
+       and the pixel-patch reference; its own extra memory is the largest hidden state held
+       (plus its float32 copy) and the per-layer sums (``--depth-variant``, default on)
 
 Each variant runs in its own fresh process and the processes alternate a, b, c for
 ``--rounds`` rounds. Time: a process with the default allocator times ``--reps`` forwards
@@ -18,7 +22,7 @@ captured Q/K (plus its float32 working copy) held at any one time, the probe's o
 memory. Medians are reported; ratios come from one run. The parent never imports torch
 (a forked child's ru_maxrss starts at the parent's RSS).
 
-    python scripts/bench_probe.py [--frames 8 16 24] [--rounds 3] [--reps 5] [--out bench.json]
+    python bench/bench_probe.py [--frames 8 16 24] [--rounds 3] [--reps 5] [--out bench.json]
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ def _setup(frames: int):
     pts = torch.from_numpy(grid_points(8, 448, 448))
     tracks = (pts[None] + torch.randn(frames, 64, 2) * 20).clamp(0, 447)       # (F, N, 2)
     visible = torch.ones(frames, 64, dtype=torch.bool)
-    return model, adapter, inputs, layout, tracks, visible
+    return model, adapter, inputs, layout, tracks, visible, video
 
 
 def _run_variant(variant: str, frames: int, reps: int) -> dict:
@@ -65,7 +69,7 @@ def _run_variant(variant: str, frames: int, reps: int) -> dict:
     from probes import metrics
 
     torch.set_num_threads(1)
-    model, adapter, inputs, layout, tracks, visible = _setup(frames)
+    model, adapter, inputs, layout, tracks, visible, video = _setup(frames)
     if variant == "c":
         model.set_attn_implementation("eager")
     F, (h, w) = layout.num_grids, layout.grid
@@ -103,7 +107,28 @@ def _run_variant(variant: str, frames: int, reps: int) -> dict:
             res.append((metrics.within_delta(pred, tok[1:]), conf))
         return res
 
-    step = {"a": lambda: model(**inputs), "b": probe_once, "c": eager_once}[variant]
+    held_h = [0]
+
+    def depth_once():
+        import numpy as np
+
+        from gasp.hidden import capture_hidden
+        from probes.depth import DepthProbe, pixel_features
+
+        layers = list(range(len(adapter.decoder_layers(model))))
+        dp = DepthProbe([-1, *layers, "pixels"], folds=3)
+        target = np.random.default_rng(1).uniform(1, 10, (F, h * w))              # (F, P) token depths
+
+        def on_hidden(layer, x):
+            held_h[0] = max(held_h[0], x.numel() * (x.element_size() + 4))
+            dp.observe(layer, x[0].float().unflatten(0, (F, h * w)), target, 0)
+
+        with capture_hidden(adapter.decoder_layers(model), layers=[-1, *layers], positions=pos, on_hidden=on_hidden):
+            res = probe_once()
+        dp.observe("pixels", pixel_features(video[layout.frame_ids.numpy()], (h, w), layout.token_size), target, 0)
+        return res, dp
+
+    step = {"a": lambda: model(**inputs), "b": probe_once, "c": eager_once, "d": depth_once}[variant]
     times = []
     with torch.inference_mode():
         step()                                                                      # warm-up
@@ -114,7 +139,7 @@ def _run_variant(variant: str, frames: int, reps: int) -> dict:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": variant, "frames": frames, "visual_tokens": int(pos.numel()),
             "median_s": statistics.median(times), "times_s": times, "peak_rss_mb": rss_mb,
-            "held_qk_mb": held[0] / 2**20}
+            "held_qk_mb": held[0] / 2**20, "held_hidden_mb": held_h[0] / 2**20}
 
 
 LIVE_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
@@ -132,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--eager-frames", type=int, nargs="+", default=[8], help="frame counts that also run variant c")
+    p.add_argument("--depth-variant", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run variant d, the probe with --depth (default on)")
     p.add_argument("--out", type=Path, help="write all measurements as JSON")
     p.add_argument("--_child", nargs=2, metavar=("VARIANT", "FRAMES"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -141,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for _ in range(a.rounds):
         for frames in a.frames:
-            for v in ("a", "b", "c") if frames in a.eager_frames else ("a", "b"):
+            for v in [*("a", "b"), *("c",) * (frames in a.eager_frames), *("d",) * a.depth_variant]:
                 env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
                 timed = _child(v, frames, a.reps, env)
                 mem = _child(v, frames, 1, {**env, **LIVE_MALLOC})
-                rows.append({**timed, "peak_rss_mb": mem["peak_rss_mb"], "held_qk_mb": mem["held_qk_mb"]})
+                rows.append({**timed, "peak_rss_mb": mem["peak_rss_mb"], "held_qk_mb": mem["held_qk_mb"],
+                             "held_hidden_mb": mem["held_hidden_mb"]})
                 print(f"  {v} F={frames}: {rows[-1]['median_s'] * 1e3:.0f} ms, {rows[-1]['peak_rss_mb']:.0f} MB",
                       file=sys.stderr)
 
@@ -157,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for f in a.frames:
         toks = next(r["visual_tokens"] for r in rows if r["frames"] == f)
-        for v in ("a", "b", "c"):
-            if f in a.eager_frames or v != "c":
+        for v in ("a", "b", "c", "d"):
+            if (f in a.eager_frames or v != "c") and (a.depth_variant or v != "d"):
                 print(f"| {f} | {toks} | {v} | {med(v, f, 'median_s') * 1e3:.0f} | {med(v, f, 'peak_rss_mb'):.0f} |")
     print()
     for f in a.frames:
@@ -169,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         if f in a.eager_frames:
             line += f", time c/b = {med('c', f, 'median_s') / med('b', f, 'median_s'):.2f}"
             line += f", peak memory c/b = {med('c', f, 'peak_rss_mb') / med('b', f, 'peak_rss_mb'):.2f}"
+        if a.depth_variant:
+            line += (f"; with --depth: time d/b = {med('d', f, 'median_s') / med('b', f, 'median_s'):.3f}, "
+                     f"peak memory d/b = {med('d', f, 'peak_rss_mb') / med('b', f, 'peak_rss_mb'):.3f}, "
+                     f"largest hidden state held = {med('d', f, 'held_hidden_mb'):.1f} MB")
         print(line)
     if a.out:
         a.out.write_text(json.dumps(rows, indent=1))

@@ -1,7 +1,7 @@
 """A validation-only pilot of the v3 plan before it is fixed (issue 9): does the pre-trained vision
 tower survive the warm-up, do the heads rise above the same-position reference, does QA use frames?
 
-    python scripts/pilot_v3.py --out runs/v3_pilot --dest docs/results/v3/pilot.json
+    python experiments/pilot_v3.py --out runs/v3_pilot --dest docs/results/v3/pilot.json
 
 Runs the full preset's model and steps on a smaller slice: 16 train scenes, 60 instruction
 scenes, `--warmup-steps` warm-up steps, then arm C for `--arm-steps` steps at lr 1e-3, rank 64.

@@ -1,6 +1,6 @@
 """Choose benchmark v2's camera motion on DESIGN scenes only (never test): issue 9's section-1 targets.
 
-    python scripts/design_benchmark.py --out docs/results/v2/explore/benchmark_design.json \\
+    python experiments/design_benchmark.py --out docs/results/v2/explore/benchmark_design.json \\
         [--scenes 30] [--shake 10 12 14] [--pan 0 20 40]
 
 For every (shake_deg, pan_deg) it renders `--scenes` evaluation scenes of the design seed range
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{app['pooled'] / max(sp['pooled'], 1e-9):.1f}× | {ref['visible_at_max_dt']:.3f} | "
               f"{'yes' if r['all_met'] else 'no'} |")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(a.out, {"command": " ".join(["python", "scripts/design_benchmark.py", *(argv or sys.argv[1:])]),
+    write_json_atomic(a.out, {"command": " ".join(["python", "experiments/design_benchmark.py", *(argv or sys.argv[1:])]),
                               "design_seed": DESIGN_SEED, "scenes": a.scenes, "size": a.size, "frames": a.frames,
                               "seconds": round(time.monotonic() - t0, 1), "rows": rows, **run_info()})
     print(f"written: {a.out}")
