@@ -204,3 +204,31 @@ def test_smolvlm_frames_match_image_processor(hw, s):
         bundle = SimpleNamespace(tokenizer=tok, image_processor=proc, video_processor=proc)
         again, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=bundle, frames_mode=mode)
         np.testing.assert_allclose(again["pixel_values"].numpy(), ref, atol=1e-5, rtol=0)
+
+
+def _patchify_reference(video, p, tp, m):
+    """The Qwen processors' patch layout, written out: (T, tp, C, gh/m, m, p, gw/m, m, p) -> rows, columns."""
+    f, c, hh, ww = video.shape
+    t, gh, gw = f // tp, hh // p, ww // p
+    x = video.reshape(t, tp, c, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(t * gh * gw, c * tp * p * p)
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_repeated_frames_patchify_equals_repeating_first(frames):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(frames, 3, 56, 84)).astype(np.float32)
+    got, grid = qwen_patchify(x, 14, 2, 2, repeat_frames=True)
+    want = _patchify_reference(np.repeat(x, 2, axis=0), 14, 2, 2)
+    assert grid == (frames, 4, 6) and got.flags.c_contiguous and np.array_equal(got, want)
+    plain, _ = qwen_patchify(np.repeat(x, 2, axis=0), 14, 2, 2)
+    assert np.array_equal(plain, want)
+
+
+def test_normalize_frames_equals_the_float64_rescale_then_float32_normalise():
+    rng = np.random.default_rng(6)
+    frames = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    x = (frames.astype(np.float64) * (1 / 255)).astype(np.float32)
+    want = ((x - np.float32(OPENAI_CLIP_MEAN)) / np.float32(OPENAI_CLIP_STD)).transpose(0, 3, 1, 2)
+    got = normalize_frames(frames, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, want)

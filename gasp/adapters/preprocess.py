@@ -68,15 +68,29 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], resample: str = "bi
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), resample=mode)) for f in frames])
 
 
+def normalize_lut(mean, std, rescale: float = 1 / 255) -> np.ndarray:
+    """(3, 256) float32: channel c's value for each uint8 v, float32(v * rescale in float64), then (x - mean) / std
+    in float32, the same rounding as transformers' rescale and normalise element by element."""
+    x = (np.arange(256, dtype=np.float64) * rescale).astype(np.float32)
+    return (x[None] - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[:, None]
+
+
 def normalize_frames(frames: np.ndarray, mean, std, rescale: float = 1 / 255) -> np.ndarray:
-    """(F, h, w, 3) uint8 -> (F, 3, h, w) float32: x * rescale, then (x - mean) / std."""
-    x = (frames.astype(np.float64) * rescale).astype(np.float32)  # same rounding as transformers' rescale
-    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """(F, h, w, 3) uint8 -> (F, 3, h, w) float32: x * rescale, then (x - mean) / std.
+
+    A 256-entry table per channel gives the identical float32 values without a float64
+    temporary, and gathering channel by channel writes the channel-first layout directly
+    (no transposing copy).
+    """
+    lut = normalize_lut(mean, std, rescale)
+    out = np.empty((frames.shape[0], 3, *frames.shape[1:3]), dtype=np.float32)
+    for c in range(3):
+        np.take(lut[c], frames[..., c], out=out[:, c])
+    return out
 
 
 def qwen_patchify(
-    video: np.ndarray, patch_size: int, temporal_patch_size: int, merge_size: int
+    video: np.ndarray, patch_size: int, temporal_patch_size: int, merge_size: int, repeat_frames: bool = False
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """(F, C, H, W) float32 -> (T*gh*gw, C*tp*p*p) patches and the grid (T, gh, gw), T = F / tp.
 
@@ -84,19 +98,25 @@ def qwen_patchify(
     consecutive, so merged token k of a block is (t, r, c) with
     t = k // (h*w), r = (k // w) % h, c = k % w for h = gh/m, w = gw/m.
     Columns are (C, tp, p, p), as in the Qwen processors.
+
+    ``repeat_frames``: every frame fills all tp temporal slots of its own patches (T = F),
+    the same array as ``qwen_patchify(np.repeat(video, tp, axis=0), ...)`` without the
+    repeated copy: the one copy made is the output's.
     """
     f, c, hh, ww = video.shape
-    if f % temporal_patch_size:
-        raise ValueError(f"{f} frames is not a multiple of temporal_patch_size={temporal_patch_size}")
+    tp = temporal_patch_size
+    if f % tp and not repeat_frames:
+        raise ValueError(f"{f} frames is not a multiple of temporal_patch_size={tp}")
     factor = patch_size * merge_size
     if hh % factor or ww % factor:
         raise ValueError(f"frame size {hh}x{ww} is not a multiple of {factor}")
-    t, gh, gw = f // temporal_patch_size, hh // patch_size, ww // patch_size
-    x = video.reshape(t, temporal_patch_size, c, gh // merge_size, merge_size, patch_size,
-                      gw // merge_size, merge_size, patch_size)
-    # (t, gh/m, gw/m, m, m, C, tp, p, p)
-    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return np.ascontiguousarray(x.reshape(t * gh * gw, c * temporal_patch_size * patch_size ** 2)), (t, gh, gw)
+    t, src = (f, 1) if repeat_frames else (f // tp, tp)
+    gh, gw, m, p = hh // patch_size, ww // patch_size, merge_size, patch_size
+    x = video.reshape(t, src, c, gh // m, m, p, gw // m, m, p)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)                  # (t, gh/m, gw/m, m, m, C, src, p, p), a view
+    if repeat_frames:
+        x = np.broadcast_to(x, (*x.shape[:6], tp, p, p))          # (..., C, tp, p, p), still a view
+    return np.ascontiguousarray(x).reshape(t * gh * gw, c * tp * p * p), (t, gh, gw)
 
 
 def processor_mean_std(processor_or_tokenizer, default_mean, default_std):

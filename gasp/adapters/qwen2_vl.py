@@ -140,21 +140,21 @@ class Qwen2VLAdapter(ModelAdapter):
 
         if mode == "images":
             grid_frames = [[f] for f in range(n_frames)]
-            per = [qwen_patchify(np.repeat(x[i:i + 1], tp, axis=0), self.patch_size, tp, self.merge_size)
+            per = [qwen_patchify(x[i:i + 1], self.patch_size, tp, self.merge_size, repeat_frames=True)
                    for i in range(n_frames)]
             pixels = np.concatenate([p for p, _ in per])
             grid_thw = torch.tensor([g for _, g in per], dtype=torch.long)
             inputs, starts = self._build_sequence(tok, ids, prompt, IMAGE, h * w, grid_frames, fps)
             inputs.update(pixel_values=torch.from_numpy(pixels), image_grid_thw=grid_thw)
         else:
-            if mode == "duplicate":
-                video = np.repeat(x, tp, axis=0)  # f0 f0 f1 f1 ...
+            if mode == "duplicate":                # f0 f0 f1 f1 ..., without copying the frames twice
+                video, repeat = x, True
                 grid_frames = [[f] for f in range(n_frames)]
             else:  # merged: grid t stands for frame tp*t
                 pad = -n_frames % tp
-                video = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+                video, repeat = (np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x), False
                 grid_frames = [[min(t + i, n_frames - 1) for i in range(tp)] for t in range(0, n_frames, tp)]
-            pixels, grid = qwen_patchify(video, self.patch_size, tp, self.merge_size)
+            pixels, grid = qwen_patchify(video, self.patch_size, tp, self.merge_size, repeat_frames=repeat)
             assert grid[0] == len(grid_frames), (grid, len(grid_frames))
             inputs, starts = self._build_sequence(tok, ids, prompt, VIDEO, h * w, grid_frames, fps)
             inputs.update(pixel_values_videos=torch.from_numpy(pixels),
