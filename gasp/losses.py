@@ -70,13 +70,14 @@ def pool_token_depth(depth: Tensor, grid: tuple[int, int]) -> Tensor:
     # Integer form of floor((i + 0.5) * h / H), exact for any size.
     row = (2 * torch.arange(H, device=dev) + 1) * h // (2 * H)  # (H,)
     col = (2 * torch.arange(W, device=dev) + 1) * w // (2 * W)  # (W,)
-    tok = (row[:, None] * w + col[None, :]).reshape(-1)  # (H*W,) token of each pixel
-    d = depth.reshape(nf, H * W).double()
-    ok = torch.isfinite(d) & (d > 0)
-    total = torch.zeros(nf, h * w, dtype=d.dtype, device=dev)
-    count = torch.zeros(nf, h * w, dtype=d.dtype, device=dev)
-    total.index_add_(1, tok, torch.where(ok, d, torch.zeros_like(d)))
-    count.index_add_(1, tok, ok.to(d.dtype))
+    ok = torch.isfinite(depth) & (depth > 0)  # (F, H, W)
+    vals = torch.where(ok, depth, torch.zeros((), dtype=depth.dtype, device=dev)).double()
+    # separable sums: the rows of each token row, then the columns of each token column (issue 19:
+    # 2x faster than one index_add over the flat pixels, which needed more full-size temporaries)
+    total = torch.zeros(nf, h, W, dtype=vals.dtype, device=dev).index_add_(1, row, vals)  # (F, h, W)
+    total = torch.zeros(nf, h, w, dtype=vals.dtype, device=dev).index_add_(2, col, total).reshape(nf, h * w)
+    count = torch.zeros(nf, h, W, dtype=torch.int32, device=dev).index_add_(1, row, ok.int())
+    count = torch.zeros(nf, h, w, dtype=torch.int32, device=dev).index_add_(2, col, count).reshape(nf, h * w)
     out = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
     out_dtype = depth.dtype if depth.is_floating_point() else torch.float32
     return out.to(out_dtype)

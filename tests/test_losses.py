@@ -1,6 +1,7 @@
 """gasp.losses against explicit loop implementations of eq. 5-8, plus gradient behaviour."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F_
@@ -311,3 +312,28 @@ def test_bad_shapes_are_clear_errors():
         infonce_loss(emb, anc, gt, valid.long())
     with pytest.raises(ValueError, match="query_frame"):
         infonce_loss(emb, anc, gt, valid, query_frame=5)
+
+
+def test_pool_token_depth_matches_a_per_pixel_assignment_at_odd_sizes():
+    """Non-divisible sizes with every kind of invalid pixel, against numpy: each pixel goes to token
+    (floor((i + 0.5) h / H), floor((j + 0.5) w / W)), and a token averages its finite positive pixels."""
+    rng = np.random.default_rng(3)
+    F, H, W, h, w = 3, 37, 53, 5, 7
+    d = rng.uniform(0.2, 9.0, (F, H, W)).astype(np.float32)
+    bad = rng.random((F, H, W))
+    d[bad < 0.05], d[(bad >= 0.05) & (bad < 0.1)], d[(bad >= 0.1) & (bad < 0.12)] = np.nan, 0.0, -2.0
+    d[bad > 0.98] = np.inf
+    d[1, :8, :8] = np.nan                                          # token (0, 0) of frame 1: no valid pixel
+    ti = np.floor((np.arange(H) + 0.5) * h / H).astype(int)
+    tj = np.floor((np.arange(W) + 0.5) * w / W).astype(int)
+    want = np.full((F, h * w), np.nan)
+    for f in range(F):
+        for r in range(h):
+            for c in range(w):
+                px = d[f][np.ix_(ti == r, tj == c)].astype(np.float64)
+                px = px[np.isfinite(px) & (px > 0)]
+                if px.size:
+                    want[f, r * w + c] = px.mean()
+    got = pool_token_depth(torch.from_numpy(d), (h, w)).numpy()
+    assert np.isnan(got[1, 0]) and np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-6, equal_nan=True)

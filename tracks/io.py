@@ -75,6 +75,17 @@ def _decode_rgb(data: np.ndarray, encoding: str, where: str) -> np.ndarray:
         raise TrackFormatError(f"{where}: cannot decode {encoding} frame: {e}") from None
 
 
+def _frames_of(ds: h5py.Dataset, uniq: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """``ds[uniq][inverse]``, reading one frame (one chunk) at a time: h5py's fancy-index read of a
+    frame list is 3-5x slower than these plain reads (measured on 960x540 gzip depth, issue 19)."""
+    out = np.empty((len(inverse), *ds.shape[1:]), dtype=ds.dtype)
+    for j, i in enumerate(uniq.tolist()):
+        at = np.flatnonzero(inverse == j)
+        ds.read_direct(out, source_sel=np.s_[i], dest_sel=np.s_[int(at[0])])
+        out[at[1:]] = out[at[0]]
+    return out
+
+
 class TrackReader:
     """Random access to the sequences of a track dataset.
 
@@ -184,15 +195,16 @@ class TrackReader:
         return g["K"][()][ids], g["cam_from_world"][()][ids]
 
     def _read_frames(self, g: h5py.Group, ids: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-        uniq, inverse = np.unique(ids, return_inverse=True)   # h5py needs increasing indices
+        uniq, inverse = np.unique(ids, return_inverse=True)
         enc = g.attrs["rgb_encoding"]
         try:
-            depth = g["depth"][uniq][inverse] if "depth" in g else None
+            depth = _frames_of(g["depth"], uniq, inverse) if "depth" in g else None
             if enc == "raw":
-                frames = g["rgb"][uniq][inverse]
+                frames = _frames_of(g["rgb"], uniq, inverse)
             else:
-                data = g["rgb"][uniq]
-                frames = np.stack([_decode_rgb(data[j], enc, f"{where} frame {uniq[j]}") for j in inverse])
+                data = g["rgb"][uniq]                          # encoded bytes (small), increasing indices
+                decoded = [_decode_rgb(data[j], enc, f"{where} frame {uniq[j]}") for j in range(len(uniq))]
+                frames = np.stack([decoded[j] for j in inverse])
         except (OSError, KeyError) as e:
             raise TrackFormatError(f"{where}: cannot read frames {ids.tolist()}: {e}") from None
         return frames, depth
