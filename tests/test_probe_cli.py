@@ -25,12 +25,33 @@ def run(*args, env=None, check=True):
     return p
 
 
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    """probes/pck.py's main in this process: (exit code, stdout, stderr). The bad-input cases run here, where
+    an uncaught exception fails the test as a traceback would; the end-to-end cases above run the script."""
+    from probes import pck
+
+    try:
+        rc = pck.main([str(a) for a in args])
+    except SystemExit as e:                                      # argparse's usage errors
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 @pytest.fixture(scope="module")
 def tracks_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("tracks") / "eval.h5"
     make_synthetic_file(path, 3, seed=5, config=SyntheticSceneConfig(height=112, width=112, num_frames=26),
                         grid=8, split="eval")
     return path
+
+
+@pytest.fixture(scope="module")
+def full_probe(tracks_file, tmp_path_factory):
+    """The default probe of every sequence of ``tracks_file``, in one process (shared, read only)."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    run("--tracks", str(tracks_file), "--out", str(out))
+    return out
 
 
 def numbers(out: Path) -> dict:
@@ -55,9 +76,8 @@ def test_embedded_default_writes_results(tmp_path):
     assert "figure3.png" in p.stdout
 
 
-def test_resume_gives_identical_results(tmp_path, tracks_file):
-    full, part = tmp_path / "full", tmp_path / "part"
-    run("--tracks", str(tracks_file), "--out", str(full))
+def test_resume_gives_identical_results(tmp_path, tracks_file, full_probe):
+    full, part = full_probe, tmp_path / "part"
     run("--tracks", str(tracks_file), "--out", str(part), "--max-sequences", "1")
     with h5py.File(part / "results.h5") as f:
         assert len(f) == 1
@@ -66,18 +86,17 @@ def test_resume_gives_identical_results(tmp_path, tracks_file):
     assert numbers(full) == numbers(part)
 
 
-def test_resume_refuses_a_different_probe(tmp_path, tracks_file):
+def test_resume_refuses_a_different_probe(tmp_path, tracks_file, capsys):
     out = tmp_path / "run"
     run("--tracks", str(tracks_file), "--out", str(out), "--max-sequences", "1")
-    p = run("--tracks", str(tracks_file), "--out", str(out), "--delta", "3", check=False)
-    assert p.returncode == 2 and "different probe" in p.stderr and "delta: 2.0 -> 3.0" in p.stderr
+    rc, _, err = run_main(capsys, "--tracks", tracks_file, "--out", out, "--delta", "3")
+    assert rc == 2 and "different probe" in err and "delta: 2.0 -> 3.0" in err
     with h5py.File(out / "results.h5") as f:                    # nothing mixed in
         assert len(f) == 1
 
 
-def test_two_processes_match_one(tmp_path, tracks_file):
-    one, two = tmp_path / "one", tmp_path / "two"
-    run("--tracks", str(tracks_file), "--out", str(one))
+def test_two_processes_match_one(tmp_path, tracks_file, full_probe):
+    one, two = full_probe, tmp_path / "two"
     launcher = shutil.which("accelerate")
     if launcher is None:
         pytest.skip("the accelerate launcher is not on PATH")
@@ -96,17 +115,17 @@ def test_two_processes_match_one(tmp_path, tracks_file):
     ("no-such-model", "no-such-model"),
     ("/nonexistent/checkpoint", "/nonexistent/checkpoint"),
 ])
-def test_bad_model(tmp_path, tracks_file, model, message):
-    p = run("--model", model, "--tracks", str(tracks_file), "--out", str(tmp_path / "o"), check=False)
-    assert p.returncode == 2
-    assert message in p.stderr and "Traceback" not in p.stderr
+def test_bad_model(tmp_path, tracks_file, model, message, capsys):
+    rc, _, err = run_main(capsys, "--model", model, "--tracks", tracks_file, "--out", tmp_path / "o")
+    assert rc == 2 and message in err and not (tmp_path / "o").exists()
 
 
-def test_bad_model_fails_before_rendering(tmp_path):
+def test_bad_model_fails_before_rendering(tmp_path, capsys, monkeypatch):
     """Issue 12: a wrong --model used to surface after 13 s of rendering, leaving an 85 MB file in OUT."""
     cache, out = tmp_path / "cache", tmp_path / "o"
-    p = run("--model", "no-such-model", "--out", str(out), env={"GASP_CACHE": str(cache)}, check=False)
-    assert p.returncode == 2 and "no-such-model" in p.stderr
+    monkeypatch.setenv("GASP_CACHE", str(cache))
+    rc, _, err = run_main(capsys, "--model", "no-such-model", "--out", out)
+    assert rc == 2 and "no-such-model" in err
     assert not out.exists() and not cache.exists()              # nothing rendered, nothing half-written
 
 
@@ -125,11 +144,11 @@ def test_default_tracks_are_cached_outside_out(tmp_path):
 
 
 @pytest.mark.parametrize("arg, value", [("--delta", "-1"), ("--batch-size", "0"), ("--max-sequences", "0")])
-def test_bad_number_names_its_argument(arg, value):
-    p = run(arg, value, check=False)
-    assert p.returncode == 2 and f"argument {arg}:" in p.stderr
+def test_bad_number_names_its_argument(arg, value, capsys):
+    rc, _, err = run_main(capsys, arg, value)
+    assert rc == 2 and f"argument {arg}:" in err
     others = {"--delta", "--batch-size", "--max-sequences"} - {arg}
-    assert not any(o in p.stderr.splitlines()[-1] for o in others)
+    assert not any(o in err.splitlines()[-1] for o in others)
 
 
 def test_match_records_agree_with_the_metrics(tmp_path, tracks_file):
@@ -170,7 +189,7 @@ def test_match_records_agree_with_the_metrics(tmp_path, tracks_file):
     assert res["references"] == pytest.approx(dict(zip(("uniform", "same_position"), refs)))
 
 
-def test_several_thresholds_and_the_peer_matching_convention(tmp_path, tracks_file):
+def test_several_thresholds_and_the_peer_matching_convention(tmp_path, tracks_file, capsys):
     """--delta 1,2,4 gives one curve per threshold, each equal to a probe run at that threshold alone."""
     common = ("--tracks", str(tracks_file), "--match", "softmax-mean", "--bidirectional")
     run(*common, "--delta", "1,2,4", "--out", str(tmp_path / "all"))
@@ -183,26 +202,26 @@ def test_several_thresholds_and_the_peer_matching_convention(tmp_path, tracks_fi
     assert res["pck_at"]["4"]["pck_mean"] == pytest.approx(four["pck_mean"])
     curves = np.array([res["pck_at"][d]["pck_mean"] for d in ("1", "2", "4")])
     assert (np.diff(curves, axis=0) >= -1e-12).all()                 # a larger threshold never scores lower
-    p = run(*common[:2], "--match", "softmax-mean", "--heads", "per-head", check=False)
-    assert p.returncode == 2 and "--heads mean" in p.stderr
+    rc, _, err = run_main(capsys, *common[:2], "--match", "softmax-mean", "--heads", "per-head")
+    assert rc == 2 and "--heads mean" in err
 
 
-def test_tracks_without_needed_datasets(tmp_path, tracks_file):
+def test_tracks_without_needed_datasets(tmp_path, tracks_file, capsys):
     bad = tmp_path / "bad.h5"
     shutil.copy(tracks_file, bad)
     with h5py.File(bad, "a") as f:
         name = f["index/sequences"][0].decode()
         del f[f"sequences/{name}/occluded"]          # required from format v2 on (track_depth is optional)
-    p = run("--tracks", str(bad), "--out", str(tmp_path / "o"), check=False)
-    assert p.returncode == 2 and "occluded" in p.stderr and "Traceback" not in p.stderr
+    rc, _, err = run_main(capsys, "--tracks", bad, "--out", tmp_path / "o")
+    assert rc == 2 and "occluded" in err
 
 
-def test_frames_too_small_for_a_token(tmp_path):
+def test_frames_too_small_for_a_token(tmp_path, capsys):
     path = tmp_path / "small.h5"
     make_synthetic_file(path, 1, seed=1, config=SyntheticSceneConfig(height=16, width=16, num_frames=26),
                         grid=2, split="eval")
-    p = run("--tracks", str(path), "--out", str(tmp_path / "o"), "--size", "16", "16", check=False)
-    assert p.returncode == 2 and "smaller than one" in p.stderr and "Traceback" not in p.stderr
+    rc, _, err = run_main(capsys, "--tracks", path, "--out", tmp_path / "o", "--size", "16", "16")
+    assert rc == 2 and "smaller than one" in err
 
 
 def test_sequence_without_visible_points_is_skipped(tmp_path, tracks_file):
@@ -218,7 +237,7 @@ def test_sequence_without_visible_points_is_skipped(tmp_path, tracks_file):
     assert "skipped" in p.stderr
 
 
-def test_adapter_for_a_different_base_model(tmp_path, tracks_file):
+def test_adapter_for_a_different_base_model(tmp_path, tracks_file, capsys):
     from peft import LoraConfig, get_peft_model
 
     from gasp.adapters import get_adapter
@@ -228,7 +247,5 @@ def test_adapter_for_a_different_base_model(tmp_path, tracks_file):
     target = get_adapter(model).lora_target_modules(model)
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=target))
     peft_model.save_pretrained(tmp_path / "lora", save_embedding_layers=False)
-    p = run("--tracks", str(tracks_file), "--adapter", str(tmp_path / "lora"), "--out", str(tmp_path / "o"),
-            check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "tiny-qwen2.5-vl" in p.stderr
+    rc, _, err = run_main(capsys, "--tracks", tracks_file, "--adapter", tmp_path / "lora", "--out", tmp_path / "o")
+    assert rc == 2 and "tiny-qwen2.5-vl" in err

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +28,31 @@ def test_shipped_checkpoints_are_small_safetensors_with_a_manifest():
         assert m["reported"]["pck_per_layer"] == run["probe"]["pck_mean"]    # the manifest quotes the JSON
 
 
-def test_reprobing_reproduces_the_reported_peak_pck(tmp_path):
+# the first SUBSET of the 50 test sequences are re-probed; each sequence's PCK@2 at every layer is held to
+# TOLERANCE of the one the replication reported for it (measured on the full split at 4c1473a: at most 0.0056
+# apart, fp16 storage), which is stricter per sequence than the peak mean's 0.02 that `demo.py --check` holds
+# on all 50 (README command 1; its --check path runs end to end in test_reproduce_small)
+SUBSET, TOLERANCE = 10, 0.02
+
+
+def test_reprobing_reproduces_the_reported_pck_of_each_sequence(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import demo
 
-    assert demo.main(["--out", str(tmp_path), "--check", "--tolerance", "0.02"]) == 0
+    assert demo.main(["--out", str(tmp_path), "--max-sequences", str(SUBSET)]) == 0
     man = json.loads((SHIPPED / "manifest.json").read_text())
-    rows = {r["label"]: r for r in json.loads((tmp_path / "compare.json").read_text())["rows"]}
-    for m in man["models"].values():
-        row = rows[m["label"]]
-        assert row["num_sequences"] == m["reported"]["num_sequences"]
-        assert row["pck"] == pytest.approx(m["reported"]["pck"], abs=0.02)
-    refs = json.loads((tmp_path / "compare.json").read_text())["references"]
-    reported = json.loads((ROOT / man["results"]).read_text())["references"]
-    for k in ("uniform", "same_position", "appearance"):                       # the benchmark is re-made exactly
-        assert refs[k] == pytest.approx(reported[k]["2"]["mean"], abs=1e-9)
+    reported = json.loads((ROOT / man["results"]).read_text())
+    cmp = json.loads((tmp_path / "compare.json").read_text())
+    rows = {r["label"]: r for r in cmp["rows"]}
+    for arm, m in man["models"].items():
+        probe = json.loads((Path(cmp["configs"][m["label"]]["out"]) / "results.json").read_text())
+        want = next(r for r in reported["runs"][arm] if r["seed"] == m["seed"])["probe"]
+        assert rows[m["label"]]["num_sequences"] == SUBSET and probe["sequences"] == want["sequences"][:SUBSET]
+        assert probe["layers"] == want["layers"]
+        got, exp = np.array(probe["per_sequence"]["pck"]), np.array(want["per_sequence"]["pck"])[:SUBSET]
+        assert got.shape == exp.shape == (SUBSET, len(want["layers"]))
+        assert np.abs(got - exp).max() <= TOLERANCE, (arm, np.abs(got - exp).max())
+        assert got.mean(0) == pytest.approx(exp.mean(0), abs=TOLERANCE)
+    refs = cmp["references"]                      # on the whole re-rendered split: the benchmark is re-made exactly
+    for k in ("uniform", "same_position", "appearance"):
+        assert refs[k] == pytest.approx(reported["references"][k]["2"]["mean"], abs=1e-9)
