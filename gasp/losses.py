@@ -71,7 +71,7 @@ def pool_token_depth(depth: Tensor, grid: tuple[int, int]) -> Tensor:
     row = (2 * torch.arange(H, device=dev) + 1) * h // (2 * H)  # (H,)
     col = (2 * torch.arange(W, device=dev) + 1) * w // (2 * W)  # (W,)
     ok = torch.isfinite(depth) & (depth > 0)  # (F, H, W)
-    vals = torch.where(ok, depth, torch.zeros((), dtype=depth.dtype, device=dev)).double()
+    vals = torch.where(ok, depth, depth.new_zeros(())).double()
     # separable sums: the rows of each token row, then the columns of each token column (issue 19:
     # 2x faster than one index_add over the flat pixels, which needed more full-size temporaries)
     total = torch.zeros(nf, h, W, dtype=vals.dtype, device=dev).index_add_(1, row, vals)  # (F, h, W)

@@ -52,7 +52,6 @@ def test_reprobing_reproduces_the_reported_pck_of_each_sequence(tmp_path):
         got, exp = np.array(probe["per_sequence"]["pck"]), np.array(want["per_sequence"]["pck"])[:SUBSET]
         assert got.shape == exp.shape == (SUBSET, len(want["layers"]))
         assert np.abs(got - exp).max() <= TOLERANCE, (arm, np.abs(got - exp).max())
-        assert got.mean(0) == pytest.approx(exp.mean(0), abs=TOLERANCE)
     refs = cmp["references"]                      # on the whole re-rendered split: the benchmark is re-made exactly
     for k in ("uniform", "same_position", "appearance"):
         assert refs[k] == pytest.approx(reported["references"][k]["2"]["mean"], abs=1e-9)
