@@ -191,15 +191,22 @@ class CorrespondenceHeads(nn.Module):
             raise KeyError(f"no head on layer {layer}; heads are on layers {self.layers}")
         return self.heads[str(int(layer))]
 
-    def forward(self, states: Mapping[int, Tensor]) -> Tensor:
+    def forward(self, states: Mapping[int, Tensor], checkpoint: bool = False) -> Tensor:
         """{layer: (..., d) normed visual hidden states} -> (L, ..., E) embeddings, layers ascending.
 
         The keys must be exactly the heads' layers, so a missing capture is an error, not a
-        silently shorter loss.
+        silently shorter loss. ``checkpoint`` (under autograd) keeps only each head's input for
+        the backward pass and recomputes its inner activations there, one head at a time: the
+        same values and gradients, without holding L x (..., hidden) activations through the loss
+        (issue 19: a GASP step's peak memory).
         """
         got = sorted(int(k) for k in states)
         if got != self.layers:
             raise KeyError(f"hidden states for layers {got}, but the heads are on layers {self.layers}")
+        if checkpoint and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint as ckpt
+
+            return torch.stack([ckpt(self.heads[str(i)], states[i], use_reentrant=False) for i in self.layers])
         return torch.stack([self.heads[str(i)](states[i]) for i in self.layers])
 
     def config(self) -> dict:

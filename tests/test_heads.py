@@ -185,3 +185,39 @@ def test_from_peft_wrapped_tiny_qwen_uses_base_q_proj(tiny_qwen):
     # The heads run on bf16 hidden states of the wrapped model.
     x = torch.randn(6, 128).to(torch.bfloat16)
     assert torch.isfinite(wrapped[2](x)).all()
+
+
+def _saved_bytes(fn):
+    """Bytes autograd keeps for the backward pass while ``fn()`` runs, and fn's result."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return total[0], out
+
+
+def test_checkpointed_heads_give_the_same_values_and_gradients_and_keep_less_for_backward():
+    torch.manual_seed(0)
+    heads = CorrespondenceHeads([0, 2, 3], d_model=16, hidden=64, d_emb=8)
+    x = {i: torch.randn(5, 40, 16, requires_grad=True) for i in heads.layers}   # (F, P, d) per layer
+    w = torch.randn(3, 5, 40, 8)
+    grads, saved = [], []
+    for ckpt in (False, True):
+        heads.zero_grad()
+        for t in x.values():
+            t.grad = None
+        nbytes, emb = _saved_bytes(lambda: heads(x, checkpoint=ckpt))                 # (L, F, P, E)
+        (emb * w).sum().backward()
+        saved.append(nbytes)
+        grads.append([emb.detach()] + [p.grad.clone() for p in heads.parameters()] + [x[i].grad.clone() for i in x])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # without: fc1's output and GELU's (hidden=64 wide) per head; with: only the inputs and the outputs
+    inner = 2 * 3 * 5 * 40 * 64 * 4
+    assert saved[0] - saved[1] >= inner, saved
+    with torch.no_grad():                                                             # no autograd: the plain path
+        torch.testing.assert_close(heads(x, checkpoint=True), grads[0][0], rtol=0, atol=0)

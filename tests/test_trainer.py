@@ -114,6 +114,24 @@ def test_resume_equals_uninterrupted_run(tracks, tmp_path):
     assert (tmp_path / "cut" / "checkpoint-6" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_resume_runs_on_the_thread_count_the_checkpoint_was_saved_with(tracks, tmp_path):
+    from gasp.train.checkpoint import STATE_NAME
+    from gasp.train.recipe import train
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = _cfg(tracks, tmp_path / "cut", "optim.max_steps=4", "run.save_every=2", "run.eval_sequences=0")
+        train(cfg, stop_after=3)
+        state = torch.load(tmp_path / "cut" / "checkpoint-2" / STATE_NAME, weights_only=True)
+        assert state["num_threads"] == 2
+        torch.set_num_threads(1)                                   # a process started with other threads
+        train(cfg, resume=tmp_path / "cut" / "checkpoint-2")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_adapter_loads_with_stock_peft(tracks, tmp_path):
     from peft import PeftModel
 

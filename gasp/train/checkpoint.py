@@ -98,7 +98,8 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
         opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
         torch.save({"step": step, "micro": micro, "optimizer": opt_state,
                     "scheduler": scheduler.state_dict(),
-                    "rng": rng_states or [rng_state()]}, tmp / STATE_NAME)
+                    "rng": rng_states or [rng_state()], "num_threads": torch.get_num_threads()},
+                   tmp / STATE_NAME)
         if path.exists():
             shutil.rmtree(path)
         os.rename(tmp, path)
@@ -106,6 +107,21 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def match_threads(saved: int | None, path: Path) -> None:
+    """Run on the intra-op thread count the checkpoint was saved with (issue 19).
+
+    ATen splits a large CPU reduction into one partial sum per thread, so the thread count sets the
+    order of float additions: a 4M-element float32 sum differs at ~1e-7 relative between 1 and 2
+    threads (measured). A process started with other threads (OMP_NUM_THREADS unset on a machine
+    whose free cores changed) would then drift from the uninterrupted run at that level. Checkpoints
+    from before this field (``saved`` None) leave the count alone.
+    """
+    if saved is not None and int(saved) != torch.get_num_threads():
+        logger.warning("--resume %s: the run was saved with %d intra-op threads, this process has %d; using %d so "
+                       "that float reductions add in the same order", path, saved, torch.get_num_threads(), saved)
+        torch.set_num_threads(int(saved))
 
 
 def remove_stale_temporaries(out: str | Path) -> list[Path]:
@@ -155,4 +171,5 @@ def load_training_state(path: str | Path, optimizer, scheduler, rank: int = 0, n
         logger.warning("--resume %s: saved by %d process(es), resumed on %d; every process takes rank 0's "
                        "RNG state, so dropout masks differ from an uninterrupted run", path, len(rng), num_processes)
     set_rng_state(rng[rank] if len(rng) == num_processes else rng[0])
+    match_threads(state.get("num_threads"), path)
     return {"step": int(state["step"]), "micro": int(state["micro"])}

@@ -53,6 +53,7 @@ class HeadsConfig:
     hidden: int = 512
     d_emb: int = 128
     init: str = "svd"
+    checkpoint: bool = True             # recompute each head's activations in backward (less peak memory)
 
 
 @dataclass

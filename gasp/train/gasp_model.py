@@ -67,6 +67,7 @@ class GaspModel(nn.Module):
         self.heads = heads
         self.adapter = adapter
         self.loss_cfg = cfg.loss
+        self.checkpoint_heads = cfg.heads.checkpoint
         self.decoder_layers = adapter.decoder_layers(model)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -83,7 +84,7 @@ class GaspModel(nn.Module):
                               positions=batch["positions"].to(dev), require_grad=True) as rec:
             self.model(**inputs, logits_to_keep=1)           # the LM head is not needed here
         states = {i: x[0].unflatten(0, (nf, p)) for i, x in rec.states.items()}  # layer -> (F', P, d)
-        return self.heads(states), None                                          # (L, F', P, E)
+        return self.heads(states, checkpoint=self.checkpoint_heads), None          # (L, F', P, E)
 
     def _qk_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
         from gasp.hooks import capture_qk
