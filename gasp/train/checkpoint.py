@@ -114,7 +114,7 @@ def match_threads(saved: int | None, path: Path) -> None:
 
     ATen splits a large CPU reduction into one partial sum per thread, so the thread count sets the
     order of float additions: a 4M-element float32 sum differs at ~1e-7 relative between 1 and 2
-    threads (measured). A process started with other threads (OMP_NUM_THREADS unset on a machine
+    threads (one ad-hoc check, torch 2.13.0 CPU). A process started with other threads (OMP_NUM_THREADS unset on a machine
     whose free cores changed) would then drift from the uninterrupted run at that level. Checkpoints
     from before this field (``saved`` None) leave the count alone.
     """
