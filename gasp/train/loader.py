@@ -6,7 +6,10 @@ Micro-batch ``m`` of process ``p`` is ``BatchMaker(kind(m), m * world + p)``: a 
 of its index (``gasp.train.geo_stream``, ``gasp.train.lm_stream``), so the workers' order
 does not matter and a resumed run that starts at micro-batch ``m`` sees exactly the batches
 the uninterrupted run saw. The DataLoader keeps that order (no shuffling; ``batch_size=None``
-hands over one micro-batch at a time) and prefetches ``prefetch`` per worker.
+hands over one micro-batch at a time) and prefetches ``prefetch`` per worker. A worker hands
+its micro-batch over as one byte buffer (``pack``): each tensor sent on its own costs the
+receiving process a shared-memory file descriptor and a mapping, about 5 ms for a tiny-default
+batch of 12 tensors against 2 ms packed (issue 19; BENCHMARKS.md).
 
 Readers are fork-safe: ``tracks.io.TrackReader`` reopens its HDF5 files in a new process,
 and instruction videos are opened per sample. ``data.num_workers=0`` builds batches in the
@@ -14,6 +17,7 @@ training process, as before.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -79,7 +83,7 @@ class TimedBatches:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             # its own generator: seeding the workers must not draw from the global torch RNG, whose
             # state the checkpoint restores (LoRA dropout would otherwise differ after a resume)
-            loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=num_workers,
+            loader = torch.utils.data.DataLoader(_Packed(batches), batch_size=None, shuffle=False, num_workers=num_workers,
                                                  prefetch_factor=prefetch, persistent_workers=False,
                                                  generator=torch.Generator().manual_seed(0))
             self._it: Iterator = iter(loader)
@@ -92,6 +96,8 @@ class TimedBatches:
     def __next__(self) -> dict[str, Any]:
         t = time.perf_counter()
         batch = next(self._it)
+        if isinstance(batch, Packed):
+            batch = batch.unpack()
         dt = time.perf_counter() - t
         self.wait_s += dt
         if self.count == 0:
@@ -101,3 +107,87 @@ class TimedBatches:
 
     def __iter__(self) -> "TimedBatches":
         return self
+
+
+# ----------------------------------------------------------------------------- one buffer per micro-batch
+
+_ALIGN = 64                 # every tensor starts on a 64-byte boundary of the buffer, so any dtype can view it
+
+
+@dataclass
+class _Slot:
+    """Where a tensor sits in a packed buffer."""
+
+    offset: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def _map_tensors(x: Any, fn: Callable[[Any], Any]) -> Any:
+    """``x`` with every tensor (or _Slot) leaf replaced by ``fn(leaf)``: through dicts and dict-likes
+    (a processor's BatchFeature), lists, tuples and dataclasses (GeoTargets), in place where mutable."""
+    if isinstance(x, (torch.Tensor, _Slot)):
+        return fn(x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        for f in dataclasses.fields(x):
+            setattr(x, f.name, _map_tensors(getattr(x, f.name), fn))
+        return x
+    if isinstance(x, tuple):
+        return type(x)(*(_map_tensors(v, fn) for v in x)) if hasattr(x, "_fields") else \
+            tuple(_map_tensors(v, fn) for v in x)
+    if isinstance(x, list):
+        x[:] = [_map_tensors(v, fn) for v in x]
+        return x
+    if hasattr(x, "items") and hasattr(x, "__setitem__"):
+        for k, v in list(x.items()):
+            x[k] = _map_tensors(v, fn)
+        return x
+    return x
+
+
+@dataclass
+class Packed:
+    """A micro-batch whose tensors are copied into one uint8 buffer: the batch holds _Slots."""
+
+    buffer: torch.Tensor        # (bytes,) uint8
+    batch: Any
+
+    @classmethod
+    def pack(cls, batch: Any) -> "Packed":
+        tensors: list[torch.Tensor] = []
+        _map_tensors(batch, lambda t: tensors.append(t) or t)
+        offsets, n = [], 0
+        for t in tensors:
+            offsets.append(n)
+            n += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
+        buffer = torch.empty(n, dtype=torch.uint8)
+        where = iter(offsets)
+
+        def put(t: torch.Tensor) -> _Slot:
+            o = next(where)
+            _view(buffer, o, t.dtype, t.shape).copy_(t)
+            return _Slot(o, t.dtype, tuple(t.shape))
+
+        return cls(buffer, _map_tensors(batch, put))
+
+    def unpack(self) -> Any:
+        """The batch with its tensors back, as views of the buffer (same dtypes, shapes and bytes)."""
+        return _map_tensors(self.batch, lambda s: _view(self.buffer, s.offset, s.dtype, s.shape))
+
+
+def _view(buffer: torch.Tensor, offset: int, dtype: torch.dtype, shape) -> torch.Tensor:
+    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    return buffer[offset:offset + nbytes].view(dtype).view(shape)
+
+
+@dataclass
+class _Packed(torch.utils.data.Dataset):
+    """MicroBatches as the workers hand them over: packed."""
+
+    batches: MicroBatches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Packed:
+        return Packed.pack(self.batches[i])
