@@ -159,7 +159,7 @@ class Packed:
         offsets, n = [], 0
         for t in tensors:
             offsets.append(n)
-            n += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
+            n += -(-t.nbytes // _ALIGN) * _ALIGN
         buffer = torch.empty(n, dtype=torch.uint8)
         where = iter(offsets)
 
@@ -176,7 +176,7 @@ class Packed:
 
 
 def _view(buffer: torch.Tensor, offset: int, dtype: torch.dtype, shape) -> torch.Tensor:
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    nbytes = torch.Size(shape).numel() * dtype.itemsize
     return buffer[offset:offset + nbytes].view(dtype).view(shape)
 
 
