@@ -70,13 +70,20 @@ def pool_token_depth(depth: Tensor, grid: tuple[int, int]) -> Tensor:
     # Integer form of floor((i + 0.5) * h / H), exact for any size.
     row = (2 * torch.arange(H, device=dev) + 1) * h // (2 * H)  # (H,)
     col = (2 * torch.arange(W, device=dev) + 1) * w // (2 * W)  # (W,)
-    ok = torch.isfinite(depth) & (depth > 0)  # (F, H, W)
-    vals = torch.where(ok, depth, depth.new_zeros(())).double()
-    # separable sums: the rows of each token row, then the columns of each token column (issue 19:
-    # 2x faster than one index_add over the flat pixels, which needed more full-size temporaries)
-    total = torch.zeros(nf, h, W, dtype=vals.dtype, device=dev).index_add_(1, row, vals)  # (F, h, W)
-    total = torch.zeros(nf, h, w, dtype=vals.dtype, device=dev).index_add_(2, col, total).reshape(nf, h * w)
-    count = torch.zeros(nf, h, W, dtype=torch.int32, device=dev).index_add_(1, row, ok.int())
+    # Separable sums: the rows of each token row, then the columns of each token column. The first,
+    # full-size step runs a few frames at a time (about 4 MB of float64 each), so its temporaries
+    # stay small and are reused instead of being fresh 100 MB arrays (issue 19: 24 frames of
+    # 540x960, 124 -> 28 ms, the same float64 sums bit for bit).
+    total = torch.zeros(nf, h, W, dtype=torch.float64, device=dev)  # (F, h, W)
+    count = torch.zeros(nf, h, W, dtype=torch.int32, device=dev)
+    step = max(1, (1 << 19) // (H * W))
+    for s in range(0, nf, step):
+        d = depth[s:s + step]
+        # valid = finite and > 0; two comparisons say the same (NaN fails both, -inf the first)
+        ok = (d > 0) & (d < float("inf"))
+        total[s:s + step].index_add_(1, row, torch.where(ok, d, d.new_zeros(())).double())
+        count[s:s + step].index_add_(1, row, ok.int())
+    total = torch.zeros(nf, h, w, dtype=total.dtype, device=dev).index_add_(2, col, total).reshape(nf, h * w)
     count = torch.zeros(nf, h, w, dtype=torch.int32, device=dev).index_add_(2, col, count).reshape(nf, h * w)
     out = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
     out_dtype = depth.dtype if depth.is_floating_point() else torch.float32

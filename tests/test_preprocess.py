@@ -14,7 +14,7 @@ import torch
 
 from gasp.adapters import get_adapter
 from gasp.adapters.preprocess import (
-    HALF_MEAN_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_frames, qwen_patchify, resize_frames, smart_resize,
+    HALF_MEAN_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_frames, qwen_patchify, qwen_pixels, resize_frames, smart_resize,
 )
 from gasp.models.tiny import build_tiny_config, build_tiny_tokenizer
 
@@ -232,3 +232,20 @@ def test_normalize_frames_equals_the_float64_rescale_then_float32_normalise():
     want = ((x - np.float32(OPENAI_CLIP_MEAN)) / np.float32(OPENAI_CLIP_STD)).transpose(0, 3, 1, 2)
     got = normalize_frames(frames, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
     assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("frames, repeat", [(1, True), (3, True), (4, False)])
+def test_qwen_pixels_equals_normalising_then_patchifying(frames, repeat):
+    """The fused path (uint8 indices moved into the patch layout, then one table read) gives the
+    bytes of the written-out reference on normalised float frames; distinct channel statistics,
+    so a channel's table offset or the channel axis's place in the layout cannot be wrong unseen."""
+    rng = np.random.default_rng(7)
+    u8 = rng.integers(0, 256, (frames, 56, 84, 3), dtype=np.uint8)
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
+    x = (u8.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = ((x - np.float32(mean)) / np.float32(std)).transpose(0, 3, 1, 2)      # (F, C, H, W)
+    want = _patchify_reference(np.repeat(x, 2, axis=0) if repeat else x, 14, 2, 2)
+    got, grid = qwen_pixels(u8, mean, std, 14, 2, 2, repeat_frames=repeat)
+    t = frames if repeat else frames // 2
+    assert grid == (t, 4, 6) and got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got, want)

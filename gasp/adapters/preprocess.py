@@ -89,6 +89,18 @@ def normalize_frames(frames: np.ndarray, mean, std, rescale: float = 1 / 255) ->
     return out
 
 
+def _patch_grid(f: int, hh: int, ww: int, patch_size: int, tp: int, merge_size: int, repeat_frames: bool):
+    """Checks F frames of hh x ww against the Qwen patching and returns (t, src, gh, gw): t grid steps
+    of src source frames each (src = 1 when every frame fills all tp slots), gh x gw patches."""
+    if f % tp and not repeat_frames:
+        raise ValueError(f"{f} frames is not a multiple of temporal_patch_size={tp}")
+    factor = patch_size * merge_size
+    if hh % factor or ww % factor:
+        raise ValueError(f"frame size {hh}x{ww} is not a multiple of {factor}")
+    t, src = (f, 1) if repeat_frames else (f // tp, tp)
+    return t, src, hh // patch_size, ww // patch_size
+
+
 def qwen_patchify(
     video: np.ndarray, patch_size: int, temporal_patch_size: int, merge_size: int, repeat_frames: bool = False
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -105,18 +117,47 @@ def qwen_patchify(
     """
     f, c, hh, ww = video.shape
     tp = temporal_patch_size
-    if f % tp and not repeat_frames:
-        raise ValueError(f"{f} frames is not a multiple of temporal_patch_size={tp}")
-    factor = patch_size * merge_size
-    if hh % factor or ww % factor:
-        raise ValueError(f"frame size {hh}x{ww} is not a multiple of {factor}")
-    t, src = (f, 1) if repeat_frames else (f // tp, tp)
-    gh, gw, m, p = hh // patch_size, ww // patch_size, merge_size, patch_size
+    t, src, gh, gw = _patch_grid(f, hh, ww, patch_size, tp, merge_size, repeat_frames)
+    m, p = merge_size, patch_size
     x = video.reshape(t, src, c, gh // m, m, p, gw // m, m, p)
     x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)                  # (t, gh/m, gw/m, m, m, C, src, p, p), a view
     if repeat_frames:
         x = np.broadcast_to(x, (*x.shape[:6], tp, p, p))          # (..., C, tp, p, p), still a view
     return np.ascontiguousarray(x).reshape(t * gh * gw, c * tp * p * p), (t, gh, gw)
+
+
+def qwen_pixels(
+    frames: np.ndarray, mean, std, patch_size: int, temporal_patch_size: int, merge_size: int,
+    repeat_frames: bool = False, rescale: float = 1 / 255,
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(F, H, W, 3) uint8 -> the Qwen patches (T*gh*gw, C*tp*p*p) float32 and the grid (T, gh, gw).
+
+    The same array as ``qwen_patchify(normalize_frames(frames, mean, std, rescale), ...)``, made
+    in the other order: the transposing copy into the patch layout moves uint16 table indices
+    (channel c's 256 entries start at 256 c) instead of float32 values, and the table is read
+    once per value already in place. With ``repeat_frames`` the looked-up values are copied into
+    the tp temporal slots, so the table is read once per pixel, not tp times. It runs one grid
+    step t at a time, so that only the output is a full-size allocation.
+    """
+    frames = check_frames(frames)
+    f, hh, ww, c = frames.shape
+    tp = temporal_patch_size
+    t, src, gh, gw = _patch_grid(f, hh, ww, patch_size, tp, merge_size, repeat_frames)
+    m, p = merge_size, patch_size
+    x = frames.reshape(t, src, gh // m, m, p, gw // m, m, p, c)
+    x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)                  # (t, gh/m, gw/m, m, m, C, src, p, p), a view
+    lut = normalize_lut(mean, std, rescale).reshape(-1)             # (C*256,)
+    offset = (256 * np.arange(c, dtype=np.uint16)).reshape(c, 1, 1, 1)
+    out = np.empty((*x.shape[:6], tp, p, p), dtype=np.float32)      # (t, gh/m, gw/m, m, m, C, tp, p, p)
+    idx = np.empty(x.shape[1:], dtype=np.uint16)                    # one t at a time: small, reused temporaries
+    for i in range(t):
+        idx[...] = x[i]                                             # the transposing copy, 2 bytes a value
+        idx += offset
+        if repeat_frames:
+            out[i] = np.take(lut, idx)                              # (..., C, 1, p, p) -> (..., C, tp, p, p)
+        else:
+            np.take(lut, idx, out=out[i])
+    return out.reshape(t * gh * gw, c * tp * p * p), (t, gh, gw)
 
 
 def processor_mean_std(processor_or_tokenizer, default_mean, default_std):

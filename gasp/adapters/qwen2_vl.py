@@ -21,8 +21,7 @@ import torch
 from gasp.adapters import register_adapter
 from gasp.adapters.base import ModelAdapter, VisualLayout
 from gasp.adapters.preprocess import (
-    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, check_frames, normalize_frames, processor_mean_std,
-    qwen_patchify, resize_frames, smart_resize,
+    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, check_frames, processor_mean_std, qwen_pixels, resize_frames, smart_resize,
 )
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values
@@ -134,16 +133,17 @@ class Qwen2VLAdapter(ModelAdapter):
         ids = self._ids(tok)
         rh, rw = self._target_size((height, width), size, processor_or_tokenizer)
         mean, std = processor_mean_std(processor_or_tokenizer, *self.default_mean_std)
-        x = normalize_frames(resize_frames(frames, (rh, rw)), mean, std)  # (F, 3, rh, rw)
+        x = resize_frames(frames, (rh, rw))  # (F, rh, rw, 3) uint8, normalised while patchifying
         h, w = rh // self.token_px, rw // self.token_px
         tp = self.temporal_patch_size
 
+        def patches(video, repeat):
+            return qwen_pixels(video, mean, std, self.patch_size, tp, self.merge_size, repeat_frames=repeat)
+
         if mode == "images":
             grid_frames = [[f] for f in range(n_frames)]
-            per = [qwen_patchify(x[i:i + 1], self.patch_size, tp, self.merge_size, repeat_frames=True)
-                   for i in range(n_frames)]
-            pixels = np.concatenate([p for p, _ in per])
-            grid_thw = torch.tensor([g for _, g in per], dtype=torch.long)
+            pixels, (_, gh, gw) = patches(x, True)  # frame-major rows: image i's patches are block i
+            grid_thw = torch.tensor([[1, gh, gw]] * n_frames, dtype=torch.long)
             inputs, starts = self._build_sequence(tok, ids, prompt, IMAGE, h * w, grid_frames, fps)
             inputs.update(pixel_values=torch.from_numpy(pixels), image_grid_thw=grid_thw)
         else:
@@ -154,7 +154,7 @@ class Qwen2VLAdapter(ModelAdapter):
                 pad = -n_frames % tp
                 video, repeat = (np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x), False
                 grid_frames = [[min(t + i, n_frames - 1) for i in range(tp)] for t in range(0, n_frames, tp)]
-            pixels, grid = qwen_patchify(video, self.patch_size, tp, self.merge_size, repeat_frames=repeat)
+            pixels, grid = patches(video, repeat)
             assert grid[0] == len(grid_frames), (grid, len(grid_frames))
             inputs, starts = self._build_sequence(tok, ids, prompt, VIDEO, h * w, grid_frames, fps)
             inputs.update(pixel_values_videos=torch.from_numpy(pixels),
