@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gasp.experiment.plan import ARMS, Plan
+from gasp.runinfo import run_info
 from probes.compare import peak_numbers
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,11 @@ def shipped_runs(ckpt: Path, out: Path, progress=None) -> tuple[str, Path, tuple
     man = json.loads(path.read_text())
     plan = Plan(**man["plan"])
     tracks = make_split(plan, "test", out / "data" / "test.h5", progress=progress)
-    if tracks_digest(tracks) != man["test_split"]["digest"]:
-        log.warning("the re-rendered test split differs from the one the numbers were reported on (%s); "
-                    "expect small differences", tracks)
+    if (got := tracks_digest(tracks)) != man["test_split"]["digest"]:
+        log.warning("the re-rendered test split %s (sha256 %s) differs from the one the numbers were reported on "
+                    "(%s), so expect small differences; a different numpy, h5py or Pillow can change rendered "
+                    "bytes (this run: %s)", tracks, got[:12], man["test_split"]["digest"][:12],
+                    ", ".join(f"{k} {v}" for k, v in run_info().items() if k in ("numpy", "h5py", "pillow")))
     runs = {m["label"]: (str(ckpt / m["adapter"]), m["reported"]) for m in man["models"].values()}
     return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs, plan
 
@@ -67,8 +70,14 @@ _V2_ONLY = ("occluded", "query_frames")
 
 
 def tracks_digest(path: str | Path) -> str:
-    """sha256 over every dataset of a tracks file (names and bytes, sorted) but v2's ``occluded`` and
-    ``query_frames``; identical re-renders match, in format v1 or v2."""
+    """sha256 over every dataset of a tracks file (names, then bytes, sorted by name) but v2's
+    ``occluded`` and ``query_frames``; identical re-renders match, in format v1 or v2.
+
+    Every byte counts, whatever the library versions: numeric datasets give their raw bytes, and
+    the variable-length ones (PNG frames, sequence names) each element's dtype, shape and bytes,
+    in order. (The digest recorded at first, before 2026-12-04, hashed numpy's ``repr`` of those:
+    truncated to a PNG's first and last three bytes, and worded differently by numpy 2.1 and 2.2.)
+    """
     import h5py
 
     h = hashlib.sha256()
@@ -78,7 +87,16 @@ def tracks_digest(path: str | Path) -> str:
                 else None)
         for n in sorted(names):
             h.update(n.encode())
-            h.update(np.ascontiguousarray(f[n][()]).tobytes() if f[n].dtype.kind in "fiub" else repr(f[n][()]).encode())
+            data = f[n][()]
+            if f[n].dtype.kind in "fiub":
+                h.update(np.ascontiguousarray(data).tobytes())
+                continue
+            for item in np.asarray(data, dtype=object).reshape(-1):
+                item = item.encode() if isinstance(item, str) else item
+                b = bytes(item) if isinstance(item, bytes) else np.ascontiguousarray(item).tobytes()
+                head = item.dtype.str + str(item.shape) if isinstance(item, np.ndarray) else type(item).__name__
+                h.update(f"{head}:{len(b)}:".encode())
+                h.update(b)
     return h.hexdigest()
 
 
@@ -135,7 +153,8 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
                 "the replication's arms; tensors stored as float16, probed in fp32",
         "results": (f"docs/results/v{res['plan']['version']}/results.json" if res["plan"].get("version", 1) >= 2
                     else "docs/results/small"),
-        "source": {k: res.get(k) for k in ("command", "preset", "git_sha", "gasp_version", "torch", "transformers")},
+        "source": {k: res.get(k) for k in ("command", "preset", "git_sha", "gasp_version", "torch", "transformers",
+                                            "numpy", "h5py", "pillow")},
         "plan": res["plan"],
         "test_split": {"seed": Plan(**res["plan"]).split_seeds["test"], "digest": tracks_digest(res["data"]["test"])},
         "models": models, "arm_labels": {a: ARMS[a]["label"] for a in arms},
