@@ -30,7 +30,10 @@ def render_long_scenes(path: Path, scenes: int, frames: int) -> None:
                         config=SyntheticSceneConfig(height=540, width=960, num_frames=frames))
 
 
-def samples_per_second(tracks: Path, workers: int, n: int) -> dict:
+def samples_per_second(tracks: Path, workers: int, n: int, frames: tuple[int, int] = (8, 24), warmup: int = 0) -> dict:
+    """Time n geometric samples of `frames` = (min, max) frames each. Counted from the iterator's creation
+    (worker start-up included), or with ``warmup`` > 0 from after that many untimed samples. Imports gasp
+    when called, so a caller can put another checkout first on sys.path (bench/bench_sample.py)."""
     from types import SimpleNamespace
 
     from gasp.adapters import get_adapter
@@ -40,14 +43,18 @@ def samples_per_second(tracks: Path, workers: int, n: int) -> dict:
 
     model, processor = build_tiny("tiny-qwen2.5-vl")
     model_cfg = SimpleNamespace(frames_mode=None, fps=2.0, size=(448, 784), prompt="describe the video.")
-    geo = GeoStream(tracks, grid=24, min_frames=8, max_frames=24, radius=48, seed=0)
+    geo = GeoStream(tracks, grid=24, min_frames=frames[0], max_frames=frames[1], radius=48, seed=0)
     make = BatchMaker(model_cfg, get_adapter(model), processor, geo, None)
     t0 = time.perf_counter()
-    batches = TimedBatches(MicroBatches(make, 0, n, 0, 1, 0.0, False, True), workers)
-    frames = [next(batches)["grids"][0] for _ in range(n)]
+    batches = TimedBatches(MicroBatches(make, 0, warmup + n, 0, 1, 0.0, False, True), workers)
+    for _ in range(warmup):             # first-call allocations and lazy imports
+        next(batches)
+    if warmup:
+        t0 = time.perf_counter()
+    counts = [next(batches)["grids"][0] for _ in range(n)]
     total = time.perf_counter() - t0
     return {"workers": workers, "samples": n, "seconds": round(total, 2), "samples_per_s": round(n / total, 2),
-            "ms_per_sample": round(1e3 * total / n), "mean_frames": round(sum(frames) / n, 1)}
+            "ms_per_sample": round(1e3 * total / n), "mean_frames": round(sum(counts) / n, 1)}
 
 
 def data_wait(workers: int, out: Path) -> dict:

@@ -25,18 +25,18 @@ def git_sha(root: Path = ROOT) -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
-# libraries whose version can change stored bytes or numbers without any change to gasp: the numerics
-# (numpy), the track files (h5py) and the PNG frames (Pillow's encoder)
-_DATA_LIBRARIES = ("numpy", "h5py", "pillow")
-
-
-def _version(dist: str) -> str | None:
+def data_library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that can change stored bytes or numbers without any change to gasp:
+    the numerics (numpy), the track files (h5py) and the PNG frames (Pillow's encoder)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
+    out: dict[str, str | None] = {}
+    for dist in ("numpy", "h5py", "pillow"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def run_info() -> dict[str, Any]:
@@ -44,7 +44,7 @@ def run_info() -> dict[str, Any]:
     import transformers
 
     return {"gasp_version": __version__, "git_sha": git_sha(), "torch": torch.__version__,
-            "transformers": transformers.__version__, **{d: _version(d) for d in _DATA_LIBRARIES}}
+            "transformers": transformers.__version__, **data_library_versions()}
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

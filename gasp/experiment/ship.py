@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gasp.experiment.plan import ARMS, Plan
-from gasp.runinfo import run_info
+from gasp.runinfo import data_library_versions
 from probes.compare import peak_numbers
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def shipped_runs(ckpt: Path, out: Path, progress=None) -> tuple[str, Path, tuple
         log.warning("the re-rendered test split %s (sha256 %s) differs from the one the numbers were reported on "
                     "(%s), so expect small differences; a different numpy, h5py or Pillow can change rendered "
                     "bytes (this run: %s)", tracks, got[:12], man["test_split"]["digest"][:12],
-                    ", ".join(f"{k} {v}" for k, v in run_info().items() if k in ("numpy", "h5py", "pillow")))
+                    ", ".join(f"{k} {v}" for k, v in data_library_versions().items()))
     runs = {m["label"]: (str(ckpt / m["adapter"]), m["reported"]) for m in man["models"].values()}
     return str(ckpt / "base"), tracks, (plan.image_size, plan.image_size), runs, plan
 
@@ -93,7 +93,7 @@ def tracks_digest(path: str | Path) -> str:
                 continue
             for item in np.asarray(data, dtype=object).reshape(-1):
                 item = item.encode() if isinstance(item, str) else item
-                b = bytes(item) if isinstance(item, bytes) else np.ascontiguousarray(item).tobytes()
+                b = item if isinstance(item, bytes) else np.ascontiguousarray(item).tobytes()
                 head = item.dtype.str + str(item.shape) if isinstance(item, np.ndarray) else type(item).__name__
                 h.update(f"{head}:{len(b)}:".encode())
                 h.update(b)
