@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.max_sequences is not None and a.max_sequences < 1:
         p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from gasp.experiment.ship import model_free_references, shipped_runs
+    from gasp.experiment.ship import check_test_split, model_free_references, shipped_runs
     from probes.compare import check_reported, compare
     from probes.runner import ProbeError
     from tracks.io import TrackFormatError
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the test split (rendered once per OUT):", flush=True)
         model, tracks, size, runs, plan = shipped_runs(
             Path(a.checkpoints), out, progress=lambda it: tqdm(it, desc="render test scenes", unit="scene"))
+        print(check_test_split(tracks, Path(a.checkpoints)), flush=True)
         print("computing the model-free references (about 10 s) ...", flush=True)
         refs = model_free_references(tracks, size[0], plan.version)
         rows = compare(model, runs, tracks, out, size=size, references=refs, max_sequences=a.max_sequences,
@@ -53,8 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ProbeError, TrackFormatError, FileNotFoundError, ValueError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2
+    print(reproduction_line(rows, a.tolerance))
     print(f"done in {time.monotonic() - t0:.0f} s")
     return check_reported(rows, a.tolerance) if a.check else 0
+
+
+def reproduction_line(rows: list[dict], tolerance: float) -> str:
+    """Whether every model's peak PCK@2 is within ``tolerance`` of the reported one (compared on the full split only)."""
+    diffs = [r["abs_diff"] for r in rows if r.get("abs_diff") is not None]
+    if len(diffs) < len(rows):
+        return "numbers: not compared with the reported ones (a subset of the test split was probed)"
+    worst = max(diffs)
+    verdict = "reproduce" if worst <= tolerance else "DO NOT reproduce"
+    return (f"numbers: {verdict}: every peak PCK@2 is {'within' if worst <= tolerance else 'not all within'} "
+            f"{tolerance} of the reported one (largest difference {worst:.4f})")
 
 
 if __name__ == "__main__":
