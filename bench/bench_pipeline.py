@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def render_long_scenes(path: Path, scenes: int, frames: int) -> None:
@@ -33,7 +32,7 @@ def render_long_scenes(path: Path, scenes: int, frames: int) -> None:
 def samples_per_second(tracks: Path, workers: int, n: int, frames: tuple[int, int] = (8, 24), warmup: int = 0) -> dict:
     """Time n geometric samples of `frames` = (min, max) frames each. Counted from the iterator's creation
     (worker start-up included), or with ``warmup`` > 0 from after that many untimed samples. Imports gasp
-    when called, so a caller can put another checkout first on sys.path (bench/bench_sample.py)."""
+    when called, so a process with another checkout first on PYTHONPATH times that one (bench/bench_sample.py)."""
     from types import SimpleNamespace
 
     from gasp.adapters import get_adapter
@@ -60,11 +59,12 @@ def samples_per_second(tracks: Path, workers: int, n: int, frames: tuple[int, in
 def data_wait(workers: int, out: Path) -> dict:
     from gasp.train.config import load_config
     from gasp.train.recipe import train
+    from probes.train_eval import evaluate
 
     cfg = load_config(ROOT / "configs" / "tiny_synthetic.yaml",
                       [f"run.out={out}", f"data.num_workers={workers}", "run.eval_every=0", "run.eval_sequences=0",
                        f"data.cache={out.parent / 'data'}"])
-    s = train(cfg)["data"]
+    s = train(cfg, evaluator=evaluate)["data"]
     steady = (s["wait_s"] - s["first_wait_s"]) / (s["loop_s"] - s["first_wait_s"])
     return {**s, "wait_fraction": round(s["wait_s"] / s["loop_s"], 4), "steady_wait_fraction": round(steady, 4),
             "ms_per_step": round(1e3 * s["loop_s"] / cfg.optim.max_steps, 1)}

@@ -15,8 +15,8 @@ mean frame count.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,16 +37,23 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not (a.code / "gasp" / "__init__.py").is_file():
         p.error(f"--code {a.code}: no gasp/ package there; give a checkout of this repository")
-    spec = importlib.util.spec_from_file_location("bench_pipeline", HERE / "bench" / "bench_pipeline.py")
-    pipeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pipeline)               # this checkout's bench: it puts HERE first on sys.path
     if not a.tracks.exists():
+        from bench.bench_pipeline import render_long_scenes
+
         print(f"rendering 2 scenes of 60 frames at 960x540 into {a.tracks} ...", file=sys.stderr, flush=True)
-        pipeline.render_long_scenes(a.tracks, 2, 60)
-        for name in [m for m in sys.modules if m.split(".")[0] in ("gasp", "tracks", "probes")]:
-            del sys.modules[name]                   # the timed checkout's own modules are imported below
-    sys.path.insert(0, str(a.code.resolve()))       # ahead of HERE: samples_per_second imports gasp from --code
-    r = pipeline.samples_per_second(a.tracks, 0, a.samples, frames=tuple(a.frames), warmup=1)
+        render_long_scenes(a.tracks, 2, 60)
+    # a child process imports gasp from --code (PYTHONPATH comes before the installed checkout) and times it with
+    # this checkout's bench_pipeline.samples_per_second, loaded from its file
+    child = ("import importlib.util, json, sys\n"
+             f"spec = importlib.util.spec_from_file_location('bench_pipeline', {str(HERE / 'bench' / 'bench_pipeline.py')!r})\n"
+             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+             f"r = m.samples_per_second({str(a.tracks)!r}, 0, {a.samples}, frames={tuple(a.frames)!r}, warmup=1)\n"
+             "import gasp; assert gasp.__file__.startswith(sys.argv[1]), gasp.__file__\n"
+             "print(json.dumps(r))\n")
+    code = str(a.code.resolve())
+    out = subprocess.run([sys.executable, "-c", child, code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": code})
+    r = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps({"sha": _git(a.code, "rev-parse", "--short", "HEAD"),
                       "dirty": bool(_git(a.code, "status", "--porcelain", "--untracked-files=no")),
                       "samples": a.samples, "ms_per_sample": r["ms_per_sample"], "mean_frames": r["mean_frames"]}),

@@ -57,9 +57,6 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
         "num_key_value_heads": 2}
 MODEL = "tiny-qwen2.5-vl"
@@ -85,8 +82,8 @@ def make_batch_file(path: Path, frames: int, size: int, grid: int) -> dict:
     import torch
 
     from gasp.adapters import get_adapter
-    from gasp.train.geo_batch import geo_targets
     from gasp.models.tiny import build_tiny
+    from gasp.train.geo_batch import geo_targets
     from tracks.geometry import grid_points
     from tracks.types import TrackSequence
 
@@ -119,14 +116,14 @@ def make_batch_file(path: Path, frames: int, size: int, grid: int) -> dict:
 def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) -> dict:
     import torch
 
-    from gasp.train import recipe
     from gasp.adapters import get_adapter
-    from gasp.train.capture import capture_q_inputs
-    from gasp.train.config import TrainConfig
-    from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
     from gasp.heads import CorrespondenceHeads
     from gasp.losses import gasp_losses
     from gasp.models.tiny import build_tiny
+    from gasp.train import recipe
+    from gasp.train.capture import capture_q_inputs
+    from gasp.train.config import TrainConfig
+    from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
 
     torch.set_num_threads(1)
     cfg = TrainConfig()                              # the recipe's defaults

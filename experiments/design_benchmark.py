@@ -6,15 +6,14 @@
 For every (shake_deg, pan_deg) it renders `--scenes` evaluation scenes of the design seed range
 (base seed 2500, neither validation nor test; every second one a same-texture scene, as the
 splits are made), at the v2 plan's size and frame count, and computes the model-free references
-of `gasp.experiment.baselines.benchmark_references`. It prints each section-1 target as met or
-not (`gasp.experiment.report.benchmark_targets`) and writes everything, with the command and git
+of `experiments.replication.baselines.benchmark_references`. It prints each section-1 target as met or
+not (`experiments.replication.report.benchmark_targets`) and writes everything, with the command and git
 SHA, to --out. The test split is not touched.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import sys
 import tempfile
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 DESIGN_SEED = 2500
 
@@ -34,7 +32,7 @@ def late_same_position_interval(path: Path, draws: int = 2000, seed: int = 0) ->
     """
     import numpy as np
 
-    from gasp.experiment.baselines import TOKEN_PX, pair_references
+    from experiments.replication.baselines import TOKEN_PX, pair_references
     from tracks.io import TrackReader
 
     hits, tot = [], []
@@ -52,9 +50,9 @@ def late_same_position_interval(path: Path, draws: int = 2000, seed: int = 0) ->
 
 def study(shakes, pans, scenes: int, size: int, frames: int, work: Path, progress=None) -> list[dict]:
     """References and target checks for every (shake, pan) on the same design seeds."""
-    from gasp.experiment.baselines import benchmark_references
-    from gasp.experiment.report import benchmark_targets
-    from gasp.experiment.small import same_texture_keys
+    from experiments.replication.baselines import benchmark_references
+    from experiments.replication.report import benchmark_targets
+    from experiments.replication.small import same_texture_keys
     from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
     rows = []

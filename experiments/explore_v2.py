@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explore_v2: error: --steps ({a.steps}) must be a positive multiple of --every ({a.every})",
               file=sys.stderr)
         return 2
-    from gasp.train.config import to_dict
-    from gasp.experiment.baselines import TOKEN_PX, benchmark_references
-    from gasp.experiment.head_probe import feature_pck, head_pck
-    from gasp.experiment.plan import ARMS, Plan
-    from gasp.experiment.small import _config, read_jsonl
+    from experiments.replication.baselines import TOKEN_PX, benchmark_references
+    from experiments.replication.head_probe import feature_pck, head_pck
+    from experiments.replication.plan import ARMS, Plan
+    from experiments.replication.small import _config, read_jsonl
     from gasp.models import load_model
     from gasp.qk_heads import load_heads
-    from gasp.train.recipe import train
     from gasp.runinfo import run_info, write_json_atomic
+    from gasp.train.config import to_dict
+    from gasp.train.recipe import train
+    from probes.train_eval import evaluate
 
     res = json.loads((run / "results.json").read_text())
     plan = Plan(**res["plan"])
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(plan, data, run / "base", d, 0, a.steps, [*ARMS["C"]["overrides"], f"run.save_every={a.every}"],
                       chosen.get("lr"), chosen.get("lora_r"))
         t = time.time()
-        summary = train(cfg)
+        summary = train(cfg, evaluator=evaluate)
         curve = []
         for step in range(a.every, a.steps + 1, a.every):
             ck = d / f"checkpoint-{step}"
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def warmup_study(run: Path, plan, data: dict, size: tuple[int, int], steps: int) -> dict:
     """Study 3 (module docstring)."""
-    from gasp.experiment.head_probe import feature_pck
-    from gasp.experiment.qa_eval import build_questions, score
-    from gasp.experiment.warmup import full_warmup
+    from experiments.replication.head_probe import feature_pck
+    from experiments.replication.qa_eval import build_questions, score
+    from experiments.replication.warmup import full_warmup
     from gasp.models import load_model
     from tracks.synthetic import make_synthetic_file
 

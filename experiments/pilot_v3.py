@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=600)
     ap.add_argument("--arm-steps", type=int, default=150)
     a = ap.parse_args(argv)
-    from gasp.experiment.plan import make_plan
-    from gasp.experiment.qa_eval import build_questions, score
-    from gasp.experiment.small import feature_table, make_instruct, make_split, train_arm, val_head_pck, warmup
+    from experiments.replication.plan import make_plan
+    from experiments.replication.qa_eval import build_questions, score
+    from experiments.replication.small import feature_table, make_instruct, make_split, train_arm, val_head_pck, warmup
     from gasp.models import load_model
     from gasp.runinfo import run_info, write_json_atomic
     from tracks.synthetic import make_synthetic_file

@@ -13,12 +13,8 @@ read as "not probed", not as missing data.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib
 
@@ -27,26 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
+from probes.results import load_results, peak_layer_index  # noqa: E402,F401  (re-exported)
+from probes.results import series as _arr  # noqa: E402
+
 COLORS = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
-
-
-def load_results(path: str | Path) -> dict:
-    path = Path(path)
-    path = path / "results.json" if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass a probe output folder (python probes/pck.py --out DIR)")
-    return json.loads(path.read_text())
-
-
-def _arr(x) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in x], dtype=float) if np.ndim(x) == 1 else \
-        np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float)
-
-
-def peak_layer_index(res: dict) -> int:
-    """Index (into res['layers']) of the layer with the highest mean PCK."""
-    pck = _arr(res["pck_mean"])
-    return int(np.nanargmax(pck)) if np.isfinite(pck).any() else 0
 
 
 def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mode: str = "peak",

@@ -15,9 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import matplotlib
 
 matplotlib.use("Agg")

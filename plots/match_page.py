@@ -72,7 +72,7 @@ def sequence_entry(sm: SequenceMatches, layer_idx: Sequence[int], most: int = 22
 def page_data(seqs: Sequence[SequenceMatches], layer_idx: Sequence[int], layers: Sequence[int], delta: float,
               where: dict, title: str, most: int = 224, geometry_png: Path | None = None) -> dict:
     """Everything the page shows: its layers, delta, pooled categories (``where_summary``), sequences and,
-    for a probe run with --depth, the PCK-and-depth figure (``plots/geometry.py``) as a data URI."""
+    for a probe run with --depth, the PCK-and-depth figure (``plots/pck_depth.py``) as a data URI."""
     geometry = None
     if geometry_png is not None:
         geometry = "data:image/png;base64," + base64.b64encode(Path(geometry_png).read_bytes()).decode()

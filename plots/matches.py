@@ -8,7 +8,7 @@ Writes under OUT/matches/ (or --dest):
                                  its predicted token's centre, green within delta, red not
     heatmap_<seq>_p<point>.png   a point's similarity maps (eq. 10) over a few frames, one
                                  column per layer (only points the probe stored maps for)
-    geometry.png/.pdf            with a --depth probe: PCK and depth per layer (plots/geometry.py), also on the page
+    geometry.png/.pdf            with a --depth probe: PCK and depth per layer (plots/pck_depth.py), also on the page
     where.png, where.json        per layer, pooled over all sequences: fractions of valid
                                  predictions that are correct > at the query's own token >
                                  on the grid border > elsewhere (first that applies)
@@ -26,9 +26,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
@@ -97,7 +94,7 @@ def explore(args: argparse.Namespace) -> list[Path]:
                 written.append(path)
     geometry = None
     if run.results.get("depth"):                         # probed with --depth: PCK and depth per layer
-        from plots.geometry import draw_geometry
+        from plots.pck_depth import draw_geometry
 
         label = Path(str(run.results.get("model", "model"))).name
         geometry, pdf = draw_geometry([run.results], [label], dest / "geometry.png")

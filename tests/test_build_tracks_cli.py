@@ -29,8 +29,7 @@ def translation_scene(T=2, name="plane") -> Scene:
 
 
 def run_main(*argv):
-    sys.path.insert(0, str(ROOT))
-    from scripts.build_tracks import main
+    from gasp_cli.build_tracks import main
     return main([str(a) for a in argv])
 
 

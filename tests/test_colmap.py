@@ -278,7 +278,7 @@ def expected_tracks(query_xy):
 
 
 def run_main(*argv):
-    from scripts.convert_colmap import main
+    from gasp_cli.convert_colmap import main
     return main([str(a) for a in argv])
 
 

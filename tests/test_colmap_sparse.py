@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*argv):
-    from scripts.convert_colmap import main
+    from gasp_cli.convert_colmap import main
 
     return main([str(a) for a in argv])
 

@@ -1,5 +1,4 @@
 """Trainer config: defaults -> YAML -> dotted overrides, with unknown keys and wrong types rejected."""
-import sys
 from pathlib import Path
 
 import pytest
@@ -73,8 +72,7 @@ def test_shipped_configs_load(name):
 
 
 def test_script_reports_config_errors(capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import train_gasp
+    from gasp_cli import train as train_gasp
 
     assert train_gasp.main(["loss.lambda_corr=abc"]) == 2
     assert "loss.lambda_corr must be float" in capsys.readouterr().err

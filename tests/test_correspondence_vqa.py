@@ -1,9 +1,7 @@
 """Correspondence VQA (paper Sec. 5.4 fairness baseline): marks, labels and answers against the tracks."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,10 +151,7 @@ def test_script_on_synthetic_tracks(tmp_path):
 
     tracks = tmp_path / "t.h5"
     make_synthetic_file(tracks, 1, seed=0, config=SyntheticSceneConfig(height=80, width=80, num_frames=10), grid=8)
-    spec = importlib.util.spec_from_file_location(
-        "mcv", Path(__file__).resolve().parents[1] / "scripts" / "make_correspondence_vqa.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from gasp_cli import make_correspondence_vqa as mod
     out = tmp_path / "o"
     assert mod.main(["--tracks", str(tracks), "--out", str(out), "--kind", "coords", "--per-sequence", "3"]) == 0
     records = json.loads((out / "instruct.json").read_text())

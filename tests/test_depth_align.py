@@ -151,7 +151,7 @@ def test_dl3dv_metric_depth_is_refused_by_the_multiview_check(tmp_path, rendered
         load_dl3dv_scene(scene_dir, depth_dir)
     fixed = load_dl3dv_scene(scene_dir, depth_dir, depth_scale=1 / 3)
     np.testing.assert_allclose(fixed.depth, ok.depth, rtol=1e-5)
-    from scripts.convert_dl3dv import main
+    from gasp_cli.convert_dl3dv import main
 
     out = tmp_path / "new" / "d.h5"
     assert main(["--scene", str(scene_dir), "--depth", str(depth_dir), "--out", str(out), "--frames", "all"]) == 2

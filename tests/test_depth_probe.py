@@ -243,7 +243,7 @@ def test_probe_equals_a_separate_run_on_plain_forward_hooks(depth_run):
 
 
 def test_depth_block_and_figure(depth_run, tmp_path):
-    from plots.geometry import draw_geometry
+    from plots.pck_depth import draw_geometry
 
     cfg, res = depth_run
     d = res["depth"]
@@ -313,7 +313,7 @@ def test_match_page_shows_the_geometry_figure(depth_run, tmp_path):
 
 
 def test_compare_overlays_the_geometry_of_several_models(depth_run, tmp_path):
-    from probes.compare import compare
+    from gasp_cli.compare import compare
 
     cfg, res = depth_run
     rows = compare(cfg.model, {"one": (None, None), "two": (None, None)}, Path(res["tracks"]), tmp_path,

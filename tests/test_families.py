@@ -28,15 +28,12 @@ FAMILY_CASES = {
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_fam_{name}", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"gasp_cli.{ {'train_gasp': 'train'}.get(name, name) }")
 
 
 @pytest.mark.parametrize("name", list(FAMILY_CASES))
 def test_probe_cli_writes_one_entry_per_probed_layer(tmp_path, name):
-    from probes import pck
+    from gasp_cli import probe as pck
 
     case = FAMILY_CASES[name]
     out = tmp_path / "probe"

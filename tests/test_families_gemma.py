@@ -43,7 +43,7 @@ def test_family_mask_is_the_models_own(name):
 def test_qa_logliks_equal_full_forwards(name):
     """Spatial-QA scoring: the cached-prefix path (or PaliGemma's per-option forwards) equals full forwards."""
     from gasp.adapters import get_adapter
-    from gasp.experiment.qa_eval import scene_logliks
+    from experiments.replication.qa_eval import scene_logliks
     from gasp.models import build_tiny
 
     model, tok = build_tiny(name)

@@ -42,7 +42,7 @@ def test_tiny_training_under_the_shipped_accelerate_config(tmp_path):
 
 
 def test_eval_summary_rounds():
-    from gasp.train.recipe import eval_summary
+    from probes.train_eval import eval_summary
 
     line = {"pck_peak": 0.6076170510132775, "peak_layer": 3, "pck_mean": [0.1, 0.2, 0.3, 0.6076170510132775]}
     assert eval_summary(line, [None, 0.0, 0.1, 0.123456]) == "peak PCK@2 0.608 at layer 3 (rho +0.12)"

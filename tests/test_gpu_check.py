@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from gasp.bench import shapes
-from gasp.bench.gpu_check import SECTIONS
-from gasp.bench.qk_check import tolerance
+from bench.gpu import shapes
+from bench.gpu.check import SECTIONS
+from bench.gpu.qk_check import tolerance
 from tests.conftest import ROOT
 
 FRAMES = (2, 3)

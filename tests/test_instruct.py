@@ -203,13 +203,7 @@ def test_synthetic_instruct_roundtrip(tmp_path):
 
 
 def test_make_synthetic_instruct_script(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "msi", Path(__file__).resolve().parents[1] / "scripts" / "make_synthetic_instruct.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from gasp_cli import make_synthetic_instruct as mod
     out = tmp_path / "o"
     assert mod.main(["--scenes", "2", "--seed", "1", "--out", str(out), "--size", "56", "--scene-frames", "6",
                      "--frames", "3", "--multi-turn"]) == 0

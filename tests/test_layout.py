@@ -1,40 +1,36 @@
-"""The package layout shows the architecture: imports only go down a floor, and no import cycles (issue 12).
+"""The package layout shows the architecture: packages import only downwards, and modules form no cycle.
 
-Floors, lowest first; a module may import its own floor and those below:
-    0  tracks/                     point tracks: geometry, storage, the synthetic renderer
-    1  gasp core                   model access (adapters/, models/, hooks), the method (heads, losses),
-                                   instruction data (data/), run bookkeeping (runinfo, distributed)
-    2  probes/, plots/             the probe and its figures (they read gasp's models and hooks)
-    3  gasp/train/                 the training machinery (its evaluation runs the probe)
-    4  gasp/experiment/            the replication (trains arms, probes them, draws their figures)
-    4  gasp/bench/                 measurements at a real model's shape (the GPU check: probe + training step)
-scripts/ and tests/ sit above everything.
+Floors, lowest first; a package may import its own floor and those below:
+    0  tracks        point tracks: geometry, storage, readers, the synthetic renderer
+    1  gasp          the library: adapters, models, capture, heads, losses, data, the trainer
+    2  probes        the probe, its metrics and results (reads gasp's models and hooks)
+    3  plots         figures from probe results
+    4  gasp_cli, experiments, bench, scripts
+                     entry points: the `gasp` command and the README's scripts, the replication and
+                     past experiments, benchmarks and the GPU check
+An import inside ``if __name__ == "__main__":`` is a file's use as a script (``python probes/pck.py``
+kept at its README path): it may only reach an entry point.
 """
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("tracks", "gasp", "probes", "plots")
+FLOORS = {"tracks": 0, "gasp": 1, "probes": 2, "plots": 3, "gasp_cli": 4, "experiments": 4, "bench": 4,
+          "scripts": 4}
+ENTRY = ("gasp_cli", "experiments")                  # what a script block may import from below its floor
 
 
 def floor(module: str) -> int:
-    if module.startswith("tracks"):
-        return 0
-    if module.startswith(("probes", "plots")):
-        return 2
-    if module.startswith("gasp.train"):
-        return 3
-    if module.startswith(("gasp.experiment", "gasp.bench")):
-        return 4
-    return 1                                   # gasp and every other gasp.* module
+    return FLOORS[module.split(".")[0]]
 
 
 def modules() -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
+    for pkg in FLOORS:
         for path in (ROOT / pkg).rglob("*.py"):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -43,11 +39,17 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """Project modules ``path`` imports (at any depth: lazy imports count too)."""
-    found = set()
-    is_pkg = path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text())):
+def _is_main_block(node: ast.AST) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+
+
+def imports(source: str, name: str, known: set[str], is_pkg: bool = False) -> tuple[set[str], set[str]]:
+    """(project modules imported anywhere but a ``__main__`` block, those imported in one); lazy imports count."""
+    tree = ast.parse(source)
+    script_nodes = {id(n) for top in tree.body if _is_main_block(top) for n in ast.walk(top)}
+    found: tuple[set[str], set[str]] = (set(), set())
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -62,23 +64,47 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
             while t and t not in known:                      # "pkg.mod.func" -> "pkg.mod"
                 t = t.rpartition(".")[0]
             if t and t != name:
-                found.add(t)
+                found[id(node) in script_nodes].add(t)
     return found
 
 
-GRAPH = {name: imports(path, name, set(modules())) for name, path in modules().items()}
+MODULES = modules()
+GRAPH, SCRIPT_USE = {}, {}
+for _name, _path in MODULES.items():
+    GRAPH[_name], SCRIPT_USE[_name] = imports(_path.read_text(), _name, set(MODULES), _path.name == "__init__.py")
+
+
+def upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a package imports one on a higher floor."""
+    return sorted((a, b) for a, targets in graph.items() for b in targets if floor(b) > floor(a))
 
 
 def test_the_graph_sees_the_imports():
-    assert "probes.runner" in GRAPH["gasp.train.recipe"] and "tracks.io" in GRAPH["probes.runner"]
+    assert "probes.runner" in GRAPH["probes.train_eval"] and "tracks.io" in GRAPH["probes.runner"]
     assert "gasp.train.checkpoint" in GRAPH["gasp.train.recipe"]          # "from gasp.train import checkpoint"
+    assert "gasp_cli.probe" in SCRIPT_USE["probes.pck"] and "gasp_cli.probe" not in GRAPH["probes.pck"]
 
 
-@pytest.mark.parametrize("name", sorted(GRAPH))
-def test_no_import_goes_up_a_floor(name):
-    # a package's __init__ may re-export its own modules; everything else points down or level
-    up = sorted(t for t in GRAPH[name] if floor(t) > floor(name) and not t.startswith(name + "."))
-    assert not up, f"{name} (floor {floor(name)}) imports {up} from a higher floor"
+def test_an_upward_import_is_caught():
+    """The check itself: a library module that imports the probe, or a probe module that draws, is flagged."""
+    known = set(MODULES)
+    lib, _ = imports("def f():\n    from probes.runner import Probe\n", "gasp.train.recipe", known)
+    probe, _ = imports("import plots.figure3\n", "probes.summary", known)
+    assert upward({"gasp.train.recipe": lib}) == [("gasp.train.recipe", "probes.runner")]
+    assert upward({"probes.summary": probe}) == [("probes.summary", "plots.figure3")]
+    _, script = imports("if __name__ == '__main__':\n    from gasp_cli.probe import main\n", "probes.pck", known)
+    assert upward({"probes.pck": set()}) == [] and script == {"gasp_cli.probe"}
+
+
+def test_no_package_imports_a_higher_floor():
+    up = upward(GRAPH)
+    assert not up, f"imports that go up a floor: {up}"
+
+
+def test_script_blocks_reach_only_entry_points():
+    bad = sorted((a, b) for a, targets in SCRIPT_USE.items() for b in targets
+                 if floor(b) > floor(a) and not b.startswith(ENTRY))
+    assert not bad, bad
 
 
 def test_no_two_modules_import_each_other():
@@ -87,7 +113,6 @@ def test_no_two_modules_import_each_other():
 
     pairs = sorted((a, b) for a in GRAPH for b in direct(a) if a < b and a in direct(b))
     assert not pairs, f"modules importing each other: {pairs}"
-    # and no longer cycles either (depth-first search over the module graph)
     state: dict[str, int] = {}
 
     def visit(n, path):
@@ -104,7 +129,22 @@ def test_no_two_modules_import_each_other():
             visit(n, [n])
 
 
-def test_entry_point_folders_do_not_reach_into_the_replication():
-    for folder in ("probes", "tracks", "plots"):
-        for path in (ROOT / folder).rglob("*.py"):
-            assert "gasp.experiment" not in path.read_text(), path
+def test_the_library_has_no_command_line_and_nothing_edits_sys_path():
+    for path in (ROOT / "gasp").rglob("*.py"):
+        text = path.read_text()
+        assert "import argparse" not in text and "__main__" not in text, f"{path}: a CLI inside the library"
+    for path in (ROOT / "probes").rglob("*.py"):        # no figure is drawn by the probe: entry points draw them
+        assert "savefig" not in path.read_text() and "draw_figure3(" not in path.read_text(), path
+    edits = [p for p in ROOT.rglob("*.py") if p.parts[len(ROOT.parts)] not in ("tests", ".venv")
+             and re.search(r"sys\.path\.(insert|append)|sys\.path\s*=", p.read_text())]
+    assert not edits, f"sys.path edited outside tests/: {edits}"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "scripts").glob("*.py")), ids=lambda p: p.name)
+def test_scripts_are_thin_shims_over_installed_modules(script):
+    """The README's `python scripts/X.py` paths keep working; the code lives in an importable module."""
+    tree = ast.parse(script.read_text())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert len(body) == 1 and _is_main_block(body[0]), f"{script.name}: more than a __main__ block"
+    (target,) = SCRIPT_USE[f"scripts.{script.stem}"]
+    assert hasattr(__import__(target, fromlist=["main"]), "main")

@@ -28,7 +28,7 @@ def run(*args, env=None, check=True):
 def run_main(capsys, *args) -> tuple[int, str, str]:
     """probes/pck.py's main in this process: (exit code, stdout, stderr). The bad-input cases run here, where
     an uncaught exception fails the test as a traceback would; the end-to-end cases above run the script."""
-    from probes import pck
+    from gasp_cli import probe as pck
 
     try:
         rc = pck.main([str(a) for a in args])

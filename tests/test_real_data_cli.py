@@ -18,7 +18,7 @@ def sparse_tracks(tmp_path_factory):
     root = tmp_path_factory.mktemp("colmap")
     make_model(root, factor=1, num_points=120, keep=0.9)                     # 80 x 60 frames, OPENCV
     out = root / "sparse.h5"
-    from scripts.convert_colmap import main
+    from gasp_cli.convert_colmap import main
 
     assert main(["--colmap", str(root), "--tracks", "sparse", "--sparse", "sparse/0/bin", "--images", "images",
                  "--out", str(out), "--frames", "all", "--grid", "6"]) == 0
@@ -27,7 +27,7 @@ def sparse_tracks(tmp_path_factory):
 
 def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path, capsys):
     out = tmp_path / "probe"
-    from probes.pck import main
+    from gasp_cli.probe import main
 
     assert main(["--tracks", str(sparse_tracks), "--out", str(out), "--size", "112", "140"]) == 0
     res = json.loads((out / "results.json").read_text())
@@ -41,7 +41,7 @@ def test_probe_on_sparse_tracks_reports_pck_and_tapvid(sparse_tracks, tmp_path, 
 
 
 def test_depth_probe_on_tracks_without_depth_says_which_converters_give_depth(sparse_tracks, tmp_path, capsys):
-    from probes.pck import main
+    from gasp_cli.probe import main
 
     out = tmp_path / "probe"
     assert main(["--tracks", str(sparse_tracks), "--out", str(out), "--depth", "--depth-folds", "2"]) == 2
@@ -52,7 +52,7 @@ def test_depth_probe_on_tracks_without_depth_says_which_converters_give_depth(sp
 
 def test_ten_training_steps_on_sparse_tracks_without_depth(sparse_tracks, tmp_path, caplog):
     out = tmp_path / "run"
-    from scripts.train_gasp import main
+    from gasp_cli.train import main
 
     # another in-process entry point (scripts/reproduce_small.py) may have quietened "gasp" to WARNING
     with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="gasp"):

@@ -2,7 +2,6 @@
 appearance matcher among them), linear heads (arm F), Q/K head pairs (arm E), extra PCK thresholds
 and the full-weight warm-up."""
 import json
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -74,7 +73,7 @@ def test_shake_zero_renders_byte_identical_and_shake_changes_only_the_views():
 # ---- model-free references ----------------------------------------------------------------------
 
 def test_ncc_matcher_recovers_an_exact_shift():
-    from gasp.experiment.baselines import ncc_predictions
+    from experiments.replication.baselines import ncc_predictions
 
     rng = np.random.default_rng(0)
     big = rng.integers(0, 255, (200, 200, 3)).astype(np.uint8)
@@ -88,7 +87,7 @@ def test_ncc_matcher_recovers_an_exact_shift():
 
 
 def test_pair_references_against_brute_force_counts():
-    from gasp.experiment.baselines import pair_references
+    from experiments.replication.baselines import pair_references
     from tracks.types import TrackSequence
 
     rng = np.random.default_rng(3)
@@ -114,7 +113,7 @@ def test_pair_references_against_brute_force_counts():
 
 
 def test_benchmark_references_on_a_rendered_split(tmp_path):
-    from gasp.experiment.baselines import benchmark_references
+    from experiments.replication.baselines import benchmark_references
     from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
     path = tmp_path / "t.h5"
@@ -241,7 +240,7 @@ def test_extra_deltas_match_the_probe_run_at_that_delta(tmp_path):
 
 def test_full_warmup_trains_every_weight_and_saves_a_loadable_base(tmp_path):
     from gasp.data.synthetic_instruct import render_scenes, write_synthetic_instruct
-    from gasp.experiment.warmup import full_warmup
+    from experiments.replication.warmup import full_warmup
     from gasp.models import load_model
     from gasp.models.tiny import save_tiny
     from tracks.synthetic import SyntheticSceneConfig
@@ -271,7 +270,7 @@ def _ref(same_pooled, same_12, app, vis, n_same, n=30):
 
 
 def test_benchmark_targets_are_the_issues_thresholds():
-    from gasp.experiment.report import benchmark_targets
+    from experiments.replication.report import benchmark_targets
 
     ok = [m for _, _, m in benchmark_targets(_ref(0.30, 0.15, 0.60, 0.50, 10))]
     assert ok == [True, True, True, True, True]                         # every bound is inclusive
@@ -280,8 +279,8 @@ def test_benchmark_targets_are_the_issues_thresholds():
 
 
 def test_replication_targets_v2_apply_the_conditions():
-    from gasp.experiment.aggregate import summarize_arms
-    from gasp.experiment.report import replication_targets_v2
+    from experiments.replication.aggregate import summarize_arms
+    from experiments.replication.report import replication_targets_v2
 
     def run(pck, rho, same, qa, blind, dt1):
         qa_res = lambda a: {c: {"accuracy": a, "chance": 0.25, "n": 4}  # noqa: E731
@@ -307,7 +306,7 @@ def test_replication_targets_v2_apply_the_conditions():
 @pytest.mark.parametrize("version", [2, 3])
 def test_published_tables_are_the_report_of_the_committed_json(version):
     """docs/results/vN/tables.md is scripts/report_small.py's output on docs/results/vN/results.json."""
-    from gasp.experiment.report import report
+    from experiments.replication.report import report
 
     res = json.loads((ROOT / "docs" / "results" / f"v{version}" / "results.json").read_text())
     assert report(res) == (ROOT / "docs" / "results" / f"v{version}" / "tables.md").read_text()
@@ -319,8 +318,7 @@ def test_published_tables_are_the_report_of_the_committed_json(version):
 
 
 def test_results_md_quotes_the_v3_tables_and_report_small_prints_them(capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import report_small
+    from experiments import report_small
 
     tables = (ROOT / "docs" / "results" / "v3" / "tables.md").read_text()
     assert tables in (ROOT / "RESULTS.md").read_text()
@@ -332,10 +330,9 @@ def test_results_md_quotes_the_v3_tables_and_report_small_prints_them(capsys):
 
 def test_design_benchmark_study_never_uses_a_split_seed(tmp_path):
     """experiments/design_benchmark.py: references and section-1 checks per camera setting, on design seeds only."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import design_benchmark
+    from experiments import design_benchmark
 
-    from gasp.experiment.plan import SPLIT_SEEDS, SPLIT_SEEDS_V2
+    from experiments.replication.plan import SPLIT_SEEDS, SPLIT_SEEDS_V2
 
     assert design_benchmark.DESIGN_SEED not in {*SPLIT_SEEDS.values(), *SPLIT_SEEDS_V2.values()}
     out = tmp_path / "design.json"

@@ -1,6 +1,5 @@
 """The small replication (issue 5): its pieces against independent formulas, and a smoke run of the script."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def test_loss_on_is_checked():
 
 
 def test_scene_logliks_match_the_models_own_lm_loss():
-    from gasp.experiment.qa_eval import scene_logliks
+    from experiments.replication.qa_eval import scene_logliks
     from gasp.models import load_model
 
     model, tok, adapter = load_model("tiny-qwen2.5-vl")
@@ -81,7 +80,7 @@ def _run(pck, rho, same, qa):
 
 
 def test_summarize_arm_is_mean_and_std_over_seeds():
-    from gasp.experiment.aggregate import qa_table, summarize_arms
+    from experiments.replication.aggregate import qa_table, summarize_arms
 
     s = summarize_arms({"A": [_run([0.1, 0.3], [0.0, -0.2], [0.1, 0.2], 0.5),
                               _run([0.3, 0.5], [0.2, 0.0], [0.3, None], 1.0)]})["A"]
@@ -94,8 +93,7 @@ def test_summarize_arm_is_mean_and_std_over_seeds():
 
 
 def test_smoke_run_writes_results_figure_and_table(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import reproduce_small
+    from experiments import reproduce_small
 
     assert reproduce_small.main(["--out", str(tmp_path), "--smoke"]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
@@ -134,8 +132,8 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
     assert res["timings"]["total_s"] > 0
 
     # export the base and arm A/C adapters as shipped checkpoints, then re-probe them against the numbers
-    import demo
-    import export_small
+    from experiments import export_small
+    from gasp_cli import demo
 
     ship = tmp_path / "ship"
     assert export_small.main([str(tmp_path), "--dest", str(ship), "--arms", "A", "C"]) == 0
@@ -154,8 +152,8 @@ def test_smoke_run_writes_results_figure_and_table(tmp_path):
 
 
 def test_an_output_folder_of_another_plan_is_refused(tmp_path):
-    from gasp.experiment import make_plan
-    from gasp.experiment.small import PlanMismatchError, _check_plan
+    from experiments.replication import make_plan
+    from experiments.replication.small import PlanMismatchError, _check_plan
 
     _check_plan(make_plan("smoke", seeds=1), tmp_path)
     _check_plan(make_plan("smoke", seeds=3, arms=["A"]), tmp_path)     # seeds and arms may differ
@@ -164,8 +162,8 @@ def test_an_output_folder_of_another_plan_is_refused(tmp_path):
 
 
 def test_targets_read_the_summary():
-    from gasp.experiment.aggregate import summarize_arms
-    from gasp.experiment.report import report, targets
+    from experiments.replication.aggregate import summarize_arms
+    from experiments.replication.report import report, targets
 
     runs = {"A": [_run([0.1, 0.15], [-0.2, -0.1], [0.1, 0.1], 0.5)],
             "B": [_run([0.3, 0.6], [0.1, 0.3], [0.2, 0.4], 0.5)],

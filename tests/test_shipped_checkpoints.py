@@ -4,7 +4,6 @@ This is README command (1)'s probe (`scripts/demo.py`) on the full test split of
 """
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +38,9 @@ SUBSET, TOLERANCE = 10, 0.02
 
 
 def test_reprobing_reproduces_the_reported_pck_of_each_sequence(tmp_path, caplog, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import demo
+    from gasp_cli import demo
 
-    with caplog.at_level(logging.WARNING, logger="gasp.experiment.ship"):
+    with caplog.at_level(logging.WARNING, logger="experiments.replication.ship"):
         assert demo.main(["--out", str(tmp_path), "--max-sequences", str(SUBSET)]) == 0
     assert "differs" not in caplog.text            # the re-render has the recorded content, on any x86-64 CPU
     said = capsys.readouterr().out

@@ -73,7 +73,7 @@ def write_kinetics(folder: Path):
 
 def convert(*argv):
     """The converter in this process (the CLI's subprocess behaviour is checked in the malicious-pickle test)."""
-    from scripts.convert_tapvid import main
+    from gasp_cli.convert_tapvid import main
 
     assert main([str(a) for a in argv]) == 0
 
@@ -199,7 +199,7 @@ BAD = [
 def test_bad_pickles_give_one_line_and_no_output(tmp_path, spoil, message):
     bad = tmp_path / "x.pkl"
     spoil(bad)
-    from scripts.convert_tapvid import main
+    from gasp_cli.convert_tapvid import main
 
     out = tmp_path / "o" / "x.h5"
     assert main(["--pickle", str(bad), "--out", str(out)]) == 2
@@ -287,7 +287,7 @@ def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path, capsys)
     convert("--pickle", write_davis(tmp_path / "d.pkl"), "--out", tracks, "--max-frames", 6, "--query-mode",
             "strided", "--query-stride", 3)
     out = tmp_path / "probe"
-    from probes.pck import main
+    from gasp_cli.probe import main
 
     assert main(["--tracks", str(tracks), "--out", str(out), "--refine", "none", "--layers", "0,3"]) == 0
     assert "TAP-Vid delta_avg" in capsys.readouterr().out

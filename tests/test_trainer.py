@@ -158,7 +158,9 @@ def test_adapter_loads_with_stock_peft(tracks, tmp_path):
 def test_eval_and_outputs(tracks, tmp_path):
     from gasp.train.recipe import train
 
-    summary = train(_cfg(tracks, tmp_path, "optim.max_steps=2", "run.eval_every=1"))
+    from probes.train_eval import evaluate
+
+    summary = train(_cfg(tracks, tmp_path, "optim.max_steps=2", "run.eval_every=1"), evaluator=evaluate)
     res = json.loads((tmp_path / "results.json").read_text())
     assert len(res["pck_mean"]) == 4 and res["num_sequences"] == 1 and len(res["dt_norm"]) == 4
     assert summary["results"]["pck_mean"] == res["pck_mean"]

@@ -101,7 +101,7 @@ def test_predictions_map_back_to_the_source_frames(tmp_path, W, H, mode):
 def test_converted_tracks_follow_the_true_geometry_and_low_confidence_is_unknown(tmp_path):
     truth = make_predictions(tmp_path, 160, 200, "crop", batch=True)             # with VGGT's batch axis
     out = tmp_path / "v.h5"
-    from scripts.convert_vggt import main
+    from gasp_cli.convert_vggt import main
 
     assert main(["--predictions", str(tmp_path / "predictions.npz"), "--images", str(tmp_path / "images"),
                  "--out", str(out), "--frames", "all", "--grid", "12"]) == 0
@@ -122,7 +122,7 @@ def test_converted_tracks_follow_the_true_geometry_and_low_confidence_is_unknown
     # and the probe reads it: PCK beside TAP-Vid's δ
     import json
 
-    from probes.pck import main as probe
+    from gasp_cli.probe import main as probe
 
     assert probe(["--tracks", str(out), "--out", str(tmp_path / "probe"), "--layers", "0"]) == 0
     res = json.loads((tmp_path / "probe" / "results.json").read_text())
@@ -165,7 +165,7 @@ def test_bad_predictions_give_one_line_and_no_output(tmp_path, capsys, spoil, me
     spoil(tmp_path)
     with pytest.raises(VGGTError, match=message):
         load_vggt_scene(tmp_path / "predictions.npz", tmp_path / "images")
-    from scripts.convert_vggt import main
+    from gasp_cli.convert_vggt import main
 
     out = tmp_path / "o" / "v.h5"
     assert main(["--predictions", str(tmp_path / "predictions.npz"), "--images", str(tmp_path / "images"),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gasp.experiment.vision_pretrain import pretrain_vision, visual_embeddings
+from experiments.replication.vision_pretrain import pretrain_vision, visual_embeddings
 from gasp.models import load_model
 from gasp.models.tiny import save_tiny
 from tracks.io import TrackReader

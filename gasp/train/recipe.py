@@ -13,8 +13,9 @@ data     global micro-batch m is a geometric or an instruction batch (`lm_stream
 train    grad accumulation (no DDP sync until the last micro-batch), clipping, one optimizer
          and scheduler step per step; OUT/metrics.jsonl gets step, lr, loss, l_lm, l_corr,
          l_depth, grad_norm (terms not computed in a step are null).
-evaluate the probe (`probes.runner.Probe`) on held-out sequences: PCK per layer, rho, Y(dt),
-         every eval_every steps (OUT/eval.jsonl) and at the end (OUT/results.json).
+evaluate an ``evaluator(run, step, final)`` passed in by the caller, every eval_every steps and at
+         the end; the train entry point passes the probe (`probes.train_eval.evaluate`: PCK per layer,
+         rho, Y(dt) on held-out sequences, OUT/eval.jsonl and OUT/results.json). None: no evaluation.
 save     OUT/checkpoint-STEP (`gasp.train.checkpoint`) every save_every steps and at the end.
 """
 from __future__ import annotations
@@ -219,9 +220,16 @@ def weights_checksum(run: Run) -> float:
     return float(sum(fsdp.gathered(p.detach()).double().sum() for p in run.gm.parameters() if p.requires_grad))
 
 
+Evaluator = Callable[["Run", int, bool], "dict | None"]     # (run, step, final) -> results.json content or None
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
-          progress: Callable[..., Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) training; `stop_after` ends early after that step as if interrupted."""
+          progress: Callable[..., Any] | None = None, evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Run (or resume) training; `stop_after` ends early after that step as if interrupted.
+
+    ``evaluator(run, step, final)`` runs every ``run.eval_every`` steps and after the last one (every process
+    calls it; it returns the results on process 0); None evaluates nothing.
+    """
     run, pos = setup(cfg, resume)
     acc, out = run.accelerator, run.out
     metrics = out / "metrics.jsonl"
@@ -245,8 +253,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
-        if cfg.run.eval_every and s % cfg.run.eval_every == 0 and s < cfg.optim.max_steps:
-            evaluate(run, s)
+        if evaluator and cfg.run.eval_every and s % cfg.run.eval_every == 0 and s < cfg.optim.max_steps:
+            evaluator(run, s, False)
         if (cfg.run.save_every and s % cfg.run.save_every == 0) or s == cfg.optim.max_steps:
             save(run, s)
     loop_s = time.perf_counter() - t_loop
@@ -261,8 +269,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                                         "micro_batches": batches.count}}
     sums = acc.gather(torch.tensor([weights_checksum(run)], dtype=torch.float64, device=acc.device))
     summary["weights_checksum"] = sums.cpu().tolist()
-    if last == cfg.optim.max_steps:
-        summary["results"] = evaluate(run, last, final=True)
+    if evaluator and last == cfg.optim.max_steps:
+        summary["results"] = evaluator(run, last, True)
     if acc.is_main_process:
         write_text_atomic(out / "train_summary.json",
                           json.dumps({k: v for k, v in summary.items() if k != "results"}, indent=2) + "\n")
@@ -285,58 +293,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
-# ---- evaluate / save --------------------------------------------------------------------
-def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
-    """The probe on the held-out sequences (process 0); returns the results.json content there.
-
-    A sharded model's forward is a collective, so under run.fsdp every process runs the same
-    probe forwards and only process 0 reports.
-    """
-    from probes.runner import Probe, ProbeConfig, summarize
-    from tracks.io import TrackReader
-
-    acc, cfg = run.accelerator, run.cfg
-    res = None
-    if run.eval_path is not None and (acc.is_main_process or run.sharded):
-        m = cfg.model
-        pcfg = ProbeConfig(model=m.name, adapter=None, tracks=str(run.eval_path), out=str(run.out),
-                           frames_mode=m.frames_mode, fps=m.fps, size=tuple(m.size) if m.size else None,
-                           prompt=m.prompt, seed=cfg.run.seed, max_sequences=cfg.run.eval_sequences)
-        run.peft_model.eval()
-        probe = Probe(pcfg, run.peft_model, run.processor, run.adapter, acc.device)
-        reader = TrackReader(run.eval_path)
-        done = {}
-        for i in range(min(len(reader), cfg.run.eval_sequences)):
-            seq = reader[i]
-            for r in probe.evaluate([seq])[0]:            # one record, or one per query-frame group
-                done[r.key] = {"arrays": r.arrays, "attrs": {**r.attrs, "skipped": not r.arrays["valid"].any()}}
-        run.peft_model.train()
-    if run.eval_path is not None and acc.is_main_process:
-        skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
-        res = summarize(pcfg, probe.layers, done, skipped, probe.layer_kinds)
-        res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
-        pck = [v for v in res["pck_mean"] if v is not None]
-        line = {"step": step, "pck_peak": max(pck) if pck else None, "peak_layer": res["peak_layer"],
-                "pck_mean": res["pck_mean"], "rho": res["rho"]}
-        with (run.out / "eval.jsonl").open("a") as f:
-            f.write(json.dumps(line) + "\n")
-        log.info("eval at step %d: %s", step, eval_summary(line, res["rho"]))
-        if final:
-            write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
-    acc.wait_for_everyone()
-    return res
-
-
-def eval_summary(line: dict[str, Any], rho: list) -> str:
-    """One readable log line, numbers rounded: 'peak PCK@2 0.608 at layer 3 (rho 0.12)'."""
-    if line["pck_peak"] is None:
-        return "no valid prediction"
-    i = line["pck_mean"].index(line["pck_peak"])
-    r = rho[i]
-    return (f"peak PCK@2 {line['pck_peak']:.3f} at layer {line['peak_layer']}"
-            + (f" (rho {r:+.2f})" if r is not None else ""))
-
-
+# ---- save --------------------------------------------------------------------------------
 def zero3(acc) -> bool:
     """Whether accelerate runs DeepSpeed ZeRO stage 3 (weights partitioned over processes)."""
     plugin = getattr(acc.state, "deepspeed_plugin", None)

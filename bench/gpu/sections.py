@@ -12,7 +12,7 @@ train_steps       one LoRA LM step against one GASP geometric step, as the recip
                   training config's LoRA rank, heads and activation checkpointing, on the same
                   F = data.num_frames_lm random frames; then the geometric step at data.max_frames.
                   One GaspModel and one optimizer serve both kinds, as in the trainer.
-Times are medians after a warm-up (`gasp.bench.measure.timed`).
+Times are medians after a warm-up (`bench.gpu.measure.timed`).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import torch
 
+from bench.gpu import shapes
+from bench.gpu.measure import Meter, timed
 from gasp.adapters import get_adapter
-from gasp.bench import shapes
-from gasp.bench.measure import Meter, timed
 from gasp.train.config import TrainConfig
 from probes.runner import Probe, ProbeConfig
 

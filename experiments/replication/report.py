@@ -44,7 +44,7 @@ def layer_table(res: dict[str, Any], key: str, std_key: str | None = None) -> st
 
 def seed_table(res: dict[str, Any]) -> str:
     """Each seed's peak-layer PCK and rho (on its own peak layer) and the validation probe's numbers."""
-    from probes.compare import peak_numbers
+    from probes.results import peak_numbers
 
     rows = ["| arm | seed | peak layer | PCK@2 | ρ | validation mean PCK (best layer) | train s | test s |",
             "|---|---|---|---|---|---|---|---|"]
@@ -95,7 +95,7 @@ def reference_section(res: dict[str, Any]) -> str:
     """Model-free PCK references and point motion on the run's test split (`baselines`)."""
     from pathlib import Path
 
-    from gasp.experiment.baselines import TOKEN_PX, motion_by_dt, references_at_input_size
+    from experiments.replication.baselines import TOKEN_PX, motion_by_dt, references_at_input_size
 
     path = Path(res.get("data", {}).get("test", ""))
     if not path.is_file():

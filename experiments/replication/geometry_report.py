@@ -1,7 +1,7 @@
 """Issue 18's geometry report: PCK and the depth probe per layer for the shipped v3 checkpoints.
 
-    python -m gasp.experiment.geometry --out runs/geometry      # probe base, A, C, D, E; write geometry.json
-    python -m gasp.experiment.geometry --report                 # RESULTS.md's section from the committed JSON
+    python -m experiments.replication.geometry_report --out runs/geometry      # probe base, A, C, D, E; write geometry.json
+    python -m experiments.replication.geometry_report --report                 # RESULTS.md's section from the committed JSON
 
 Every model is probed on v3's test split (re-rendered as ``scripts/demo.py`` does) with
 ``--depth``; the depth probe is fitted on v3's train split (the scenes the adapters were
@@ -20,22 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "checkpoints" / "gasp-v3"
-PUBLISHED = ROOT / "docs" / "results" / "v3"
-BEGIN, END = "<!-- geometry:begin (generated: python -m gasp.experiment.geometry --report) -->", \
+ROOT = Path(__file__).resolve().parents[2]    # the defaults of main's path options only
+BEGIN, END = "<!-- geometry:begin (generated: python -m experiments.replication.geometry_report --report) -->", \
     "<!-- geometry:end -->"
 FOLDS = 5
 MARGIN = 0.03           # the pre-registered difference in depth δ<1.25 that counts (GEOMETRY_PLAN.md)
 
 
-def run(out: Path, ckpt: Path = SHIPPED, device: str | None = None) -> dict[str, Any]:
+def run(out: Path, ckpt: Path, device: str | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from gasp.experiment.ship import model_free_references, shipped_runs
-    from gasp.experiment.small import make_split
+    from experiments.replication.ship import model_free_references, shipped_runs
+    from experiments.replication.small import make_split
     from gasp.runinfo import run_info, write_json_atomic
-    from probes.compare import _slug
+    from gasp_cli.compare import _slug
     from probes.runner import ProbeConfig, run_probe
 
     t0 = time.monotonic()
@@ -60,7 +58,7 @@ def run(out: Path, ckpt: Path = SHIPPED, device: str | None = None) -> dict[str,
 
 
 def figure(summary: dict[str, Any], path: Path) -> list[Path]:
-    from plots.geometry import draw_geometry
+    from plots.pck_depth import draw_geometry
 
     results = [{**m, "references": summary["pck_references"], "delta": 2} for m in summary["models"].values()]
     return draw_geometry(results, list(summary["models"]), path)
@@ -123,7 +121,7 @@ def report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results_section(summary: dict[str, Any], results_md: Path = ROOT / "RESULTS.md") -> None:
+def write_results_section(summary: dict[str, Any], results_md: Path) -> None:
     text = results_md.read_text()
     section = f"{BEGIN}\n{report(summary)}{END}"
     if BEGIN in text:
@@ -138,23 +136,26 @@ def write_results_section(summary: dict[str, Any], results_md: Path = ROOT / "RE
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/geometry", help="output folder (default %(default)s)")
-    p.add_argument("--checkpoints", default=str(SHIPPED))
+    p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "gasp-v3"))
+    p.add_argument("--published", type=Path, default=ROOT / "docs" / "results" / "v3",
+                   help="where --publish writes and --report reads geometry.json (default %(default)s)")
+    p.add_argument("--results-md", type=Path, default=ROOT / "RESULTS.md", help="the file --report rewrites")
     p.add_argument("--device")
-    p.add_argument("--publish", action="store_true", help="copy geometry.json and the figure to docs/results/v3")
-    p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md's section from the "
+    p.add_argument("--publish", action="store_true", help="copy geometry.json and the figure to --published")
+    p.add_argument("--report", action="store_true", help="only regenerate --results-md's section from the "
                                                          "published geometry.json")
     a = p.parse_args(argv)
     if a.report:
-        summary = json.loads((PUBLISHED / "geometry.json").read_text())
-        write_results_section(summary)
-        print(f"RESULTS.md: section regenerated from {PUBLISHED / 'geometry.json'}")
+        summary = json.loads((a.published / "geometry.json").read_text())
+        write_results_section(summary, a.results_md)
+        print(f"{a.results_md}: section regenerated from {a.published / 'geometry.json'}")
         return 0
     summary = run(Path(a.out), Path(a.checkpoints), a.device)
     if a.publish:
         from gasp.runinfo import write_json_atomic
 
-        write_json_atomic(PUBLISHED / "geometry.json", summary)
-        figure(summary, PUBLISHED / "geometry.png")
+        write_json_atomic(a.published / "geometry.json", summary)
+        figure(summary, a.published / "geometry.png")
     print(report(summary))
     return 0
 

@@ -43,7 +43,7 @@ def pretrain_vision(init: str | Path, train_tracks: str | Path, out: str | Path,
 
     `warmup.optimize`: AdamW, linear warm-up then cosine decay, clipping at 1.0, one geometric
     sample per step."""
-    from gasp.experiment.warmup import optimize
+    from experiments.replication.warmup import optimize
     from gasp.losses import gasp_losses
     from gasp.models import load_model
     from gasp.train.geo_batch import geo_targets

@@ -6,7 +6,7 @@ dotted: metric), with layer -1, the LLM's input (the vision tower's output), at 
 Model-free references are horizontal lines: chance and same position in (a), the pixel-patch
 probe and the constant-mean predictor (aligned) in (b).
 
-    python plots/geometry.py runs/base runs/gasp --labels base GASP --out geometry.png
+    python plots/pck_depth.py runs/base runs/gasp --labels base GASP --out geometry.png
 """
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.ticker  # noqa: E402
 
 from plots.figure3 import COLORS, _arr, load_results, plt, save_png_pdf  # noqa: E402
-import matplotlib.ticker  # noqa: E402
 
 PCK_REFS = {"uniform": "chance (uniform)", "same_position": "same position"}
 DEPTH_REFS = {"pixels": "pixel patches, ridge", "constant": "constant mean"}

@@ -68,8 +68,8 @@ def full_warmup(init: str | Path, instruct: str | Path, out: str | Path, *, step
     """Train every weight of the model at `init` on the instruction data; returns OUT/base.
 
     train_vision=False keeps the vision tower at its initial weights (v3: a pre-trained tower, frozen)."""
-    from gasp.train.lm_stream import LMStream
     from gasp.models import load_model
+    from gasp.train.lm_stream import LMStream
 
     out = Path(out)
     base = out / "base"

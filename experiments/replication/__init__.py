@@ -4,6 +4,6 @@
 log-likelihood, `head_probe` measures PCK in the heads' embedding space, `aggregate`
 reduces seeds to mean +- std. Entry point: `scripts/reproduce_small.py`.
 """
-from gasp.experiment.plan import ARMS, PRESETS, Plan, make_plan
+from experiments.replication.plan import ARMS, PRESETS, Plan, make_plan
 
 __all__ = ["ARMS", "PRESETS", "Plan", "make_plan"]

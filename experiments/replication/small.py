@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
+from experiments.replication.plan import ARMS, Plan
 from gasp.train.config import load_config
-from gasp.experiment.plan import ARMS, Plan
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,11 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
     """LM-only warm-up from random weights; returns the base model folder OUT/base.
 
     plan.warmup "lora" (v1): LoRA on the LLM through the recipe, then merged. "full" (v2):
-    every weight, vision tower included (`gasp.experiment.warmup`)."""
+    every weight, vision tower included (`experiments.replication.warmup`)."""
     from gasp.models import load_model
     from gasp.models.tiny import save_tiny
     from gasp.train.recipe import train
+    from probes.train_eval import evaluate
 
     base = out / "base"
     if (base / "config.json").exists():
@@ -109,20 +110,20 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
     save_tiny(TINY_FAMILY, init, seed=0, **plan.model_overrides())
     s = plan.image_size
     if plan.vision_pretrain_steps:      # v3: a vision tower that already matches points, like a pre-trained one
-        from gasp.experiment.vision_pretrain import pretrain_vision
+        from experiments.replication.vision_pretrain import pretrain_vision
 
         init = pretrain_vision(init, data["train"], out, steps=plan.vision_pretrain_steps, lr=plan.vision_pretrain_lr,
                                size=(s, s), min_frames=plan.min_frames, max_frames=plan.max_frames,
                                radius=plan.radius, seed=0, say=say, device=device)
     if plan.warmup == "full":
-        from gasp.experiment.warmup import full_warmup
+        from experiments.replication.warmup import full_warmup
 
         return full_warmup(init, data["instruct"], out, steps=plan.warmup_steps, lr=plan.warmup_lr, size=(s, s),
                            num_frames=plan.qa_frames, seed=0, say=say, device=device,
                            train_vision=plan.warmup_vision)
     cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps, ["loss.corr=false", "loss.depth=false",
                                                                         f"optim.lr={plan.warmup_lr}"])
-    train(cfg)
+    train(cfg, evaluator=evaluate)
     model, proc, _ = load_model(str(init), adapter=out / "warmup" / f"checkpoint-{plan.warmup_steps}" / "adapter")
     model.merge_and_unload().save_pretrained(base)
     getattr(proc, "tokenizer", proc).save_pretrained(base)
@@ -134,10 +135,11 @@ def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int
     """Train one arm from the base; returns (checkpoint folder, validation results, resolved trainer config)."""
     from gasp.train.config import to_dict
     from gasp.train.recipe import train
+    from probes.train_eval import evaluate
 
     steps = steps or plan.arm_steps
     cfg = _config(plan, data, base, out, seed, steps, list(ARMS[arm]["overrides"]), lr, lora_r)
-    summary = train(cfg)
+    summary = train(cfg, evaluator=evaluate)
     return out / f"checkpoint-{steps}", summary.get("results") or {}, to_dict(cfg)
 
 
@@ -155,7 +157,7 @@ def loss_curves(run_dir: Path) -> dict[str, list]:
 def val_head_pck(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path,
                  device: str = "cpu") -> dict[str, Any] | None:
     """Head-space PCK@2 of a checkpoint's heads on the validation split (None without heads)."""
-    from gasp.experiment.head_probe import head_pck
+    from experiments.replication.head_probe import head_pck
     from gasp.models import load_model
     from gasp.qk_heads import load_heads
 
@@ -192,7 +194,7 @@ def run_sweep(plan: Plan, data: dict[str, Path], base: Path, out: Path,
 def feature_table(plan: Plan, data: dict[str, Path], out: Path) -> dict[str, list]:
     """Validation PCK@2 per layer of cosine matching on the raw normed hidden states (`head_probe.feature_pck`):
     the random init, the vision-pre-trained model (v3) and the warm-up base."""
-    from gasp.experiment.head_probe import feature_pck
+    from experiments.replication.head_probe import feature_pck
     from gasp.models import load_model
 
     s = plan.image_size
@@ -229,8 +231,8 @@ def subset_pck(res: dict, keys: set[str]) -> list[float | None]:
 def test_model(plan: Plan, data: dict[str, Path], base: Path, ckpt: Path | None, out: Path, seed: int,
                questions, same_keys: set[str], device: str = "cpu") -> dict[str, Any]:
     """The test-split measurements of one trained model (ckpt None: the warm-up base alone)."""
-    from gasp.experiment.head_probe import head_pck
-    from gasp.experiment.qa_eval import score
+    from experiments.replication.head_probe import head_pck
+    from experiments.replication.qa_eval import score
     from gasp.models import load_model
     from gasp.qk_heads import load_heads
     from probes.runner import ProbeConfig, run_probe
@@ -278,7 +280,7 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
 
     `device` is where the warm-up, the probes and the QA run; the arms train on accelerate's
     device (an accelerator whenever one is visible)."""
-    from gasp.experiment.qa_eval import build_questions
+    from experiments.replication.qa_eval import build_questions
 
     out = Path(out)
     say = progress or log.info
@@ -290,7 +292,7 @@ def run_experiment(plan: Plan, out: str | Path, progress: Callable[[str], None] 
     same = same_texture_keys(data["test"])
     references = None
     if plan.version >= 2:              # model-free, from the test tracks alone, before any model runs
-        from gasp.experiment.baselines import TOKEN_PX, benchmark_references
+        from experiments.replication.baselines import TOKEN_PX, benchmark_references
 
         references = benchmark_references(data["test"], TOKEN_PX, same_keys=same)
     t = time.time()

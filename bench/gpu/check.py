@@ -6,12 +6,12 @@
 Sections, in this order; each is written to the JSON as soon as it is done (atomically), so a
 run cut short keeps what it has, and an error in one is recorded and the next still runs:
   qk_eager  captured Q/K reproduce eager attention, on a model of the same widths with 2 LLM
-            layers (`gasp.bench.qk_check`; the tolerance and why are in the JSON);
+            layers (`bench.gpu.qk_check`; the tolerance and why are in the JSON);
   probe     per attention implementation (sdpa; flash_attention_2 where `flash_attn` imports)
-            and frame count: plain forward against `Probe.evaluate` (`gasp.bench.sections`);
+            and frame count: plain forward against `Probe.evaluate` (`bench.gpu.sections`);
   train     one LoRA LM step against one GASP geometric step at the training config's LoRA rank
             with activation checkpointing, then the geometric step at data.max_frames.
-The full-size model is built once, straight onto the device (`gasp.bench.shapes`), used by the
+The full-size model is built once, straight onto the device (`bench.gpu.shapes`), used by the
 probe section, then wrapped with LoRA for the training section. Frames are S x S px with
 16 x 16 tokens per frame at S = 448 (28 px tokens after the 2 x 2 merge).
 """
@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from gasp.bench import shapes
-from gasp.bench.measure import Meter
-from gasp.bench.qk_check import qk_vs_eager
-from gasp.bench.sections import probe_vs_forward, train_steps
+from bench.gpu import shapes
+from bench.gpu.measure import Meter
+from bench.gpu.qk_check import qk_vs_eager
+from bench.gpu.sections import probe_vs_forward, train_steps
 from gasp.runinfo import run_info, write_json_atomic
 from gasp.train.config import TrainConfig, to_dict
 

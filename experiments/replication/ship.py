@@ -16,10 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-
-from gasp.experiment.plan import ARMS, Plan
+from experiments.replication.plan import ARMS, Plan
 from gasp.runinfo import data_library_versions
-from probes.compare import peak_numbers
+from probes.results import peak_numbers
 from tracks.content import compare, digest, summarize
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def shipped_runs(ckpt: Path, out: Path, progress=None) -> tuple[str, Path, tuple
     says whether it is the one the numbers were reported on.
     ``progress`` wraps the rendering's scene loop (e.g. tqdm).
     """
-    from gasp.experiment.small import make_split
+    from experiments.replication.small import make_split
 
     path = ckpt / MANIFEST
     if not path.is_file():
@@ -51,7 +50,7 @@ def shipped_runs(ckpt: Path, out: Path, progress=None) -> tuple[str, Path, tuple
 
 def model_free_references(tracks: Path, size: int, version: int) -> dict[str, float]:
     """PCK@2 of the no-model references on the test split, as the probe averages (mean over sequences)."""
-    from gasp.experiment.baselines import benchmark_references, references_at_input_size
+    from experiments.replication.baselines import benchmark_references, references_at_input_size
 
     if version >= 2:
         ref = benchmark_references(tracks)

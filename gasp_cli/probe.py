@@ -1,0 +1,129 @@
+"""Layer-wise correspondence probe of a VLM's own attention: PCK@δ, calibration ρ, Δt robustness.
+
+    python probes/pck.py                                   # tiny Qwen2.5-VL on synthetic tracks
+    python probes/pck.py --model qwen2.5-vl-7b --tracks test.h5 --out runs/qwen7b --dtype bf16
+    accelerate launch probes/pck.py ...                    # sequences sharded over processes
+
+Writes OUT/results.h5 (per sequence, resumable), OUT/results.json and OUT/figure3.png/.pdf.
+results.json also carries TAP-Vid's δ^x metrics (``tapvid``; probes/tapvid_metrics.py) for any tracks.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from probes.runner import ProbeConfig, ProbeError, run_probe
+from tracks.io import TrackFormatError
+
+
+def parse_args(argv: list[str] | None = None) -> ProbeConfig:
+    d = ProbeConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=d.model, help="alias (qwen2.5-vl-7b, ...), local checkpoint folder, "
+                   "HF id in the local cache, or tiny-* (default %(default)s)")
+    p.add_argument("--adapter", help="peft LoRA adapter folder applied on top of --model")
+    p.add_argument("--tracks", help="tracks file or folder of shards (default: synthetic eval sequences, "
+                   "rendered once into GASP_CACHE, ~/.cache/gasp)")
+    p.add_argument("--out", default=d.out, help="results folder (default %(default)s)")
+    p.add_argument("--layers", default=d.layers, help="'all' or comma-separated layer indices")
+    p.add_argument("--rope", choices=["post", "pre"], default=d.rope, help="Q/K after (default) or before RoPE")
+    p.add_argument("--heads", choices=["mean", "concat", "per-head"], default=d.heads)
+    p.add_argument("--match", choices=["cosine-mean", "softmax-mean"], default=d.match,
+                   help="matching map: head-mean cosine (paper eq. 10, default) or head-mean softmax (DiffTrack)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="average the map with the k -> query-frame direction before the argmax (DiffTrack)")
+    p.add_argument("--delta", default=f"{d.delta:g}",
+                   help="PCK threshold(s) in tokens, e.g. 2 or 1,2,4: one curve each, the figure uses the first")
+    p.add_argument("--refine", choices=["softargmax", "none"], default=d.refine,
+                   help="sub-token position behind TAP-Vid's pixel metrics: a soft-argmax of the attention around "
+                        "the matched token (default), or the token's centre")
+    p.add_argument("--max-sequences", type=int, help="probe only the first N sequences")
+    p.add_argument("--frames-mode", help="Qwen2/2.5-VL: duplicate (default), images or merged")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=d.dtype)
+    p.add_argument("--device", help="torch device (default: accelerate's device for this process)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--fps", type=float, default=d.fps, help="frame rate passed to the model (M-RoPE time ids)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="model input size in pixels")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of tiny models and synthetic tracks")
+    p.add_argument("--synthetic-scenes", type=int, default=d.synthetic_scenes,
+                   help="without --tracks: number of synthetic evaluation scenes to render")
+    p.add_argument("--synthetic-size", type=int, default=d.synthetic_size, help="their frame size in pixels")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--depth", action="store_true",
+                   help="also probe depth per layer (linear ridge on hidden states, probes/depth.py), same forward")
+    p.add_argument("--depth-train", help="tracks the depth probe is fitted on (default: a seeded split of --tracks "
+                                         "by scene; every probed sequence is then scored)")
+    p.add_argument("--depth-holdout", type=float, default=d.depth_holdout,
+                   help="fraction of --tracks' scenes held out for the depth probe (default %(default)s)")
+    p.add_argument("--depth-folds", type=int, default=d.depth_folds,
+                   help="cross-validation folds (by scene) for its ridge lambda (default %(default)s)")
+    a = p.parse_args(argv)
+    try:
+        deltas = [float(x) for x in a.delta.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"argument --delta: expected numbers separated by commas, e.g. 1,2,4; got {a.delta!r}")
+    bad = [x for x in deltas if not x > 0]
+    if not deltas or bad:
+        p.error(f"argument --delta: every threshold must be > 0 (a distance in tokens), got {a.delta}")
+    if len(set(deltas)) != len(deltas):
+        p.error(f"argument --delta: a threshold is repeated in {a.delta}")
+    if (a.match != "cosine-mean" or a.bidirectional) and a.heads != "mean":
+        p.error(f"argument --match: {a.match}{' with --bidirectional' if a.bidirectional else ''} averages over "
+                f"heads; use --heads mean (got --heads {a.heads})")
+    if a.batch_size < 1:
+        p.error(f"argument --batch-size: must be >= 1, got {a.batch_size}")
+    if a.max_sequences is not None and a.max_sequences < 1:
+        p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
+    return ProbeConfig(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
+                       heads=a.heads, match=a.match, bidirectional=a.bidirectional, delta=deltas[0],
+                       extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, frames_mode=a.frames_mode,
+                       dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
+                       size=tuple(a.size) if a.size else None, seed=a.seed, trust_remote_code=a.trust_remote_code,
+                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine,
+                       depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
+                       depth_holdout=a.depth_holdout, depth_folds=a.depth_folds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        res = run_probe(cfg, progress=tqdm)
+    except (ProbeError, TrackFormatError, FileNotFoundError) as e:
+        print(f"pck: error: {e}", file=sys.stderr)
+        return 2
+    if res is None:                       # not the main process
+        return 0
+    from plots.figure3 import draw_figure3
+
+    paths = draw_figure3([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
+                         Path(cfg.out) / "figure3.png", references=res.get("references"))
+    print(f"peak PCK@{cfg.delta:g} {max((v for v in res['pck_mean'] if v is not None), default=float('nan')):.3f} "
+          f"at layer {res['peak_layer']} over {res['num_sequences']} sequences")
+    tv = res.get("tapvid") or {}
+    if tv.get("delta_avg"):
+        best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])
+        print(f"TAP-Vid delta_avg {tv['delta_avg'][best]:.3f} at layer {res['layers'][best]} over {tv['num_videos']} "
+              f"sequence(s) (256x256 px, every point predicted visible, {cfg.refine} positions)")
+    if res.get("depth"):
+        from plots.pck_depth import draw_geometry
+
+        dep = res["depth"]["scale_shift"]["delta_1.25"]
+        best = max(range(len(dep)), key=lambda i: -1 if dep[i] is None else dep[i])
+        ref = {k: v["scale_shift"]["delta_1.25"] for k, v in res["depth"]["references"].items()}
+        print(f"depth delta<1.25 (scale-and-shift aligned) {dep[best]:.3f} at layer {res['depth']['layers'][best]} "
+              f"over {res['depth']['num_eval_images']} held-out images; pixels {ref['pixels']:.3f}, "
+              f"constant {ref['constant']:.3f}")
+        paths = [*paths, *draw_geometry([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
+                                        Path(cfg.out) / "geometry.png")]
+    print(f"results: {Path(cfg.out) / 'results.json'}")
+    print(f"figure:  {paths[0]}" + (f"\ngeometry: {paths[2]}" if len(paths) > 2 else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

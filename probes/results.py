@@ -1,0 +1,43 @@
+"""A probe's results.json, read back: loading, per-layer series with None as NaN, and the peak layer.
+
+One place for "which layer is the peak" (the layer of the highest mean PCK over sequences): the
+figures, the comparison table, the replication's report and the trainer's log line all use it.
+
+Shapes: L probed layers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """results.json of a probe folder (or the file itself)."""
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass a probe output folder (gasp probe --out DIR)")
+    return json.loads(path.read_text())
+
+
+def series(x: list) -> np.ndarray:
+    """A per-layer list (or list of lists) from results.json as floats, None -> NaN: (L,) or (L, K)."""
+    return np.array([np.nan if v is None else v for v in x], dtype=float) if np.ndim(x) == 1 else \
+        np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float)
+
+
+def peak_layer_index(res: dict[str, Any]) -> int:
+    """Index (into res['layers']) of the layer with the highest mean PCK; 0 when no layer has one."""
+    pck = series(res["pck_mean"])
+    return int(np.nanargmax(pck)) if np.isfinite(pck).any() else 0
+
+
+def peak_numbers(res: dict[str, Any]) -> dict[str, Any]:
+    """Peak layer and PCK, rho, Y(dt=24) there, from results.json."""
+    k = peak_layer_index(res)
+    return {"peak_layer": res["layers"][k], "pck": res["pck_mean"][k], "rho": res["rho"][k],
+            "y_dt24": res["dt_norm"][k][-1], "pck_per_layer": res["pck_mean"],
+            "num_sequences": res["num_sequences"]}
