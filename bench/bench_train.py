@@ -158,8 +158,8 @@ def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) ->
     gm = (GeoPlusLM if variant == "c" else GaspModel)(peft_model, heads, adapter, cfg)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
-    from transformers import get_cosine_schedule_with_warmup
-    scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
+    from gasp.train.recipe import cosine_with_warmup
+    scheduler = cosine_with_warmup(optimizer, o.warmup_steps, o.max_steps)
     gm.train()
     acc = recipe.make_accelerator(cfg)
     prepared, optimizer = acc.prepare(gm, optimizer)

@@ -35,6 +35,7 @@ from gasp_cli.build_tracks import (
 from tracks.dl3dv import load_dl3dv_scene
 from tracks.io import TrackWriter
 from tracks.sampling import plan_sequences
+from tracks.scene_folder import SceneError
 
 log = logging.getLogger("convert_dl3dv")
 
@@ -83,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     with guarded_output(args.out, "convert_dl3dv", INPUT_ERRORS) as status:
         with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
-            for scene_dir, depth_dir in tqdm(list(zip(args.scene, depths)), desc="scenes"):
+            pairs = list(zip(args.scene, depths))
+            for scene_dir, depth_dir in pairs:            # every input checked before any progress is shown
+                if not any((Path(scene_dir) / sub / "transforms.json").is_file() for sub in (".", "nerfstudio")):
+                    raise SceneError(f"{scene_dir}: no transforms.json (looked in the folder and in "
+                                            "nerfstudio/); pass a DL3DV scene folder")
+                if depth_dir is not None and not Path(depth_dir).is_dir():
+                    raise SceneError(f"{depth_dir}: depth folder not found")
+            for scene_dir, depth_dir in tqdm(pairs, desc="scenes", disable=len(pairs) < 2):
                 scene = load_dl3dv_scene(scene_dir, depth_dir, images_factor=args.factor, undistort=args.undistort,
                                          depth_scale=args.depth_scale, check_units=not args.no_unit_check)
                 record_args(scene, "convert_dl3dv.py", args)

@@ -14,6 +14,7 @@ naming the file and the fix; no output file is left behind.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     with guarded_output(args.out, "convert_tapvid", (TapVidError, ValueError)) as status:
         with TrackWriter(args.out, rgb_encoding=args.rgb_encoding) as writer:
             budget = None
-            for video in tqdm(iter_videos(args.pickle, args.dataset, args.max_videos), desc="videos", unit="video"):
+            videos = iter_videos(args.pickle, args.dataset, args.max_videos)
+            first = next(videos, None)                      # reading the first video checks the pickle, before any bar
+            if first is None:
+                raise TapVidError(f"{args.pickle}: holds no videos")
+            for video in tqdm(itertools.chain([first], videos), desc="videos", unit="video"):
                 hw = tuple(args.resize) if args.resize else video.frames.shape[1:3]
                 if budget is None:
                     budget = frame_budget(args, hw)
@@ -98,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
                 writer.add_tracks(t.scene.name, range(t.scene.num_frames), t.tracks, t.visible, t.occluded,
                                   t.query_frames, metadata={**t.metadata, "track_ids": t.track_ids.tolist()})
                 count += 1
-            if count == 0:
-                raise TapVidError(f"{args.pickle}: holds no videos")
     if status.failed:
         return 2
     log.info("wrote %d video(s) to %s", count, args.out)

@@ -16,8 +16,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from probes.results import summary_line
 from probes.runner import ProbeConfig, ProbeError, run_probe
 from tracks.io import TrackFormatError
+
+log = logging.getLogger("gasp.probe")
 
 
 def parse_args(argv: list[str] | None = None) -> ProbeConfig:
@@ -46,8 +49,10 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=d.dtype)
     p.add_argument("--device", help="torch device (default: accelerate's device for this process)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--fps", type=float, default=d.fps, help="frame rate passed to the model (M-RoPE time ids)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="model input size in pixels")
+    p.add_argument("--fps", type=float, help=f"frame rate passed to the model (M-RoPE time ids; default: the "
+                   f"adapter's, else {d.fps:g})")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="model input size in pixels (default: the adapter's, else the family's)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of tiny models and synthetic tracks")
     p.add_argument("--synthetic-scenes", type=int, default=d.synthetic_scenes,
                    help="without --tracks: number of synthetic evaluation scenes to render")
@@ -78,19 +83,44 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
         p.error(f"argument --batch-size: must be >= 1, got {a.batch_size}")
     if a.max_sequences is not None and a.max_sequences < 1:
         p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
+    inputs = adapter_inputs(a)
     return ProbeConfig(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
                        heads=a.heads, match=a.match, bidirectional=a.bidirectional, delta=deltas[0],
-                       extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, frames_mode=a.frames_mode,
-                       dtype=a.dtype, device=a.device, batch_size=a.batch_size, fps=a.fps,
-                       size=tuple(a.size) if a.size else None, seed=a.seed, trust_remote_code=a.trust_remote_code,
+                       extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, dtype=a.dtype, device=a.device,
+                       batch_size=a.batch_size, seed=a.seed, trust_remote_code=a.trust_remote_code,
                        synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine,
                        depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
-                       depth_holdout=a.depth_holdout, depth_folds=a.depth_folds)
+                       depth_holdout=a.depth_holdout, depth_folds=a.depth_folds, **inputs)
+
+
+def adapter_inputs(a: argparse.Namespace) -> dict:
+    """size, frames_mode, fps and prompt: as given, else as the adapter was trained (its gasp_input.json), else
+    the defaults. Says which it used, and warns where a given value differs from the adapter's."""
+    from gasp.train.checkpoint import input_settings
+
+    given = {"size": tuple(a.size) if a.size else None, "frames_mode": a.frames_mode, "fps": a.fps}
+    rec = input_settings(a.adapter) if a.adapter else None
+    used = dict(given)
+    if rec:
+        adopted = []
+        for k, v in given.items():
+            want = tuple(rec[k]) if k == "size" and rec.get(k) else rec.get(k)
+            if v is None and want is not None:
+                used[k] = want
+                adopted.append(f"{k} {'x'.join(map(str, want)) if k == 'size' else want}")
+            elif v is not None and want is not None and v != want:
+                log.warning("--%s %s differs from the %s the adapter was trained with (%s); probing with yours",
+                            k.replace("_", "-"), v, k, want)
+        if adopted:
+            log.info("probing at the adapter's training input settings (%s): %s; pass --size/--frames-mode/--fps "
+                     "to override", ", ".join(adopted), Path(a.adapter) / "gasp_input.json")
+    return {**used, "fps": used["fps"] if used["fps"] is not None else ProbeConfig().fps,
+            "prompt": (rec or {}).get("prompt") or ProbeConfig().prompt}
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = parse_args(argv)
     try:
         res = run_probe(cfg, progress=tqdm)
     except (ProbeError, TrackFormatError, FileNotFoundError) as e:
@@ -102,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = draw_figure3([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
                          Path(cfg.out) / "figure3.png", references=res.get("references"))
-    print(f"peak PCK@{cfg.delta:g} {max((v for v in res['pck_mean'] if v is not None), default=float('nan')):.3f} "
-          f"at layer {res['peak_layer']} over {res['num_sequences']} sequences")
+    print(summary_line(res))
     tv = res.get("tapvid") or {}
     if tv.get("delta_avg"):
         best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,12 +48,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tqdm.auto import tqdm
 
+    from gasp.train.preflight import InputError
     from gasp.train.recipe import train
     from probes.train_eval import evaluate
+    from tracks.io import TrackFormatError
 
+    out = Path(cfg.run.out)
+    made_out = not out.exists()
     try:
         summary = train(cfg, resume=args.resume, progress=tqdm, evaluator=evaluate)
-    except (GeoStreamError, InstructionDataError, FileNotFoundError) as e:
+    except (InputError, GeoStreamError, InstructionDataError, TrackFormatError, FileNotFoundError) as e:
+        if made_out and not any(out.glob("checkpoint-*")):      # a refused run leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
     if summary.get("results") is not None:

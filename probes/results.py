@@ -41,3 +41,27 @@ def peak_numbers(res: dict[str, Any]) -> dict[str, Any]:
     return {"peak_layer": res["layers"][k], "pck": res["pck_mean"][k], "rho": res["rho"][k],
             "y_dt24": res["dt_norm"][k][-1], "pck_per_layer": res["pck_mean"],
             "num_sequences": res["num_sequences"]}
+
+
+REFERENCE_LABELS = {"uniform": "uniform", "same_position": "same position", "appearance": "pixel patches",
+                    "untrained": "untrained"}
+
+
+def summary_line(res: dict[str, Any], extra_references: dict[str, float] | None = None) -> str:
+    """'peak PCK@2 0.371 at layer 0 over 8 sequences (rho +0.12; uniform 0.026, same position 0.943)'.
+
+    A number is never printed without what it should be read against: the model-free references of
+    results.json (a uniform guess and "same position as the query", on the same points) and any
+    ``extra_references`` the caller knows (e.g. {"untrained": 0.579}, the same probe before training).
+    """
+    pck = series(res["pck_mean"])
+    if not np.isfinite(pck).any():
+        return "no valid prediction"
+    k = peak_layer_index(res)
+    delta = f"{float(res.get('delta', 2.0)):g}"
+    rho = res["rho"][k]
+    refs = {**(res.get("references") or {}), **(extra_references or {})}
+    ref_text = ", ".join(f"{REFERENCE_LABELS.get(name, name)} {v:.3f}" for name, v in refs.items() if v is not None)
+    inside = "; ".join(t for t in ((f"rho {rho:+.2f}" if rho is not None else ""), ref_text) if t)
+    return (f"peak PCK@{delta} {pck[k]:.3f} at layer {res['layers'][k]} over {res['num_sequences']} sequence(s)"
+            + (f" ({inside})" if inside else ""))

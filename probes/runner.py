@@ -49,8 +49,13 @@ def synthetic_eval_tracks(cfg: ProbeConfig, progress: Callable[..., Any] | None 
 class Probe:
     """A loaded model plus its adapter, ready to probe sequences."""
 
-    def __init__(self, cfg: ProbeConfig, model, processor, adapter, device: str | torch.device = "cpu"):
-        """A probe around a loaded model (e.g. the trainer's, with its LoRA adapter); see :meth:`load`."""
+    def __init__(self, cfg: ProbeConfig, model, processor, adapter, device: str | torch.device = "cpu",
+                 training: bool = False):
+        """A probe around a loaded model (e.g. the trainer's, with its LoRA adapter); see :meth:`load`.
+
+        ``training``: the model goes on training afterwards, so its forwards run under ``no_grad``, not
+        ``inference_mode``: a sharded model (FSDP2) keeps gathered weights made in a forward, and inference
+        tensors among them cannot take part in the next backward."""
         if cfg.heads not in metrics.HEADS_MODES:
             raise ProbeError(f"--heads must be one of {metrics.HEADS_MODES}, got {cfg.heads!r}")
         if cfg.match not in metrics.MATCH_MODES:
@@ -59,6 +64,7 @@ class Probe:
             raise ProbeError(f"--match {cfg.match}{' --bidirectional' if cfg.bidirectional else ''} averages over "
                              f"heads; use it with --heads mean (got --heads {cfg.heads})")
         self.cfg, self.model, self.processor, self.adapter, self.device = cfg, model, processor, adapter, device
+        self.grad_off = torch.no_grad if training else torch.inference_mode
         self.layer_kinds = adapter.layer_kinds(model)          # per decoder layer "full" / "linear"
         self.layers = parse_layers(cfg.layers, len(self.layer_kinds), self.layer_kinds)
 
@@ -146,7 +152,7 @@ class Probe:
         from gasp.hooks import capture_qk
 
         positions = layout.flat_positions.to(self.device)
-        with torch.inference_mode(), ExitStack() as stack:
+        with self.grad_off(), ExitStack() as stack:
             if pck:
                 stack.enter_context(capture_qk(self.model, self.adapter.decoder_layers(self.model), layers=self.layers,
                                                positions=positions, rope=self.cfg.rope, on_layer=on_layer))
@@ -297,15 +303,16 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
         from probes import depth_split
 
         split = depth_split.plan(cfg, reader, n, tracks_path)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(cfg, out, write=False)            # a different probe's OUT is refused before the model loads
+    probe = Probe.load(cfg, device=cfg.device or state.device)   # an adapter that does not fit fails here
+    out.mkdir(parents=True, exist_ok=True)          # only now is anything written
     _check_resume(cfg, out, write=state.is_main_process)
+    state.wait_for_everyone()                       # every process has checked OUT before any writes a part
     done = store.read_finished(out)
     finished = {str(r["attrs"].get("parent", k)) for k, r in done.items()}     # sequences, not group records
     todo = [i for i in range(n) if keys[i] not in finished and i % state.num_processes == state.process_index]
     if len(done):
         log.info("resuming: %d of %d sequences already finished in %s", sum(k in finished for k in keys), n, out)
-    device = cfg.device or state.device
-    probe = Probe.load(cfg, device=device)
 
     def store_batch(batch, recs) -> None:
         for (i, seq), records in zip(batch, recs):

@@ -17,6 +17,7 @@ import torch
 from gasp.runinfo import run_info
 from probes import metrics
 from probes.config import DTS, ProbeConfig, ProbeError, layer_kind_fields
+from probes.results import peak_layer_index
 
 
 def delta_key(d: float) -> str:
@@ -106,8 +107,7 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
     tapvid = tapvid_block(cfg, done, groups)
     if tapvid is not None:
         res["tapvid"] = tapvid
-    pck = np.array([np.nan if v is None else v for v in res["pck_mean"]])
-    res["peak_layer"] = layers[int(np.nanargmax(pck))] if np.isfinite(pck).any() else None
+    res["peak_layer"] = layers[peak_layer_index(res)] if any(v is not None for v in res["pck_mean"]) else None
     res["config"] = dataclasses.asdict(cfg)
     res.update(run_info())
     return res

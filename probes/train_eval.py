@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from pathlib import Path
 
 from gasp.runinfo import write_text_atomic
 from gasp.train.recipe import Run
+from probes.results import summary_line
 from probes.runner import Probe, ProbeConfig, summarize
 from tracks.io import TrackReader
 
@@ -32,7 +33,7 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
                            frames_mode=m.frames_mode, fps=m.fps, size=tuple(m.size) if m.size else None,
                            prompt=m.prompt, seed=cfg.run.seed, max_sequences=cfg.run.eval_sequences)
         run.peft_model.eval()
-        probe = Probe(pcfg, run.peft_model, run.processor, run.adapter, acc.device)
+        probe = Probe(pcfg, run.peft_model, run.processor, run.adapter, acc.device, training=True)
         reader = TrackReader(run.eval_path)
         done = {}
         for i in range(min(len(reader), cfg.run.eval_sequences)):
@@ -46,21 +47,20 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
         res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
         pck = [v for v in res["pck_mean"] if v is not None]
         line = {"step": step, "pck_peak": max(pck) if pck else None, "peak_layer": res["peak_layer"],
-                "pck_mean": res["pck_mean"], "rho": res["rho"]}
+                "pck_mean": res["pck_mean"], "rho": res["rho"], "references": res.get("references")}
         with (run.out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
-        log.info("eval at step %d: %s", step, eval_summary(line, res["rho"]))
+        log.info("eval at step %d: %s", step, summary_line(res, _untrained(run.out / "eval.jsonl") if step else None))
         if final:
             write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
     acc.wait_for_everyone()
     return res
 
 
-def eval_summary(line: dict[str, Any], rho: list) -> str:
-    """One readable log line, numbers rounded: 'peak PCK@2 0.608 at layer 3 (rho 0.12)'."""
-    if line["pck_peak"] is None:
-        return "no valid prediction"
-    i = line["pck_mean"].index(line["pck_peak"])
-    r = rho[i]
-    return (f"peak PCK@2 {line['pck_peak']:.3f} at layer {line['peak_layer']}"
-            + (f" (rho {r:+.2f})" if r is not None else ""))
+def _untrained(evals: Path) -> dict[str, float]:
+    """{"untrained": peak PCK at step 0}, when this run evaluated before its first step."""
+    for ln in evals.read_text().splitlines() if evals.is_file() else []:
+        rec = json.loads(ln)
+        if rec["step"] == 0 and rec["pck_peak"] is not None:
+            return {"untrained": rec["pck_peak"]}
+    return {}

@@ -121,7 +121,7 @@ def test_missing_sequence_dataset(tmp_path):
 
 
 def test_missing_file_and_not_a_track_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make_synthetic"):
+    with pytest.raises(FileNotFoundError, match="gasp convert synthetic"):
         TrackReader(tmp_path / "nope.h5")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = 1

@@ -74,6 +74,9 @@ def test_embedded_default_writes_results(tmp_path):
     assert res["config"]["max_sequences"] == 2 and res["git_sha"] and res["gasp_version"]
     assert (out / "figure3.png").stat().st_size > 10_000 and (out / "figure3.pdf").exists()
     assert "figure3.png" in p.stdout
+    refs = res["references"]                                     # the summary line reads the number against them
+    assert "peak PCK@2" in p.stdout and \
+        f"uniform {refs['uniform']:.3f}, same position {refs['same_position']:.3f})" in p.stdout, p.stdout
 
 
 def test_resume_gives_identical_results(tmp_path, tracks_file, full_probe):
@@ -249,3 +252,4 @@ def test_adapter_for_a_different_base_model(tmp_path, tracks_file, capsys):
     peft_model.save_pretrained(tmp_path / "lora", save_embedding_layers=False)
     rc, _, err = run_main(capsys, "--tracks", tracks_file, "--adapter", tmp_path / "lora", "--out", tmp_path / "o")
     assert rc == 2 and "tiny-qwen2.5-vl" in err
+    assert not (tmp_path / "o").exists()                         # nothing left behind (friction item 6)

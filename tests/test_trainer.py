@@ -165,7 +165,8 @@ def test_eval_and_outputs(tracks, tmp_path):
     assert len(res["pck_mean"]) == 4 and res["num_sequences"] == 1 and len(res["dt_norm"]) == 4
     assert summary["results"]["pck_mean"] == res["pck_mean"]
     evals = [json.loads(ln) for ln in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [1, 2]
+    assert [e["step"] for e in evals] == [0, 1, 2]                # step 0: the untrained reference
+    assert evals[0]["references"] and set(evals[0]["references"]) == {"uniform", "same_position"}
     cfg_text = (tmp_path / "config.yaml").read_text()
     assert "git_sha" in cfg_text and "gasp_version" in cfg_text
     assert set(_metrics(tmp_path)[0]) >= {"step", "lr", "loss", "l_lm", "l_corr", "l_depth"}
@@ -272,7 +273,7 @@ def test_real_tracks_without_instruction_data_is_a_clear_error(tracks, tmp_path)
 
     import h5py
 
-    from gasp.data.instruct import InstructionDataError
+    from gasp.train.preflight import InputError
     from gasp.train.recipe import setup
 
     real = tmp_path / "real"                         # scenes without synthetic metadata, as from DL3DV
@@ -284,8 +285,9 @@ def test_real_tracks_without_instruction_data_is_a_clear_error(tracks, tmp_path)
     cfg = load_config(ROOT / "configs" / "tiny_synthetic.yaml", [
         f"data.tracks={real / 'train.h5'}", f"data.tracks_eval={tracks / 'eval.h5'}", f"run.out={tmp_path / 'out'}",
         "data.min_frames=3", "data.max_frames=4", "run.eval_sequences=1"])
-    with pytest.raises(InstructionDataError, match=r"data.instruct is not set.*no synthetic metadata.*loss.lm=false"):
+    with pytest.raises(InputError, match=r"data.instruct is not set.*not from data.tracks=.*loss.lm=false"):
         setup(cfg)
+    assert not (tmp_path / "out").exists()             # refused before the eval scenes were rendered
 
 
 def test_geo_stream_reads_only_the_sampled_frames_and_matches_whole_scene_indexing(tracks, monkeypatch):
@@ -377,3 +379,23 @@ def test_workers_prepare_the_same_batches_and_resume_exactly(tracks, tmp_path):
     train(cfg, stop_after=4)
     train(cfg, resume=tmp_path / "cut" / "checkpoint-3")
     assert _metrics(tmp_path / "cut") == m2
+
+
+def test_the_first_step_already_moves_and_the_schedule_is_cosine_after_warmup(tracks, tmp_path):
+    """Step 1 runs at lr / warmup, not 0 (friction item 11): steps 1 and 2 log different losses."""
+    import math
+
+    from gasp.train.recipe import cosine_with_warmup, train
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cosine_with_warmup(opt, warmup=4, total=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    want = [0.25, 0.5, 0.75, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    assert lrs == pytest.approx(want)
+    train(_cfg(tracks, tmp_path, "optim.max_steps=3", "optim.warmup_steps=2", "run.eval_sequences=0"))
+    m = _metrics(tmp_path)
+    assert m[0]["lr"] == pytest.approx(0.5 * m[1]["lr"]) and m[0]["lr"] > 0 and m[0]["loss"] != m[1]["loss"]

@@ -26,6 +26,7 @@ from PIL import Image
 
 from tracks.format import (FORMAT_KIND, FORMAT_VERSION, READABLE_VERSIONS, RGB_ENCODINGS,  # noqa: F401
                            SEQUENCE_DATASETS, TrackFormatError)
+from tracks.kinds import conversion_hint
 from tracks.types import Scene, TrackSequence
 from tracks.writer import ShardedTrackWriter, TrackWriter  # noqa: F401  (re-exported)
 
@@ -40,16 +41,18 @@ def _shard_paths(path: str | os.PathLike | Iterable) -> list[Path]:
         if p.is_dir():
             shards = sorted(p.glob("*.h5"))
             if not shards:
-                raise TrackFormatError(f"{p}: folder holds no *.h5 track shards")
+                raise TrackFormatError(conversion_hint(p) or f"{p}: folder holds no *.h5 track shards")
             return shards
         if not p.exists():
-            raise FileNotFoundError(f"tracks file {p} does not exist; make one with "
-                                    f"`python scripts/make_synthetic.py --out {p}` or scripts/build_tracks.py")
+            raise FileNotFoundError(f"tracks file {p} does not exist; make one with `gasp convert synthetic --out "
+                                    f"{p}` or another `gasp convert` (README: Point tracks)")
         return [p]
     return [q for item in path for q in _shard_paths(item)]
 
 
 def _open_shard(path: Path) -> h5py.File:
+    if (hint := conversion_hint(path)) is not None:       # a download or another format: name its converter
+        raise TrackFormatError(hint)
     try:
         f = h5py.File(path, "r")
     except OSError as e:

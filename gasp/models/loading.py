@@ -112,22 +112,36 @@ def resolve_checkpoint(name_or_path: str) -> str:
     return snapshot
 
 
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json")
+
+
 def _load_processor(path: str, trust_remote_code: bool):
-    """The checkpoint's processor; without torchvision, its tokenizer and PIL image processor."""
+    """The checkpoint's processor; without torchvision, its tokenizer and PIL image processor.
+
+    A folder with no processor files (a tiny or exported model: tokenizer only) gets its tokenizer and
+    the adapters' family defaults, said in one plain line; transformers' own error text for a missing
+    file (which points at the Hub) goes to the debug log only.
+    """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
-    try:
-        proc = AutoProcessor.from_pretrained(path, **kw)
-        if hasattr(proc, "tokenizer") or hasattr(proc, "convert_tokens_to_ids"):
-            return proc
-    except Exception as err:  # video processors need torchvision; fall back to the parts we use
-        logger.info("AutoProcessor failed for %s (%s); using tokenizer + image processor", path, err)
+    has_files = not os.path.isdir(path) or any(os.path.isfile(os.path.join(path, f)) for f in PROCESSOR_FILES)
+    if has_files:
+        try:
+            proc = AutoProcessor.from_pretrained(path, **kw)
+            if hasattr(proc, "tokenizer") or hasattr(proc, "convert_tokens_to_ids"):
+                return proc
+        except Exception as err:  # video processors need torchvision; fall back to the parts we use
+            logger.debug("AutoProcessor failed for %s (%s); using tokenizer + image processor", path, err)
     tok = AutoTokenizer.from_pretrained(path, **kw)
+    if not has_files:
+        logger.info("%s has no processor files: using its tokenizer and the family's image defaults", path)
+        return tok
     try:
         image_processor = AutoImageProcessor.from_pretrained(path, **kw)
     except Exception as err:
-        logger.info("no image processor in %s (%s); adapters use the family defaults", path, err)
+        logger.info("%s: its image processor does not load here; using the family's image defaults", path)
+        logger.debug("image processor error for %s: %s", path, err)
         return tok
     return ProcessorBundle(tokenizer=tok, image_processor=image_processor)
 

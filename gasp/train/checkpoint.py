@@ -17,6 +17,7 @@ types needed to rebuild it are allowlisted (``_LEGACY_NUMPY``).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -77,14 +78,25 @@ def read_state(state_file: Path) -> dict:
                          "when unpickled. Start from a checkpoint gasp wrote.") from None
 
 
+INPUT_FILE = "gasp_input.json"      # beside the peft files: the input settings the adapter was trained with
+INPUT_KEYS = ("size", "frames_mode", "fps", "prompt")
+
+
+def input_settings(adapter_dir: str | os.PathLike) -> dict | None:
+    """{"model", "size", "frames_mode", "fps", "prompt"} an adapter was trained with; None if it records none."""
+    path = Path(adapter_dir) / INPUT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
                     rng_states: list[dict] | None = None, *, adapter_state: dict | None = None,
-                    optimizer_state: dict | None = None) -> Path:
+                    optimizer_state: dict | None = None, inputs: dict | None = None) -> Path:
     """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's).
 
     A sharded run passes what it gathered: ``adapter_state`` (the peft model's full state dict),
     ``optimizer_state`` (keyed by parameter name), and as ``heads`` an unsharded copy holding the
-    gathered head weights.
+    gathered head weights. ``inputs`` (the model config's input settings) go to adapter/gasp_input.json, so
+    that a probe of the adapter sees frames as training did.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +105,8 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
         # save_embedding_layers=False: the embeddings are not trained, and "auto" makes peft look the
         # base model up online.
         peft_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False, state_dict=adapter_state)
+        if inputs is not None:
+            (tmp / "adapter" / INPUT_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
         if heads is not None:
             heads.save_pretrained(tmp / "heads")
         opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()

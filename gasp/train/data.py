@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from gasp.train.config import TrainConfig
+from gasp.train.preflight import geo_on, lm_on
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,7 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
     """Paths of the training tracks, eval tracks and instruction data; synthetic ones are made once."""
     d = cfg.data
     cache = Path(d.cache) if d.cache else out / "data"
-    geo_on = cfg.loss.corr or cfg.loss.depth
-    lm_on = cfg.loss.lm and (d.lm_ratio > 0 or not geo_on)
+    geo, lm = geo_on(cfg), lm_on(cfg)
     tracks = Path(d.tracks) if d.tracks else cache / "synthetic_train.h5"
     tracks_eval = Path(d.tracks_eval) if d.tracks_eval else cache / "synthetic_eval.h5"
     instruct = Path(d.instruct) if d.instruct else cache / "instruct" / "instruct.json"
@@ -31,14 +31,14 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
             from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
             size = d.synthetic_size
-            if not d.tracks and (geo_on or (lm_on and not d.instruct)) and not tracks.exists():
+            if not d.tracks and (geo or (lm and not d.instruct)) and not tracks.exists():
                 log.info("no data.tracks: rendering %d synthetic training scenes into %s", d.synthetic_scenes, tracks)
                 make_synthetic_file(tracks, d.synthetic_scenes, seed=cfg.run.seed, grid=d.grid, split="train",
                                     config=SyntheticSceneConfig(height=size, width=size, num_frames=d.synthetic_frames))
             if not d.tracks_eval and cfg.run.eval_sequences > 0 and not tracks_eval.exists():
                 make_synthetic_file(tracks_eval, cfg.run.eval_sequences, seed=10_000 + cfg.run.seed, grid=d.grid,
                                     split="eval", config=SyntheticSceneConfig(height=size, width=size, num_frames=26))
-            if lm_on and not d.instruct and not instruct.exists():
+            if lm and not d.instruct and not instruct.exists():
                 from gasp.data.synthetic_instruct import (
                     scenes_from_tracks,
                     write_synthetic_instruct,
@@ -55,5 +55,5 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
                         f"data.instruct is not set, and instruction data cannot be made from {tracks}: {e}. Set "
                         "data.instruct=PATH (LLaVA-Video-178K format, see gasp/data/instruct.py), or train without "
                         "the LM loss (loss.lm=false)") from e
-    return (tracks if geo_on else None, tracks_eval if cfg.run.eval_sequences > 0 else None,
-            instruct if lm_on else None)
+    return (tracks if geo else None, tracks_eval if cfg.run.eval_sequences > 0 else None,
+            instruct if lm else None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from gasp.train.data import prepare_data
 from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
 from gasp.train.geo_stream import GeoStream
 from gasp.train.lm_stream import LMStream, batch_kind
+from gasp.train.preflight import check_inputs, describe_data
 from gasp.train.loader import BatchMaker, MicroBatches, TimedBatches
 
 log = logging.getLogger(__name__)
@@ -95,10 +97,11 @@ def make_accelerator(cfg: TrainConfig):
 
 
 def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict]:
-    from transformers import get_cosine_schedule_with_warmup
-
     from gasp.models import load_model
 
+    check_inputs(cfg, resume)                             # every input, before anything is made or written
+    for line in describe_data(cfg):
+        log.info(line)
     accelerator = make_accelerator(cfg)
     out = Path(cfg.run.out)
     torch.manual_seed(cfg.run.seed)
@@ -134,7 +137,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
         fsdp.shard(gm, adapter.decoder_layers(peft_model), accelerator.device)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
+    scheduler = cosine_with_warmup(optimizer, o.warmup_steps, o.max_steps)
     position = {"step": 0, "micro": 0}
     if resume is not None:
         loader = (lambda st: fsdp.load_optimizer_state(gm, optimizer, st)) if cfg.run.fsdp else None
@@ -155,6 +158,20 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     run = Run(cfg, out, accelerator, prepared, peft_model, heads, processor, adapter, optimizer, scheduler,
               geo, lm, tracks_eval, heads_copy=heads_copy)
     return run, position
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Optimizer step s (0-based) runs at lr * (s + 1) / warmup for s < warmup, then a cosine decay to 0 at total.
+
+    transformers' get_cosine_schedule_with_warmup gives step 0 a factor of 0, so the first step changed
+    nothing and steps 1 and 2 logged the same loss; here the first step already moves.
+    """
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -227,8 +244,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
           progress: Callable[..., Any] | None = None, evaluator: Evaluator | None = None) -> dict[str, Any]:
     """Run (or resume) training; `stop_after` ends early after that step as if interrupted.
 
-    ``evaluator(run, step, final)`` runs every ``run.eval_every`` steps and after the last one (every process
-    calls it; it returns the results on process 0); None evaluates nothing.
+    ``evaluator(run, step, final)`` runs before the first step of a new run (the untrained reference), every
+    ``run.eval_every`` steps and after the last one (every process calls it; it returns the results on
+    process 0); None evaluates nothing.
     """
     run, pos = setup(cfg, resume)
     acc, out = run.accelerator, run.out
@@ -240,6 +258,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     last = min(cfg.optim.max_steps, stop_after or cfg.optim.max_steps)
     bar = progress(total=cfg.optim.max_steps, initial=pos["step"], desc="train",
                    disable=not acc.is_local_main_process) if progress else None
+    if evaluator and pos["step"] == 0:
+        evaluator(run, 0, False)           # the untrained model: what every later evaluation is read against
     batches = micro_batches(run, pos["step"], last)
     t_loop = time.perf_counter()
     for step in range(pos["step"], last):
@@ -328,6 +348,8 @@ def save(run: Run, step: int) -> None:
             heads = run.heads_copy
     if acc.is_main_process:
         micro = step * run.cfg.optim.grad_accum
+        m = run.cfg.model
+        inputs = {"model": m.name, **{k: getattr(m, k) for k in ckpt.INPUT_KEYS}}
         ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, heads, run.optimizer,
-                             run.scheduler, step, micro, rng_states, **extra)
+                             run.scheduler, step, micro, rng_states, inputs=inputs, **extra)
     acc.wait_for_everyone()

@@ -1,0 +1,77 @@
+"""Every input of a training run checked before any work: the model, the data files, and the data and loss
+settings that cannot work together. A refusal is one :class:`InputError` line naming the key and the fix;
+nothing has been rendered, made or written when it is raised.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gasp.train.config import TrainConfig
+
+
+class InputError(ValueError):
+    """A training input that cannot work, found before the run starts."""
+
+
+def geo_on(cfg: TrainConfig) -> bool:
+    return cfg.loss.corr or cfg.loss.depth
+
+
+def lm_on(cfg: TrainConfig) -> bool:
+    """Whether the run has LM batches: the LM loss on, and a share of steps (or no geometric loss at all)."""
+    return cfg.loss.lm and (cfg.data.lm_ratio > 0 or not geo_on(cfg))
+
+
+def _is_synthetic(tracks: str) -> bool:
+    """Whether the first scene of a tracks file was rendered by gasp (synthetic instruction data needs that)."""
+    from tracks.io import TrackReader
+
+    with TrackReader(tracks) as reader:
+        names = reader.scene_names
+        if not names:
+            return False
+        meta = reader.scene_metadata(names[0])
+    return isinstance(meta, dict) and meta.get("generator") == "gasp.synthetic"
+
+
+def check_inputs(cfg: TrainConfig, resume: str | Path | None = None) -> None:
+    """Raise InputError for the first input of ``cfg`` that cannot work; reads configs and file headers only."""
+    from gasp.models.loading import AdapterMismatchError, ModelNotFoundError, UnknownModelError, check_model
+    from tracks.io import TrackFormatError, TrackReader
+
+    try:
+        check_model(cfg.model.name)
+    except (ModelNotFoundError, UnknownModelError, AdapterMismatchError) as e:
+        raise InputError(f"model.name={cfg.model.name}: {e}") from None
+    d = cfg.data
+    for key in ("tracks", "tracks_eval"):
+        path = getattr(d, key)
+        if path:
+            try:
+                TrackReader(path).close()
+            except (FileNotFoundError, TrackFormatError) as e:
+                raise InputError(f"data.{key}={path}: {e}") from None
+    if lm_on(cfg):
+        if d.instruct and not Path(d.instruct).exists():
+            raise InputError(f"data.instruct={d.instruct}: not found (LLaVA-Video-178K JSON/JSONL, gasp/data/instruct.py)")
+        if not d.instruct and d.tracks and not _is_synthetic(d.tracks):
+            raise InputError(
+                f"loss.lm=true needs instruction data: data.instruct is not set, and synthetic instruction data is "
+                f"made only from gasp's own synthetic scenes, not from data.tracks={d.tracks}. Set "
+                "data.instruct=PATH (LLaVA-Video-178K format), or loss.lm=false to train the geometric losses alone")
+    if resume is not None:
+        state = Path(resume)
+        if not (state / "adapter").is_dir():
+            raise InputError(f"--resume {resume}: not a checkpoint folder (OUT/checkpoint-STEP with adapter/ and "
+                             "trainer_state.pt)")
+
+
+def describe_data(cfg: TrainConfig) -> list[str]:
+    """Lines the run logs once about where its data comes from, so nothing synthetic is used silently."""
+    d, lines = cfg.data, []
+    if d.tracks and cfg.run.eval_sequences > 0 and not d.tracks_eval:
+        lines.append(f"evaluation: data.tracks_eval is not set, so the probe runs on {cfg.run.eval_sequences} "
+                     "synthetic scenes, not on your data; set data.tracks_eval=FILE to evaluate on held-out "
+                     "sequences of your own")
+    return lines
+
