@@ -61,16 +61,9 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
         for j, i in enumerate(linear):
             ax.axvspan(i - 0.5, i + 0.5, facecolor="0.88", edgecolor="0.7", hatch="//", lw=0, zorder=0,
                        label="linear attention (not probed)" if j == 0 else None)
-    if linear:
-        spans = [(h, n) for h, n in zip(*ax_rho.get_legend_handles_labels()) if n.startswith("linear attention")]
-        ax_rho.legend(*zip(*spans), loc="upper right", fontsize=7, frameon=True)
     for (name, value), ls in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
         name = "chance (uniform)" if name == "uniform" else name.replace("_", " ")
         ax_pck.axhline(value, color="0.35", lw=1.0, ls=ls, label=f"{name} (no model): {value:.2f}")
-    if references:
-        ax_pck.legend(*[[h for h, n in zip(*ax_pck.get_legend_handles_labels()) if "no model" in n],
-                        [n for n in ax_pck.get_legend_handles_labels()[1] if "no model" in n]],
-                      loc="upper right", fontsize=7, frameon=False)
     delta = results[0].get("delta", 2)
     rope = results[0].get("rope", "post")
     ax_pck.set(xlabel="LLM layer", ylabel=f"PCK@{delta:g} (fraction of visible points)", ylim=(0, 1.02),
@@ -81,7 +74,12 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
     ax_dt.axhline(1, color="0.6", lw=0.8)
     ax_dt.set(xlabel="Δt (source-video frames)", ylabel="Y(Δt) = PCK(Δt) / PCK(1)",
               title="(c) temporal robustness" + (" at peak layer" if dt_mode == "peak" else ", mean over layers"))
+    # one legend, below the panels: a legend inside an axes covers curves or reference lines (the 0.94
+    # "same position" line sits where "upper right" puts it)
     handles, names = ax_dt.get_legend_handles_labels()
+    extra = [(h, n) for h, n in zip(*ax_pck.get_legend_handles_labels()) if "no model" in n]
+    extra += [(h, n) for h, n in zip(*ax_rho.get_legend_handles_labels()) if n.startswith("linear attention")]
+    handles, names = handles + [h for h, _ in extra], names + [n for _, n in extra]
     fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), frameon=False)
     for ax in axes:
         ax.grid(alpha=0.3)

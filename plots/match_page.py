@@ -5,7 +5,8 @@ inline JSON with frames as small JPEG data URIs and arrays as base64 little-endi
 The page draws lines and heatmaps on canvas from those arrays, so one sequence costs its
 thumbnails plus a few bytes per prediction. Stable element ids (for tests and bookmarks):
 ``seq`` (select), ``layer`` (range), ``layer-prev`` / ``layer-next`` (buttons), ``point``
-(select), ``heat`` (checkbox), ``query-canvas`` (click a point), ``frame-<j>`` canvases,
+(select: -2 a readable subset of a dense sequence, -1 all points, else one point), ``show-all`` (button),
+``heat`` (checkbox), ``query-canvas`` (click a point), ``frame-<j>`` canvases,
 ``status`` (what is shown); ``body[data-ready="1"]`` once drawn, ``data-errors`` counts JS errors.
 
 Arrays per sequence (shapes as ``plots/match_data.py``; L is the page's layers):
@@ -47,7 +48,7 @@ def thumb_size(height: int, width: int, most: int) -> tuple[tuple[int, int], flo
     return (max(1, round(height * scale)), max(1, round(width * scale))), scale
 
 
-def sequence_entry(sm: SequenceMatches, layer_idx: Sequence[int], most: int = 224) -> dict:
+def sequence_entry(sm: SequenceMatches, layer_idx: Sequence[int], most: int = 480) -> dict:
     """One sequence of the page's JSON, at the layers ``layer_idx`` (indices into its L axis)."""
     H, W = sm.frames.shape[1:3]
     size, _ = thumb_size(H, W, most)
@@ -70,7 +71,7 @@ def sequence_entry(sm: SequenceMatches, layer_idx: Sequence[int], most: int = 22
 
 
 def page_data(seqs: Sequence[SequenceMatches], layer_idx: Sequence[int], layers: Sequence[int], delta: float,
-              where: dict, title: str, most: int = 224, geometry_png: Path | None = None) -> dict:
+              where: dict, title: str, most: int = 480, geometry_png: Path | None = None) -> dict:
     """Everything the page shows: its layers, delta, pooled categories (``where_summary``), sequences and,
     for a probe run with --depth, the PCK-and-depth figure (``plots/pck_depth.py``) as a data URI."""
     geometry = None

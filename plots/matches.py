@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figures", type=int, default=2,
                    help="draw PNGs for the first N chosen sequences (default 2; all with --sequences); "
                         "the page shows every chosen sequence")
-    p.add_argument("--thumb", type=int, default=224, help="longest side of the page's JPEG frames (default 224)")
+    p.add_argument("--thumb", type=int, default=480, help="longest side of the page's JPEG frames (default 480)")
     a = p.parse_args(argv)
     if a.figures < 0:
         p.error(f"argument --figures: must be >= 0, got {a.figures}")

@@ -56,7 +56,15 @@ def draw_geometry(results: list[dict], labels: list[str], out: str | Path) -> li
     for ax in (ax_pck, ax_d):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend(fontsize=7, frameon=False, loc="upper right")
+    # the legends go below the panels, where they cover no curve or reference line
+    seen, handles, names = set(), [], []
+    for ax in (ax_pck, ax_d):
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in seen:
+                seen.add(n)
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), frameon=False, fontsize=8)
     return save_png_pdf(fig, out)
 
 

@@ -141,18 +141,19 @@ def test_page_in_a_headless_browser(explored, tmp_path):
         d.get((out / "matches" / "index.html").as_uri())
         WebDriverWait(d, 10).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
         status = lambda: d.find_element("id", "status").text      # noqa: E731
-        assert status().startswith("sequence 1/2") and "layer 0 · all points" in status()
+        assert status().startswith("sequence 1/2") and re.search(r"layer 0 · all \d+ points", status())
         Select(d.find_element("id", "seq")).select_by_index(1)
         assert status().startswith(f"sequence 2/2: {keys[1]}")
         assert len(d.find_elements("css selector", "canvas.frame")) == len(done[keys[1]]["arrays"]["frame_ids"]) - 1
         d.find_element("id", "layer-next").click()
-        assert "layer 1 · all points" in status() and d.find_element("id", "layer-label").text == "L1"
+        assert re.search(r"layer 1 · all \d+ points", status()) and d.find_element("id", "layer-label").text == "L1"
         a = done[keys[1]]["arrays"]
         point = int(a["sim_points"][1])
         # click the query canvas where the page draws the point (canvas px -> CSS px offset from its centre)
-        cx, cy, cw, ch = d.execute_script(
-            "const s = D.sequences[1], c = $('query-canvas'), [x, y] = gtAt(s, s.query, arguments[0]);"
-            "return [px(s, x), px(s, y), c.width, c.height];", point)
+        cx, cy, cw, ch = d.execute_script(       # CSS px: the canvas is drawn at its grid cell's width
+            "const s = D.sequences[1], c = $('query-canvas'), [x, y] = gtAt(s, s.query, arguments[0]),"
+            " r = c.getBoundingClientRect(), k = r.width / c.width;"
+            "return [px(s, x) * k, px(s, y) * k, r.width, r.height];", point)
         canvas = d.find_element("id", "query-canvas")
         ActionChains(d).move_to_element_with_offset(canvas, round(cx - cw / 2), round(cy - ch / 2)).click().perform()
         assert f"layer 1 · point {point} · " in status() and "heatmap stored" in status()
@@ -173,3 +174,58 @@ def test_page_in_a_headless_browser(explored, tmp_path):
         assert not [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         d.quit()
+
+
+def test_a_dense_sequence_opens_readable_and_frames_fill_the_page(tmp_path):
+    """Friction item 12 at a real stereo pair's point count (508 there; 529 here): the page opens on a spread-out
+    subset, all points are one click away, and the frames fill the page instead of 210-px thumbnails."""
+    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+    tracks, out = tmp_path / "dense.h5", tmp_path / "probe"
+    make_synthetic_file(tracks, 1, seed=3, config=SyntheticSceneConfig(height=224, width=224, num_frames=26), grid=23,
+                        split="eval")
+    run(PCK, "--tracks", tracks, "--out", out, "--size", "224", "224")
+    run(MATCHES, out, "--layers", "0")
+    d = _browser()
+    try:
+        d.get((out / "matches" / "index.html").as_uri())
+        WebDriverWait = __import__("selenium.webdriver.support.ui", fromlist=["WebDriverWait"]).WebDriverWait
+        WebDriverWait(d, 10).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+        status = lambda: d.find_element("id", "status").text      # noqa: E731
+        n = int(re.search(r"of (\d+) points \(a readable subset\)", status()).group(1))
+        shown = int(re.search(r"· (\d+) of", status()).group(1))
+        assert n > 500 and 10 <= shown <= 49, status()
+        page_w = d.execute_script("return document.documentElement.clientWidth")
+        widths = d.execute_script("return [...document.querySelectorAll('canvas')].map(c => c.getBoundingClientRect()"
+                                  ".width)")
+        assert min(widths) > 0.25 * page_w and sum(widths) > 0.9 * page_w, (widths, page_w)
+        d.save_screenshot(str(tmp_path / "subset.png"))
+        d.find_element("id", "show-all").click()
+        assert f"all {n} points" in status() and not d.find_element("id", "show-all").is_displayed()
+        d.save_screenshot(str(tmp_path / "all.png"))
+        assert d.execute_script("return document.body.dataset.errors") == "0"
+    finally:
+        d.quit()
+
+
+def test_figure_legends_never_sit_on_the_axes(tmp_path, monkeypatch):
+    """Figure 3 and the PCK-and-depth figure keep their legends below the panels (the 0.94 same-position line
+    was hidden under an upper-right legend)."""
+    import plots.figure3 as f3
+    import plots.pck_depth as pd
+
+    figs = []
+    monkeypatch.setattr(f3, "save_png_pdf", lambda fig, out: figs.append(fig) or [out])
+    monkeypatch.setattr(pd, "save_png_pdf", lambda fig, out: figs.append(fig) or [out])
+    res = {"layers": [0, 1], "pck_mean": [0.1, 0.2], "pck_std": [0.0, 0.1], "rho": [0.1, 0.0], "dt": [1, 2],
+           "dt_norm": [[1.0, 0.9], [1.0, 0.8]], "delta": 2.0, "linear_attention_layers": [1],
+           "references": {"uniform": 0.05, "same_position": 0.94},
+           "depth": {"layers": [-1, 0, 1], "num_eval_images": 4,
+                     "scale_shift": {"delta_1.25": [0.3, 0.4, 0.5]}, "metric": {"delta_1.25": [0.2, 0.3, 0.3]},
+                     "references": {k: {"scale_shift": {"delta_1.25": 0.2}} for k in ("pixels", "constant")}}}
+    f3.draw_figure3([res, res], ["a", "b"], tmp_path / "f.png", references=res["references"])
+    pd.draw_geometry([res], ["a"], tmp_path / "g.png")
+    for fig in figs:
+        assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    labels = [t.get_text() for t in figs[0].legends[0].get_texts()]
+    assert any("same position" in t for t in labels) and any("linear attention" in t for t in labels)
