@@ -87,6 +87,7 @@ def _render(path, **env):
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file() or platform.machine() != "x86_64",
                     reason="OpenBLAS's x86-64 kernels are the point; this machine is not x86-64 Linux")
+@pytest.mark.slow
 def test_a_rerender_under_another_cpus_blas_kernel_has_the_same_content(tmp_path):
     """OpenBLAS picks its kernel by CPU (the renderer's small float32 products go through it); Haswell's is the one
     an AVX2-only x86-64 machine runs. On an AVX-512 machine the bytes differ and the content still agrees."""

@@ -141,6 +141,7 @@ def rendered():
     return render_scene(5, SyntheticSceneConfig(height=96, width=128, num_frames=10))
 
 
+@pytest.mark.slow
 def test_dl3dv_metric_depth_is_refused_by_the_multiview_check(tmp_path, rendered, capsys):
     ok = load_dl3dv_scene(*write_dl3dv(tmp_path / "ok", rendered, 1.0))
     c = ok.metadata["depth_alignment"]

@@ -285,6 +285,7 @@ def test_resume_rebuilds_the_depth_probe_without_new_pck_records(depth_run):
     assert sorted(read_finished(Path(cfg.out))) == sorted(before)
 
 
+@pytest.mark.slow
 def test_match_page_shows_the_geometry_figure(depth_run, tmp_path):
     import argparse
 
@@ -312,6 +313,7 @@ def test_match_page_shows_the_geometry_figure(depth_run, tmp_path):
         d.quit()
 
 
+@pytest.mark.slow
 def test_compare_overlays_the_geometry_of_several_models(depth_run, tmp_path):
     from gasp_cli.compare import compare
 

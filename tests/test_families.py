@@ -31,6 +31,7 @@ def _script(name: str):
     return importlib.import_module(f"gasp_cli.{ {'train_gasp': 'train'}.get(name, name) }")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILY_CASES))
 def test_probe_cli_writes_one_entry_per_probed_layer(tmp_path, name):
     from gasp_cli import probe as pck
@@ -104,6 +105,7 @@ def test_qwen3_5_partial_rotary_leaves_three_quarters_of_the_head_unrotated():
         assert (a[..., :rot] - b[..., :rot]).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILY_CASES))
 def test_ten_step_training_and_stock_peft_load(tmp_path, name):
     from peft import PeftModel

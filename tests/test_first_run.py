@@ -22,6 +22,7 @@ def _launch(*args):
     ("optim.max_steps=-1", "optim.max_steps must be >= 1, got -1"),
     ("optim.no_such_key=1", "optim.no_such_key"),
 ])
+@pytest.mark.slow
 def test_a_bad_override_under_accelerate_launch_ends_the_output(override, message):
     r = _launch(override)
     assert r.returncode != 0
@@ -31,6 +32,7 @@ def test_a_bad_override_under_accelerate_launch_ends_the_output(override, messag
     assert "had defaults used instead" not in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_tiny_training_under_the_shipped_accelerate_config(tmp_path):
     r = _launch(f"run.out={tmp_path}", "optim.max_steps=6", "run.eval_every=3", "data.synthetic_scenes=2")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -108,6 +110,7 @@ def test_the_trainer_refuses_bad_input_at_once_and_leaves_nothing(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_own_tracks_train_with_the_lm_loss_off_and_say_where_evaluation_runs(tmp_path, caplog):
     """The README recipe for your own tracks: loss.lm=false (no instruction data), data.tracks_eval for evaluation."""
     import logging
@@ -127,6 +130,7 @@ def test_own_tracks_train_with_the_lm_loss_off_and_say_where_evaluation_runs(tmp
     assert (tmp_path / "b" / "checkpoint-2" / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_trained_adapter_is_probed_at_its_training_input_settings(tmp_path, capsys, caplog):
     """Friction item 2: the adapter records size, frames mode and fps; the probe uses them unless told otherwise,
     says so, and warns on an explicit mismatch (a 112-px adapter probed at 448 px scored chance)."""

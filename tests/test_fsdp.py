@@ -56,6 +56,7 @@ def _weights(ck, part):
     return load_file(str(ck / name))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", ["adapter", "heads"])
 def test_fsdp_matches_ddp(runs, part):
     a, b = _weights(runs / "ddp" / "checkpoint-4", part), _weights(runs / "fsdp" / "checkpoint-4", part)
@@ -69,6 +70,7 @@ def test_fsdp_matches_ddp(runs, part):
     assert [r["loss"] for r in ma] == pytest.approx([r["loss"] for r in mb], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_fsdp_resume_is_exact(runs):
     assert _metrics(runs / "resumed") == _metrics(runs / "fsdp")[2:]          # steps 3 and 4, exactly
     a, b = _weights(runs / "fsdp" / "checkpoint-4", "adapter"), _weights(runs / "resumed" / "checkpoint-4", "adapter")
@@ -80,6 +82,7 @@ def test_fsdp_resume_is_exact(runs):
     assert all(v["exp_avg"].shape == v["exp_avg_sq"].shape for v in state["optimizer"]["state"].values())
 
 
+@pytest.mark.slow
 def test_fsdp_adapter_loads_with_stock_peft_and_evaluates(runs):
     from peft import PeftModel
 

@@ -41,6 +41,7 @@ def tiny_run(tmp_path_factory):
     return r, json.loads(out.read_text()) if out.exists() else None
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_section(tiny_run):
     r, res = tiny_run
     assert r.returncode == 0, r.stderr[-3000:]
@@ -63,6 +64,7 @@ def test_tiny_run_writes_every_section(tiny_run):
     assert res["train"]["activation_checkpointing"] and res["train"]["trainable_params"]["heads"] > 0
 
 
+@pytest.mark.slow
 def test_tiny_qk_matches_eager_within_the_stated_tolerance(tiny_run):
     qk = tiny_run[1]["qk_eager"]
     assert qk["pass"] and qk["dtype"] == "bfloat16" and qk["layers"] == [0, 1]
@@ -90,6 +92,7 @@ def test_7b_sizes_give_the_checkpoint_on_the_meta_device():
     assert sizes["text"]["rope_parameters"]["mrope_section"] == [16, 24, 24] and sizes["vision"]["hidden_size"] == 1280
 
 
+@pytest.mark.slow
 def test_without_a_gpu_it_exits_2_with_a_clear_message(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", str(tmp_path / "x.json")],
                        capture_output=True, text=True, env={**ENV, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)

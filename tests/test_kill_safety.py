@@ -57,6 +57,7 @@ def _probe_arrays(out: Path) -> dict:
         return {k: {d: f[k][d][()] for d in f[k]} for k in f}
 
 
+@pytest.mark.slow
 def test_probe_killed_mid_run_reruns_to_identical_results(tmp_path, tracks):
     pck = [sys.executable, str(ROOT / "probes" / "pck.py"), "--tracks", str(tracks)]
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -90,6 +91,7 @@ def train_tracks(tmp_path_factory):
     return d / "train.h5"
 
 
+@pytest.mark.slow
 def test_trainer_killed_between_checkpoints_resumes_to_identical_results(tmp_path, train_tracks):
     def cmd(out, *extra):
         return [sys.executable, str(ROOT / "scripts" / "train_gasp.py"), *extra, f"data.tracks={train_tracks}",

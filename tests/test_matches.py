@@ -72,6 +72,7 @@ def explored(tmp_path_factory):
     return out, p, time.perf_counter() - t
 
 
+@pytest.mark.slow
 def test_explorer_end_to_end(explored):
     out, p, seconds = explored
     dest = out / "matches"
@@ -97,6 +98,7 @@ def test_explorer_end_to_end(explored):
     assert html.count("data:image/jpeg;base64,") == sum(len(r["arrays"]["frame_ids"]) for r in done.values())
 
 
+@pytest.mark.slow
 def test_explorer_names_what_is_wrong(explored, tmp_path):
     out = explored[0]
     p = run(MATCHES, out, "--layers", "9", "--dest", tmp_path / "d", check=False)
@@ -129,6 +131,7 @@ def _browser():
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
+@pytest.mark.slow
 def test_page_in_a_headless_browser(explored, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -176,6 +179,7 @@ def test_page_in_a_headless_browser(explored, tmp_path):
         d.quit()
 
 
+@pytest.mark.slow
 def test_a_dense_sequence_opens_readable_and_frames_fill_the_page(tmp_path):
     """Friction item 12 at a real stereo pair's point count (508 there; 529 here): the page opens on a spread-out
     subset, all points are one click away, and the frames fill the page instead of 210-px thumbnails."""

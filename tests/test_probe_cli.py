@@ -59,6 +59,7 @@ def numbers(out: Path) -> dict:
     return {k: res[k] for k in NUMBERS}
 
 
+@pytest.mark.slow
 def test_embedded_default_writes_results(tmp_path):
     out = tmp_path / "run"
     p = run("--max-sequences", "2", "--synthetic-scenes", "2", "--synthetic-size", "112", "--out", str(out))
@@ -79,6 +80,7 @@ def test_embedded_default_writes_results(tmp_path):
         f"uniform {refs['uniform']:.3f}, same position {refs['same_position']:.3f})" in p.stdout, p.stdout
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_results(tmp_path, tracks_file, full_probe):
     full, part = full_probe, tmp_path / "part"
     run("--tracks", str(tracks_file), "--out", str(part), "--max-sequences", "1")
@@ -89,6 +91,7 @@ def test_resume_gives_identical_results(tmp_path, tracks_file, full_probe):
     assert numbers(full) == numbers(part)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_probe(tmp_path, tracks_file, capsys):
     out = tmp_path / "run"
     run("--tracks", str(tracks_file), "--out", str(out), "--max-sequences", "1")
@@ -98,6 +101,7 @@ def test_resume_refuses_a_different_probe(tmp_path, tracks_file, capsys):
         assert len(f) == 1
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tracks_file, full_probe):
     one, two = full_probe, tmp_path / "two"
     launcher = shutil.which("accelerate")
@@ -132,6 +136,7 @@ def test_bad_model_fails_before_rendering(tmp_path, capsys, monkeypatch):
     assert not out.exists() and not cache.exists()              # nothing rendered, nothing half-written
 
 
+@pytest.mark.slow
 def test_default_tracks_are_cached_outside_out(tmp_path):
     cache = tmp_path / "cache"
     args = ("--max-sequences", "1", "--synthetic-scenes", "1", "--synthetic-size", "112")
@@ -154,6 +159,7 @@ def test_bad_number_names_its_argument(arg, value, capsys):
     assert not any(o in err.splitlines()[-1] for o in others)
 
 
+@pytest.mark.slow
 def test_match_records_agree_with_the_metrics(tmp_path, tracks_file):
     """results.h5 stores what plots/matches.py draws: predictions, similarity maps and the references."""
     import torch
@@ -192,6 +198,7 @@ def test_match_records_agree_with_the_metrics(tmp_path, tracks_file):
     assert res["references"] == pytest.approx(dict(zip(("uniform", "same_position"), refs)))
 
 
+@pytest.mark.slow
 def test_several_thresholds_and_the_peer_matching_convention(tmp_path, tracks_file, capsys):
     """--delta 1,2,4 gives one curve per threshold, each equal to a probe run at that threshold alone."""
     common = ("--tracks", str(tracks_file), "--match", "softmax-mean", "--bidirectional")
@@ -227,6 +234,7 @@ def test_frames_too_small_for_a_token(tmp_path, capsys):
     assert rc == 2 and "smaller than one" in err
 
 
+@pytest.mark.slow
 def test_sequence_without_visible_points_is_skipped(tmp_path, tracks_file):
     path = tmp_path / "vis.h5"
     shutil.copy(tracks_file, path)

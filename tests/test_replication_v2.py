@@ -204,6 +204,7 @@ def _lora_grad(run, layer, proj):
     return 0.0 if g is None else float(g.abs().sum())
 
 
+@pytest.mark.slow
 def test_only_head_pairs_on_qk_reach_the_last_layers_q_and_k(tmp_path):
     """The design reason for arm E: C's heads read q_proj's input, so no loss reaches the last layer's
     q_proj/k_proj; E's heads read that layer's Q and K, so its loss does."""

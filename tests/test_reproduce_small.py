@@ -92,6 +92,7 @@ def test_summarize_arm_is_mean_and_std_over_seeds():
     assert "| arm A | 0.75 ± 0.25" in table and "arm A — blind (grey video)" in table and "| chance |" in table
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_results_figure_and_table(tmp_path):
     from experiments import reproduce_small
 

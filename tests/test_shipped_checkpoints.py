@@ -37,6 +37,7 @@ def test_shipped_checkpoints_are_small_safetensors_with_a_manifest():
 SUBSET, TOLERANCE = 10, 0.02
 
 
+@pytest.mark.slow
 def test_reprobing_reproduces_the_reported_pck_of_each_sequence(tmp_path, caplog, capsys):
     from gasp_cli import demo
 

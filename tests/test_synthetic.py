@@ -258,6 +258,7 @@ def check_file(path, num_scenes, split):
             assert_consistent(seq.frames, seq.depth, seq.tracks, seq.visible, seq.track_depth)
 
 
+@pytest.mark.slow
 def test_make_synthetic_file_end_to_end(tmp_path):
     cfg = SyntheticSceneConfig(height=88, width=88, num_frames=28)
     keys = make_synthetic_file(tmp_path / "s.h5", 4, seed=1, config=cfg, grid=8)

@@ -89,6 +89,7 @@ def _metrics(out):
     return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_corr_loss_decreases(tracks, tmp_path):
     from gasp.train.recipe import train
 
@@ -101,6 +102,7 @@ def test_corr_loss_decreases(tracks, tmp_path):
     assert last < 0.8 * first, (first, last)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tracks, tmp_path):
     from gasp.train.recipe import train
 
@@ -114,6 +116,7 @@ def test_resume_equals_uninterrupted_run(tracks, tmp_path):
     assert (tmp_path / "cut" / "checkpoint-6" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_resume_runs_on_the_thread_count_the_checkpoint_was_saved_with(tracks, tmp_path):
     from gasp.train.checkpoint import STATE_NAME
     from gasp.train.recipe import train
@@ -179,6 +182,7 @@ def test_too_few_frames_is_a_clear_error(tracks, tmp_path):
         setup(_cfg(tracks, tmp_path, "data.min_frames=20", "data.max_frames=24"))
 
 
+@pytest.mark.slow
 def test_two_process_run_keeps_weights_in_sync(tracks, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -312,6 +316,7 @@ def test_geo_stream_reads_only_the_sampled_frames_and_matches_whole_scene_indexi
         assert n_read == len(seq.frame_index) < scene.num_frames
 
 
+@pytest.mark.slow
 def test_two_process_resume_restores_every_ranks_rng(tracks, tmp_path):
     """With LoRA dropout the RNG matters; each rank must get its own state back on resume."""
     import torch
@@ -364,6 +369,7 @@ def test_lora_wrap_and_checkpointing_raise_no_deprecation_warning(tracks, tmp_pa
         apply_lora(base, str(tmp_path / "adapter"), "tiny-qwen2.5-vl")
 
 
+@pytest.mark.slow
 def test_workers_prepare_the_same_batches_and_resume_exactly(tracks, tmp_path):
     """Issue 11: DataLoader workers change when batches are made, never which (LM and geo batches, dropout on)."""
     from gasp.train.recipe import train

@@ -98,6 +98,7 @@ def test_predictions_map_back_to_the_source_frames(tmp_path, W, H, mode):
     np.testing.assert_array_equal(same.depth, scene.depth)
 
 
+@pytest.mark.slow
 def test_converted_tracks_follow_the_true_geometry_and_low_confidence_is_unknown(tmp_path):
     truth = make_predictions(tmp_path, 160, 200, "crop", batch=True)             # with VGGT's batch axis
     out = tmp_path / "v.h5"
