@@ -72,13 +72,6 @@ def pixels_to_tokens(xy: torch.Tensor, token_size: float | tuple[float, float]) 
     return (xy.to(torch.float64) + 0.5) / size - 0.5
 
 
-def expand_kv_heads(k: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(Hkv, ...) -> (H, ...): query head h gets KV head h // (H / Hkv)."""
-    hkv = k.shape[0]
-    if num_heads % hkv:
-        raise ValueError(f"{num_heads} query heads are not a multiple of {hkv} KV heads")
-    return k.repeat_interleave(num_heads // hkv, dim=0)
-
 
 def _group_queries(q: torch.Tensor, hkv: int) -> torch.Tensor:
     """(H, N, D) -> (Hkv, G, N, D): group query heads by the KV head they attend with."""
@@ -174,21 +167,6 @@ def reverse_map(q_other: torch.Tensor, k_query: torch.Tensor, tokens: torch.Tens
     return torch.stack(rows).transpose(1, 2)
 
 
-def match_frames(
-    q: torch.Tensor, k: torch.Tensor, heads: HeadsMode = "mean", scale: float | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted token and confidence for each query descriptor in each key frame (eq. 10-11, 13).
-
-    q: (H, N, D) frame-1 queries at the query points' tokens; k: (Hkv, F, h, w, D).
-    Returns pred_rc (F, N, 2) long (row, col) — (H, F, N, 2) for "per-head" — and
-    conf (F, N) float32.
-    """
-    hkv, f, h, w, d = k.shape
-    kf = k.reshape(hkv, f, h * w, d).float()                       # (Hkv, F, P, D)
-    idx = similarity(q, kf, heads).argmax(-1)                      # (F, N) or (H, F, N)
-    pred_rc = torch.stack((idx // w, idx % w), dim=-1)
-    return pred_rc, confidence(q, kf, scale)
-
 
 def within_delta(pred_rc: torch.Tensor, gt_xy: torch.Tensor, delta: float = 2.0) -> torch.Tensor:
     """Bool (...): Euclidean distance between pred (row, col) and gt token (x, y) <= delta."""
@@ -253,10 +231,6 @@ def dt_counts(
     total = torch.einsum("fn,fnt->t", v, onehot).expand(hits.shape)
     return hits, total
 
-
-def dt_pck(correct: torch.Tensor, valid: torch.Tensor, dt: torch.Tensor, dts: Sequence[int]) -> torch.Tensor:
-    """PCK per Delta-t (..., T), NaN where a bin has no valid prediction."""
-    return _ratio(*dt_counts(correct, valid, dt, dts))
 
 
 def dt_normalize(pck_dt: torch.Tensor, dts: Sequence[int]) -> torch.Tensor:

@@ -12,6 +12,11 @@ from probes import metrics as M
 TS = 28.0  # token size in pixels
 
 
+def expand_kv(k: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(Hkv, ...) -> (H, ...): query head h attends with KV head h // (H / Hkv), as transformers' repeat_kv."""
+    return k.repeat_interleave(num_heads // k.shape[0], dim=0)
+
+
 def token_centres_px(h, w):
     """(h*w, 2) pixel x, y at every token centre, row-major."""
     r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -37,7 +42,7 @@ def random_kv(hkv=2, f=3, h=4, w=6, d=8, seed=0):
 def test_identical_descriptors_give_pck_one(heads):
     h, w, f = 4, 6, 3
     k = random_kv(f=1, h=h, w=w).expand(-1, f, -1, -1, -1).contiguous()  # every frame identical
-    q = M.expand_kv_heads(k, 4)                                          # q == repeat_kv(k)
+    q = expand_kv(k, 4)                                          # q == repeat_kv(k)
     tracks = token_centres_px(h, w).float().expand(f, -1, -1)            # identity ground truth
     visible = torch.ones(f, h * w, dtype=torch.bool)
     res = M.evaluate_layer(q, k, tracks, visible, TS, heads=heads)
@@ -48,7 +53,7 @@ def test_identical_descriptors_give_pck_one(heads):
 def test_query_reads_the_token_containing_the_point():
     h, w = 3, 5
     k = random_kv(f=1, h=h, w=w).expand(-1, 2, -1, -1, -1).contiguous()
-    q = M.expand_kv_heads(k, 2)
+    q = expand_kv(k, 2)
     centres = token_centres_px(h, w)
     # query pixels at the first and last pixel centres inside each token's box
     first = centres - (TS / 2 - 0.5) + 0.1
@@ -64,7 +69,7 @@ def test_shifted_descriptors_give_predictable_pck():
     base = random_kv(f=1, h=h, w=w)[:, 0]                               # (Hkv, h, w, D)
     shifts = [0, 3, 1]                                                   # frame 0 is the query frame
     k = torch.stack([base.roll(s, dims=2) for s in shifts], 1)          # content of col c moves to (c+s) % w
-    q = M.expand_kv_heads(k, hq)
+    q = expand_kv(k, hq)
     px = token_centres_px(h, w)
     tracks = torch.stack([px + torch.tensor([s * TS, 0.0], dtype=torch.float64) for s in shifts]).float()
     visible = torch.ones(3, h * w, dtype=torch.bool)                    # off-grid gt left "visible" on purpose
@@ -102,7 +107,7 @@ def test_invisible_points_excluded():
 def test_evaluate_layer_visibility_rules():
     h, w = 4, 6
     k = random_kv(f=1, h=h, w=w).expand(-1, 3, -1, -1, -1).contiguous()
-    q = M.expand_kv_heads(k, 2)
+    q = expand_kv(k, 2)
     tracks = token_centres_px(h, w).float().expand(3, -1, -1).clone()
     visible = torch.ones(3, h * w, dtype=torch.bool)
     visible[1, 0] = False            # hidden in query frame 1 -> excluded in every frame
@@ -143,7 +148,7 @@ def test_gqa_mapping_matches_explicit_repeat_kv():
     kc = k_rep.permute(1, 2, 0, 3).reshape(3, 7, -1).double()           # (F, P, H*D)
     concat = torch.einsum("nd,fpd->fnp", qc, kc) / (qc.norm(dim=-1)[None, :, None] * kc.norm(dim=-1)[:, None, :])
     assert torch.allclose(M.similarity(q, k, "concat").double(), concat, atol=1e-6)
-    assert torch.equal(M.expand_kv_heads(k, 6), k_rep)
+    assert torch.equal(expand_kv(k, 6), k_rep)                          # the tests' helper is repeat_kv
 
 
 def test_heads_modes_on_constructed_input():
@@ -156,11 +161,10 @@ def test_heads_modes_on_constructed_input():
     sim_cat = M.similarity(q, k.reshape(2, 1, 2, 2), "concat")
     assert torch.allclose(sim_mean, torch.tensor([[[0.5, 0.6]]]))
     assert torch.allclose(sim_cat, torch.tensor([[[10 / math.sqrt(2 * 101), 0.6]]]))  # A wins by its norm
-    pred_mean, _ = M.match_frames(q, k, "mean")
-    pred_cat, _ = M.match_frames(q, k, "concat")
-    pred_head, conf = M.match_frames(q, k, "per-head")
-    assert pred_mean[0, 0].tolist() == [0, 1] and pred_cat[0, 0].tolist() == [0, 0]
-    assert pred_head[:, 0, 0].tolist() == [[0, 0], [0, 1]]              # head 0 -> A, head 1 -> B
+    kf = k.reshape(2, 1, 2, 2)                                           # the probe's argmax over frame k's tokens
+    assert sim_mean.argmax(-1)[0, 0] == 1 and sim_cat.argmax(-1)[0, 0] == 0
+    assert M.similarity(q, kf, "per-head").argmax(-1)[:, 0, 0].tolist() == [0, 1]   # head 0 -> A, head 1 -> B
+    conf = M.confidence(q, kf)
     s = 1 / math.sqrt(2)
     p0 = torch.softmax(torch.tensor([10.0, 0.6]) * s, 0).max()
     p1 = torch.softmax(torch.tensor([0.0, 0.6]) * s, 0).max()
@@ -197,7 +201,7 @@ def test_dt_aggregation_by_hand():
                             [[0, 0], [1, 0], [1, 1]]], dtype=torch.bool)  # (L=2, F'=3, N=2)
     valid = torch.tensor([[True, True], [True, False], [True, True]])
     dt = torch.tensor([1, 2, 1])
-    out = M.dt_pck(correct, valid, dt, [1, 2, 3])
+    out = M._ratio(*M.dt_counts(correct, valid, dt, [1, 2, 3]))
     # layer 0: dt=1 -> frames 0, 2: hits 1 of 4; dt=2 -> frame 1: 1 of 1; dt=3: none
     # layer 1: dt=1 -> 0 + 2 of 4;              dt=2 -> 1 of 1
     expected = torch.tensor([[0.25, 1.0, float("nan")], [0.5, 1.0, float("nan")]], dtype=torch.float64)
@@ -243,7 +247,7 @@ def test_summarize_by_hand():
 def test_summarize_per_head_adds_head_axis():
     h, w = 3, 4
     k = random_kv(f=1, h=h, w=w).expand(-1, 2, -1, -1, -1).contiguous()
-    q = M.expand_kv_heads(k, 4)
+    q = expand_kv(k, 4)
     tracks = token_centres_px(h, w).float().expand(2, -1, -1)
     res = M.evaluate_layer(q, k, tracks, torch.ones(2, h * w, dtype=torch.bool), TS,
                            frame_index=torch.tensor([0, 3]), heads="per-head")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tracks.sampling import SamplingError, eval_frames, eval_offsets, sample_train_frames, split_scenes
+from tracks.sampling import SamplingError, eval_frames, eval_offsets, sample_train_frames
 
 
 def test_train_sampler_statistics():
@@ -53,13 +53,3 @@ def test_eval_frames_layout():
         assert np.array_equal(np.sort(np.abs(ids[1:] - ids[0])), eval_offsets(s))
     with pytest.raises(SamplingError, match="at least max_dt"):
         eval_frames(20, rng)
-
-
-def test_split_is_by_scene_and_stable():
-    names = [f"scene{i}" for i in range(400)]
-    a = split_scenes(names, 0.1, 0.2, seed=0)
-    assert sorted(sum(a.values(), [])) == sorted(names)
-    assert not set(a["train"]) & set(a["test"]) and not set(a["val"]) & set(a["test"])
-    assert 0.1 < len(a["test"]) / 400 < 0.3
-    b = split_scenes(names[:150], 0.1, 0.2, seed=0)            # membership does not depend on the others
-    assert set(b["test"]) == set(a["test"]) & set(names[:150])

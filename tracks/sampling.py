@@ -15,9 +15,7 @@ go forward in time when the video has room after the query frame, else backward.
 """
 from __future__ import annotations
 
-import hashlib
 import zlib
-from typing import Iterable
 
 import numpy as np
 
@@ -73,27 +71,6 @@ def eval_frames(num_frames: int, rng: np.random.Generator, n_frames: int = 8, ma
     if sign < 0 and t_q - max_dt < 0:
         t_q = num_frames - 1
     return np.concatenate([[t_q], t_q + sign * offsets]).astype(np.int64)
-
-
-def _unit_hash(name: str, seed: int) -> float:
-    h = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(h[:8], "little") / 2**64
-
-
-def split_scenes(names: Iterable[str], val_frac: float = 0.1, test_frac: float = 0.1,
-                 seed: int = 0) -> dict[str, list[str]]:
-    """Split scene names into train/val/test by a seeded hash of each name.
-
-    A scene's split depends only on its name and the seed, never on which other
-    scenes are present, so sequences of one scene never cross splits.
-    """
-    if val_frac < 0 or test_frac < 0 or val_frac + test_frac >= 1:
-        raise ValueError(f"need val_frac, test_frac >= 0 with sum < 1, got {val_frac}, {test_frac}")
-    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for name in sorted(set(names)):
-        u = _unit_hash(name, seed)
-        out["test" if u < test_frac else "val" if u < test_frac + val_frac else "train"].append(name)
-    return out
 
 
 def plan_sequences(num_frames: int, scene_name: str, frames: str = "sampled", split: str = "train",

@@ -19,88 +19,28 @@ import os
 
 import torch
 
-from gasp.models.tiny_common import (
-    FAMILIES, TINY_VOCAB_SIZE, build_tiny_tokenizer, check_keys, check_special_ids, family, qwen_rope,
-    split_overrides, text_kwargs, token_ids,
-)
+# each family module registers its tiny model(s) on import, in this order (TINY_NAMES lists them so)
+from gasp.models import tiny_qwen  # noqa: F401  tiny-qwen2-vl, tiny-qwen2.5-vl, tiny-qwen3-vl
+from gasp.models import tiny_llava_video  # noqa: F401  tiny-llava-next-video, tiny-llava-onevision
 from gasp.models import tiny_qwen3_5  # noqa: F401
 from gasp.models import tiny_internvl  # noqa: F401
-from gasp.models import tiny_gemma3  # noqa: F401,E402  registers tiny-gemma3
-from gasp.models import tiny_paligemma  # noqa: F401,E402  registers tiny-paligemma
-from gasp.models import tiny_llava  # noqa: F401,E402  registers tiny-llava
-from gasp.models import tiny_smolvlm  # noqa: F401,E402  registers tiny-smolvlm
+from gasp.models import tiny_gemma3  # noqa: F401
+from gasp.models import tiny_paligemma  # noqa: F401
+from gasp.models import tiny_llava  # noqa: F401
+from gasp.models import tiny_smolvlm  # noqa: F401
+from gasp.models.tiny_common import FAMILIES, build_tiny_tokenizer, check_special_ids, family, split_overrides, text_kwargs
 
 logger = logging.getLogger(__name__)
 
-# family modules register themselves on import (one file per family added since; see tiny_common.register_tiny)
 TINY_NAMES: tuple[str, ...] = tuple(FAMILIES)
 
 
 def build_tiny_config(name: str, tokenizer=None, **overrides):
-    """The tiny config for `name` (see module docstring for `overrides`)."""
-    from transformers import (
-        LlavaNextVideoConfig, LlavaOnevisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig,
-    )
-
+    """The tiny config for `name` (see module docstring for `overrides`), from its family module's builder."""
     fam = family(name)
     tok = tokenizer if tokenizer is not None else build_tiny_tokenizer(name)
     text_o, vision_o, top_o = split_overrides(overrides)
-    text = {**text_kwargs(tok), **text_o}
-    hidden, heads = text["hidden_size"], text["num_attention_heads"]
-    mt = fam.model_type
-    if fam.make_config is not None:                       # a family module's builder
-        cfg = fam.make_config(tok, text, vision_o, top_o)
-        check_special_ids(cfg, tok)
-        return cfg
-
-    if mt in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
-        vs, ve, ip, vp = token_ids(tok, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-        ids = dict(vision_start_token_id=vs, vision_end_token_id=ve, image_token_id=ip, video_token_id=vp)
-        if mt == "qwen3_vl":
-            head_dim = text.get("head_dim", hidden // heads)
-            text.setdefault("head_dim", head_dim)
-            text.setdefault("rope_parameters", qwen_rope(head_dim, 5e5, interleaved=True))
-            vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, patch_size=16,
-                          out_hidden_size=hidden, num_position_embeddings=64, deepstack_visual_indexes=[0])
-            cls = Qwen3VLConfig
-        elif mt == "qwen2_5_vl":
-            text.setdefault("rope_parameters", qwen_rope(hidden // heads, 1e6))
-            vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=hidden,
-                          fullatt_block_indexes=[1], window_size=112, tokens_per_second=2)
-            cls = Qwen2_5_VLConfig
-        else:
-            text.setdefault("rope_parameters", qwen_rope(hidden // heads, 1e6))
-            vision = dict(depth=2, embed_dim=64, hidden_size=hidden, mlp_ratio=2, num_heads=4)
-            cls = Qwen2VLConfig
-        vision.update(vision_o)
-        if mt == "qwen2_vl":
-            vision["hidden_size"] = hidden  # the merger's output width must equal the text width
-        else:
-            vision["out_hidden_size"] = hidden
-        cfg = cls(text_config=text, vision_config=vision, **ids, **top_o)
-    else:
-        img, vid = token_ids(tok, "<image>", "<video>")
-        if mt == "llava_next_video":
-            text_type = "llama"
-            vision = dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128,
-                          num_hidden_layers=2, num_attention_heads=4, patch_size=14, image_size=112,
-                          projection_dim=64)
-            extra = dict(vision_feature_layer=-2, vision_feature_select_strategy="default",
-                         spatial_pool_stride=2, video_seq_length=16, image_seq_length=64)
-            cls = LlavaNextVideoConfig
-        else:
-            text_type = "qwen2"
-            vision = dict(model_type="siglip_vision_model", hidden_size=64, intermediate_size=128,
-                          num_hidden_layers=2, num_attention_heads=4, patch_size=14, image_size=112,
-                          vision_use_head=False)
-            extra = dict(vision_feature_layer=-1, vision_feature_select_strategy="full")
-            cls = LlavaOnevisionConfig
-        vision.update(vision_o)
-        extra.update(top_o)
-        cfg = cls(text_config={"model_type": text_type, **text}, vision_config=vision,
-                  image_token_index=img, video_token_index=vid, **extra)
-    check_keys(cfg.get_text_config(), text, "text")
-    check_keys(cfg.vision_config, vision, "vision")
+    cfg = fam.make_config(tok, {**text_kwargs(tok), **text_o}, vision_o, top_o)
     check_special_ids(cfg, tok)
     return cfg
 

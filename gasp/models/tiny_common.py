@@ -50,15 +50,7 @@ class Family:
     post_init: Callable[[Any], None] | None = None
 
 
-FAMILIES: dict[str, Family] = {
-    "tiny-qwen2-vl": Family("qwen2_vl", QWEN_SPECIALS, None, "<|im_end|>", "<|endoftext|>"),
-    "tiny-qwen2.5-vl": Family("qwen2_5_vl", QWEN_SPECIALS, None, "<|im_end|>", "<|endoftext|>"),
-    "tiny-qwen3-vl": Family("qwen3_vl", QWEN_SPECIALS, None, "<|im_end|>", "<|endoftext|>"),
-    "tiny-llava-next-video": Family("llava_next_video", LLAVA_SPECIALS, "<s>", "</s>", "<pad>"),
-    "tiny-llava-onevision": Family(
-        "llava_onevision", QWEN_LLAVA_SPECIALS, None, "<|im_end|>", "<|endoftext|>"
-    ),
-}
+FAMILIES: dict[str, Family] = {}       # filled by the family modules' @register_tiny, one file per family
 
 
 def register_tiny(name: str, model_type: str, specials: list[str], *, eos: str, pad: str, bos: str | None = None,

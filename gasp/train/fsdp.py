@@ -34,11 +34,6 @@ def _options(**kw):
     return StateDictOptions(full_state_dict=True, **kw)
 
 
-def is_sharded(module: nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in module.parameters())
-
 
 def shard(gm: nn.Module, decoder_layers, device: torch.device) -> None:
     """FSDP2-shard ``gm`` (a GaspModel) in place: decoder layers, then the VLM, then the heads."""

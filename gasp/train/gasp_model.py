@@ -132,9 +132,6 @@ def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
     return flat_heads(torch.nn.functional.normalize(x.float(), dim=-1), num_heads) / h ** 0.5   # (N, H*D)
 
 
-def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in module.named_parameters() if p.requires_grad}
-
 
 def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:
     """AdamW groups: LoRA (and any unfrozen vision) weights at lr, the heads at head_lr_mult x lr."""
