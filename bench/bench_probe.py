@@ -9,7 +9,7 @@ with F frames at 448x448 (16x16 tokens per frame, 2048 visual tokens at F=8):
        point matches read from the returned maps afterwards (frame-k queries attending
        to frame-1 keys, the only direction the causal maps hold)
     d  b plus the depth probe (``--depth``) in the same forward: hidden states of the visual
-       tokens at layer -1 and every layer (gasp/hidden.py) reduced into the ridge's sums,
+       tokens at layer -1 and every layer (gasp/capture/hidden.py) reduced into the ridge's sums,
        and the pixel-patch reference; its own extra memory is the largest hidden state held
        (plus its float32 copy) and the per-layer sums (``--depth-variant``, default on)
 
@@ -62,7 +62,7 @@ def _setup(frames: int):
 def _run_variant(variant: str, frames: int, reps: int) -> dict:
     import torch
 
-    from gasp.hooks import capture_qk
+    from gasp.capture.qk import capture_qk
     from probes import metrics
 
     torch.set_num_threads(1)
@@ -109,7 +109,7 @@ def _run_variant(variant: str, frames: int, reps: int) -> dict:
     def depth_once():
         import numpy as np
 
-        from gasp.hidden import capture_hidden
+        from gasp.capture.hidden import capture_hidden
         from probes.depth import DepthProbe, pixel_features
 
         layers = list(range(len(adapter.decoder_layers(model))))

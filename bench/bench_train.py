@@ -121,7 +121,7 @@ def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) ->
     from gasp.losses import gasp_losses
     from gasp.models.tiny import build_tiny
     from gasp.train import recipe
-    from gasp.train.capture import capture_q_inputs
+    from gasp.capture.q_inputs import capture_q_inputs
     from gasp.train.config import TrainConfig
     from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
 

@@ -57,7 +57,7 @@ class QKHeads(nn.Module):
         return self.q(q), self.k(k)
 
     def embed_record(self, rec) -> tuple[Tensor, Tensor]:
-        """Anchor and candidate embeddings (L, N, E) from a `gasp.hooks.capture_qk` record of one sequence."""
+        """Anchor and candidate embeddings (L, N, E) from a `gasp.capture.qk.capture_qk` record of one sequence."""
         return self({i: flat_heads(rec.q[i][0]) for i in rec.layers},
                     {i: flat_heads(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers})
 

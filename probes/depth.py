@@ -1,7 +1,7 @@
 """Where depth lives: a dense linear probe from each visual token's hidden state to its depth.
 
 Beside PCK (``probes/metrics.py``), per LLM layer and for the LLM's input ("layer -1", the
-vision tower's output after the projector; ``gasp/hidden.py``). ``probes/runner.py`` feeds it
+vision tower's output after the projector; ``gasp/capture/hidden.py``). ``probes/runner.py`` feeds it
 from the same forward pass as the Q/K probe.
 
 Shapes: F token grids (frames), h x w tokens, P = h * w, D feature width, K folds,

@@ -1,6 +1,6 @@
 """Correspondence metrics on captured attention Q/K (paper Sec. 5.3, eq. 10-13).
 
-Pure functions on tensors; no model in here. ``gasp.hooks.capture_qk`` gives the
+Pure functions on tensors; no model in here. ``gasp.capture.qk.capture_qk`` gives the
 tensors, ``probes/pck.py`` drives them layer by layer.
 
 Shape vocabulary:

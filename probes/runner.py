@@ -1,7 +1,7 @@
 """The layer-wise correspondence probe (paper Sec. 5.3, Fig. 3) over a track dataset.
 
 For each sequence: the adapter turns its frames into model inputs with one token grid
-per frame; one forward pass with :func:`gasp.hooks.capture_qk` hands over each layer's
+per frame; one forward pass with :func:`gasp.capture.qk.capture_qk` hands over each layer's
 visual-token Q/K as soon as that layer has run; :func:`probes.metrics.evaluate_layer`
 reduces them to per-point correctness and confidence, and the tensors are dropped, so
 peak extra memory is one layer's visual Q/K. Per-sequence results are appended to
@@ -149,7 +149,7 @@ class Probe:
 
         from contextlib import ExitStack
 
-        from gasp.hooks import capture_qk
+        from gasp.capture.qk import capture_qk
 
         positions = layout.flat_positions.to(self.device)
         with self.grad_off(), ExitStack() as stack:
@@ -166,7 +166,7 @@ class Probe:
 
     def _feed_depth(self, stack, depth: "DepthProbe", seqs: list[TrackSequence], layout, folds, positions) -> None:
         """Register the hidden-state hooks that feed ``depth`` during the coming forward; feed the pixels now."""
-        from gasp.hidden import capture_hidden
+        from gasp.capture.hidden import capture_hidden
         from probes.depth import pixel_features, token_depth
 
         fids = layout.frame_ids.cpu().numpy()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gasp.runinfo import write_text_atomic
 from gasp.train.recipe import Run
-from probes.results import summary_line
+from probes.results import peak_layer_index, summary_line
 from probes.runner import Probe, ProbeConfig, summarize
 from tracks.io import TrackReader
 
@@ -45,8 +45,8 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
         skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
         res = summarize(pcfg, probe.layers, done, skipped, probe.layer_kinds)
         res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
-        pck = [v for v in res["pck_mean"] if v is not None]
-        line = {"step": step, "pck_peak": max(pck) if pck else None, "peak_layer": res["peak_layer"],
+        peak = res["pck_mean"][peak_layer_index(res)]
+        line = {"step": step, "pck_peak": peak, "peak_layer": res["peak_layer"],
                 "pck_mean": res["pck_mean"], "rho": res["rho"], "references": res.get("references")}
         with (run.out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from gasp.adapters import get_adapter, supported_model_types
-from gasp.hooks import _owner_of
+from gasp.capture.qk import _owner_of
 from gasp.models.tiny import TINY_NAMES, build_tiny
 
 CASES = [(n, m) for n in TINY_NAMES for m in get_adapter(build_tiny(n)[0].config).frames_modes]

@@ -1,4 +1,4 @@
-"""The per-layer depth probe (probes/depth.py, probes/depth_split.py, gasp/hidden.py, pck.py --depth).
+"""The per-layer depth probe (probes/depth.py, probes/depth_split.py, gasp/capture/hidden.py, pck.py --depth).
 
 Each piece is checked against a formula written here separately: token targets by assigning
 every pixel to its token, ridge by solving the normal equations per lambda and fold on the
@@ -152,7 +152,7 @@ def test_linearly_readable_depth_is_recovered_and_shuffled_targets_fall_to_the_c
 
 
 def test_hidden_capture_matches_output_hidden_states():
-    from gasp.hidden import capture_hidden
+    from gasp.capture.hidden import capture_hidden
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(0)

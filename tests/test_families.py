@@ -53,7 +53,7 @@ def test_probe_cli_writes_one_entry_per_probed_layer(tmp_path, name):
 @pytest.mark.parametrize("name", [n for n, c in FAMILY_CASES.items() if c["linear"]])  # hybrid LLMs only
 def test_linear_attention_layers_are_refused_by_name(name):
     from gasp.adapters import get_adapter
-    from gasp.hooks import capture_qk
+    from gasp.capture.qk import capture_qk
     from gasp.models import build_tiny
     from probes.runner import ProbeError, parse_layers
 
@@ -89,7 +89,7 @@ def test_qwen3_5_heads_read_the_query_rows_of_the_gated_q_proj():
 def test_qwen3_5_partial_rotary_leaves_three_quarters_of_the_head_unrotated():
     """Pre- and post-RoPE Q/K agree outside the rotated first quarter (partial_rotary_factor 1/4)."""
     from gasp.adapters import get_adapter
-    from gasp.hooks import capture_qk
+    from gasp.capture.qk import capture_qk
     from gasp.models import build_tiny
 
     model, tok = build_tiny("tiny-qwen3.5")

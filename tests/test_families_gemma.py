@@ -26,7 +26,7 @@ def test_family_mask_is_the_models_own(name):
 
     model, tok = build_tiny(name)
     adapter = get_adapter(model)
-    # both Gemma attention kinds are present, so tests/test_hooks.py checks both masks
+    # both Gemma attention kinds are present, so tests/test_capture.py checks both masks
     assert set(model.config.get_text_config().layer_types) == {"sliding_attention", "full_attention"}
     frames = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
     inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="what moves", answer="left")

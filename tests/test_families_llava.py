@@ -28,8 +28,8 @@ def test_idefics3_shares_the_smolvlm_layout():
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
     from gasp.adapters import get_adapter
-    from gasp.hooks import _owner_of, capture_qk
-    from tests.test_hooks import attention_from_qk, eager_attentions
+    from gasp.capture.qk import _owner_of, capture_qk
+    from tests.test_capture import attention_from_qk, eager_attentions
 
     model, tok = _tiny_idefics3()
     adapter = get_adapter(model)

@@ -174,7 +174,7 @@ def _tiny_geo_run(tmp_path, on, extra=()):
 
 
 def test_qk_head_pair_init_compares_q_with_k_in_w_q_basis(tmp_path):
-    from gasp.hooks import capture_qk
+    from gasp.capture.qk import capture_qk
     from gasp.qk_heads import QKHeads, flat_heads, load_heads
 
     run, batch = _tiny_geo_run(tmp_path, "qk_heads")

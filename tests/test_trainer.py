@@ -249,7 +249,7 @@ def test_interleaved_lm_and_lm_only_control(tracks, tmp_path):
 
 def test_loss_on_qk_supervises_the_attentions_own_q_and_k(tracks, tmp_path):
     from gasp.train.gasp_model import qk_embedding
-    from gasp.hooks import capture_qk
+    from gasp.capture.qk import capture_qk
     from gasp.losses import gasp_losses
     from gasp.train.recipe import make_batch, setup
 

@@ -2,7 +2,7 @@
 
 Shape vocabulary: B batch (1), H query heads, Hkv KV heads, L sequence length, D head dim.
 
-One forward with `gasp.hooks.capture_qk` (sdpa, every position kept) gives each layer's post-RoPE
+One forward with `gasp.capture.qk.capture_qk` (sdpa, every position kept) gives each layer's post-RoPE
 q (B, H, L, D) and k (B, Hkv, L, D). A second forward with the LLM switched to eager attention
 and ``output_attentions=True`` gives the model's own weights A_eager (B, H, L, L). From the
 captured tensors alone, in float64: A_qk = softmax(q . repeat_kv(k)^T * scale + mask), with the
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from gasp.adapters import get_adapter
-from gasp.hooks import capture_qk
+from gasp.capture.qk import capture_qk
 
 logger = logging.getLogger(__name__)
 

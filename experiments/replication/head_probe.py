@@ -3,7 +3,7 @@
 The probe (`probes.runner`) matches the model's own post-RoPE Q against K. Here the same
 matching (eq. 10-12: cosine, argmax over frame k's grid, within 2 tokens) runs on the
 heads' unit embeddings e = H_c(x) of the same visual tokens (x = q_proj's input,
-`gasp.train.capture`), one "head" of width E per layer, query and key side both e. High PCK
+`gasp.capture.q_inputs`), one "head" of width E per layer, query and key side both e. High PCK
 here with low probe PCK means the heads learnt the matching but the attention did not.
 Q/K head pairs (`gasp.qk_heads`, arm E) embed the query side from the captured post-RoPE Q
 and the key side from K, as they were trained.
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gasp.heads import CorrespondenceHeads
-from gasp.train.capture import capture_q_inputs
+from gasp.capture.q_inputs import capture_q_inputs
 from probes import metrics
 from probes.runner import DTS
 from tracks.io import TrackReader
@@ -87,7 +87,7 @@ def embedding_pck(model, processor, adapter, layers: list[int], tracks_path, emb
 
 def _embed(model, layers_module, heads, inputs, layout, dev) -> tuple[torch.Tensor, torch.Tensor]:
     """(L, F*h*w, E) query-side and key-side embeddings of one sequence's visual tokens."""
-    from gasp.hooks import capture_qk
+    from gasp.capture.qk import capture_qk
     from gasp.qk_heads import QKHeads
 
     pos = layout.flat_positions.to(dev)

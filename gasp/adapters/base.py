@@ -241,7 +241,7 @@ class ModelAdapter:
         return torch.ones(n, n, dtype=torch.bool).tril()
 
     def attn_implementation(self) -> str | dict[str, str]:
-        """What to load the model with: sdpa, which `gasp.hooks.capture_qk` wraps (a family whose
+        """What to load the model with: sdpa, which `gasp.capture.qk.capture_qk` wraps (a family whose
         LLM cannot run sdpa returns a per-sub-config dict)."""
         return "sdpa"
 

@@ -27,7 +27,7 @@ processor does; with them Gemma3Model makes the soft tokens of ONE image attend 
 other bidirectionally (`create_masks_for_vision_model`: global layers OR(causal, same image
 block), sliding layers AND(sliding window, that)); different images stay causal, so frame-1
 queries still never see frame-k keys in the model's own attention. `attention_mask_2d`
-states this mask; tests/test_hooks.py rebuilds eager attention from captured Q/K with it.
+states this mask; tests/test_capture.py rebuilds eager attention from captured Q/K with it.
 Gemma 3 has no attention logit softcapping; q_norm/k_norm come before RoPE (post-RoPE
 capture sees them); scores use query_pre_attn_scalar**-0.5 (the probe's confidence uses its
 own 1/sqrt(D), a temperature choice). Text layers alternate 5 sliding : 1 global.

@@ -26,11 +26,11 @@ suffix causally. Sliding layers OR the same prefix overlay onto the windowed cau
 the suffix is windowed. So, unlike in causal VLMs,
 frame-1 queries do attend to frame-k keys in the model's own attention. `token_type_ids` are
 always passed (all zeros without an answer), as the processor does. `attention_mask_2d`
-states this mask; tests/test_hooks.py rebuilds eager attention from captured Q/K with it.
+states this mask; tests/test_capture.py rebuilds eager attention from captured Q/K with it.
 
 Softcapping. Gemma 2 scores are softcapped, cap * tanh(q.k * query_pre_attn_scalar**-0.5 / cap)
 (`attn_logit_softcapping`, Gemma2Config's default 50; the checkpoint's own value was not read
-offline), which sdpa refuses, so the LLM runs eager (`attn_implementation`); gasp.hooks then
+offline), which sdpa refuses, so the LLM runs eager (`attn_implementation`); gasp.capture.qk then
 wraps the modeling file's own `eager_attention_forward`, which receives `softcap` in its
 kwargs. The cap acts on scores, not on Q/K, so the captured post-RoPE Q/K are what the
 kernel multiplies. The probe's similarity (cosine) and softmax confidence (q.k / sqrt(D)) use

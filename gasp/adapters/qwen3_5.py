@@ -19,7 +19,7 @@ D query rows then D rows of an output gate; the query gets q_norm (per-head RMSN
 partial rotary (the first `partial_rotary_factor` = 1/4 of D is rotated by interleaved M-RoPE,
 the rest passes through), and sigmoid(gate) scales the attention output after the kernel. The
 kernel thus compares exactly the post-RoPE (q_norm'ed, partially rotated) Q and K that
-`gasp.hooks.capture_qk` records; the gate does not enter the attention weights. The probe
+`gasp.capture.qk.capture_qk` records; the gate does not enter the attention weights. The probe
 runs on the full-attention layers only (see docs/METHOD.md sec. 1); heads sit on the same
 layers, SVD-initialised from q_proj's query rows (`gasp.heads.base_q_proj`).
 

@@ -5,7 +5,7 @@
 Each term is switchable (the paper's ablation rows: LM only, +corr, +corr+depth). A batch
 is either an instruction batch (`kind="lm"`: the VLM's own next-token loss on the
 assistant tokens, `labels` = -100 elsewhere) or a geometric batch (`kind="geo"`: one
-forward with the heads' inputs captured at the visual tokens, `gasp.train.capture`, then
+forward with the heads' inputs captured at the visual tokens, `gasp.capture.q_inputs`, then
 `gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
 LoRA weights and the heads.
 
@@ -14,7 +14,7 @@ and K (candidates), one head pair per layer (`gasp.qk_heads`).
 
 `loss.on="qk"` (not in the paper; issue 5's arm D) puts the same losses on the attention
 itself, with no heads: the anchor is each layer's post-RoPE query, the candidates are the
-post-RoPE keys (`gasp.hooks.capture_qk`, grad mode). Per token, each head's vector is
+post-RoPE keys (`gasp.capture.qk.capture_qk`, grad mode). Per token, each head's vector is
 L2-normalised and the H heads are concatenated / sqrt(H) (keys repeated to the query heads
 under GQA), so <e_q, e_k> is the mean over heads of the per-head cosine: the probe's
 similarity (eq. 10, heads="mean").
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gasp.train.capture import capture_q_inputs
+from gasp.capture.q_inputs import capture_q_inputs
 from gasp.train.config import TrainConfig
 from gasp.heads import CorrespondenceHeads
 from gasp.qk_heads import flat_heads
@@ -87,7 +87,7 @@ class GaspModel(nn.Module):
         return self.heads(states, checkpoint=self.checkpoint_heads), None          # (L, F', P, E)
 
     def _qk_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
-        from gasp.hooks import capture_qk
+        from gasp.capture.qk import capture_qk
 
         nf, p = batch["grids"]
         with capture_qk(self.model, self.decoder_layers, positions=batch["positions"].to(dev), grad=True) as rec:
@@ -97,7 +97,7 @@ class GaspModel(nn.Module):
         return k.unflatten(1, (nf, p)), q.unflatten(1, (nf, p))              # (L, F', P, H*D) each
 
     def _qk_head_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
-        from gasp.hooks import capture_qk
+        from gasp.capture.qk import capture_qk
 
         nf, p = batch["grids"]
         with capture_qk(self.model, self.decoder_layers, layers=self.heads.layers,

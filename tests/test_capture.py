@@ -1,4 +1,4 @@
-"""gasp/hooks.py: captured Q/K reproduce the model's own attention, and the context is tidy."""
+"""gasp/capture/qk.py: captured Q/K reproduce the model's own attention, and the context is tidy."""
 import copy
 
 import numpy as np
@@ -9,7 +9,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import AttentionInterface
 
 from gasp.adapters import get_adapter
-from gasp.hooks import attention_layers, capture_qk
+from gasp.capture.qk import attention_layers, capture_qk
 from gasp.models.tiny import TINY_NAMES, build_tiny
 
 # raised inside peft's get_peft_model, not by this project

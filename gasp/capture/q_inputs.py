@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gasp.hooks import _owner_of, _resolve_layers, attention_layers
+from gasp.capture.qk import _owner_of, _resolve_layers, attention_layers
 
 
 @dataclass
