@@ -117,13 +117,12 @@ def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) ->
     import torch
 
     from gasp.adapters import get_adapter
-    from gasp.heads import CorrespondenceHeads
     from gasp.losses import gasp_losses
     from gasp.models.tiny import build_tiny
     from gasp.train import recipe
     from gasp.capture.q_inputs import capture_q_inputs
     from gasp.train.config import TrainConfig
-    from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
+    from gasp.train.gasp_model import GaspModel, build_heads, build_lora_model, param_groups
 
     torch.set_num_threads(1)
     cfg = TrainConfig()                              # the recipe's defaults
@@ -136,8 +135,7 @@ def _run_step_variant(variant: str, batch_path: str, reps: int, out_dir: str) ->
     peft_model = build_lora_model(model, adapter, cfg)
     heads = None
     if variant in ("b", "c"):
-        heads = CorrespondenceHeads.from_model(peft_model, adapter.decoder_layers(peft_model), layers=None,
-                                               hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
+        heads = build_heads(peft_model, adapter, cfg)
 
     class GeoPlusLM(GaspModel):
         """Variant c only: the geometric losses plus the LM loss of the same forward."""

@@ -100,22 +100,15 @@ def train_steps(model, tok, cfg: TrainConfig, size: int, reps: int, meter: Meter
 
     An error in the extra step at data.max_frames goes to `record` (if given) and leaves the rest.
     """
-    from gasp.heads import CorrespondenceHeads
-    from gasp.qk_heads import QKHeads
     from gasp.train import recipe
-    from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
+    from gasp.train.gasp_model import GaspModel, build_heads, build_lora_model, param_groups
 
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out_dir)))
     adapter = get_adapter(model)
     t = time.perf_counter()
     peft_model = build_lora_model(model, adapter, cfg)
-    head_cls = {"heads": CorrespondenceHeads, "qk_heads": QKHeads}.get(cfg.loss.on)     # as recipe.setup
-    heads = None
-    if head_cls is not None:
-        logger.info("building %s on layers %s (init %s)", head_cls.__name__, cfg.heads.layers, cfg.heads.init)
-        layers = None if cfg.heads.layers == "all" else cfg.heads.layers
-        heads = head_cls.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
-                                    hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
+    logger.info("building the %s heads on layers %s (init %s)", cfg.loss.on, cfg.heads.layers, cfg.heads.init)
+    heads = build_heads(peft_model, adapter, cfg)                                       # as recipe.setup
     gm = GaspModel(peft_model, heads, adapter, cfg).train()
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)

@@ -133,6 +133,20 @@ def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
 
 
 
+def build_heads(peft_model, adapter, cfg: TrainConfig):
+    """The geometric heads ``cfg.loss.on`` names, SVD-initialised on ``cfg.heads.layers``: GASP's correspondence
+    heads ("heads"), a head pair on Q and K ("qk_heads"), or None ("qk": the losses act on Q/K themselves)."""
+    from gasp.qk_heads import QKHeads
+
+    head_cls = {"heads": CorrespondenceHeads, "qk_heads": QKHeads}.get(cfg.loss.on)
+    if head_cls is None:
+        return None
+    h = cfg.heads
+    return head_cls.from_model(peft_model, adapter.decoder_layers(peft_model),
+                               layers=None if h.layers == "all" else h.layers, hidden=h.hidden, d_emb=h.d_emb,
+                               init=h.init)
+
+
 def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:
     """AdamW groups: LoRA (and any unfrozen vision) weights at lr, the heads at head_lr_mult x lr."""
     heads = [p for p in (gm.heads.parameters() if gm.heads is not None else []) if p.requires_grad]

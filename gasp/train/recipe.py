@@ -36,13 +36,12 @@ import torch
 
 from gasp.distributed import has_accelerator
 from gasp.heads import CorrespondenceHeads
-from gasp.qk_heads import QKHeads
 from gasp.runinfo import run_info, write_text_atomic
 from gasp.train import checkpoint as ckpt
 from gasp.train import fsdp
 from gasp.train.config import TrainConfig, save_config, to_dict
 from gasp.train.data import prepare_data
-from gasp.train.gasp_model import GaspModel, build_lora_model, param_groups
+from gasp.train.gasp_model import GaspModel, build_heads, build_lora_model, param_groups
 from gasp.train.geo_stream import GeoStream
 from gasp.train.lm_stream import LMStream, batch_kind
 from gasp.train.preflight import check_inputs, describe_data
@@ -121,12 +120,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
     torch.manual_seed(cfg.run.seed)                       # LoRA init is identical on every process
     peft_model = build_lora_model(model, adapter, cfg)
-    heads = None
-    head_cls = {"heads": CorrespondenceHeads, "qk_heads": QKHeads}.get(cfg.loss.on)   # loss.on=qk: no heads
-    if geo is not None and head_cls is not None:
-        layers = None if cfg.heads.layers == "all" else cfg.heads.layers
-        heads = head_cls.from_model(peft_model, adapter.decoder_layers(peft_model), layers=layers,
-                                    hidden=cfg.heads.hidden, d_emb=cfg.heads.d_emb, init=cfg.heads.init)
+    heads = build_heads(peft_model, adapter, cfg) if geo is not None else None   # loss.on=qk: none
     gm = GaspModel(peft_model, heads, adapter, cfg)
     if resume is not None:
         ckpt.load_weights(resume, peft_model, heads)         # into the whole model, before any sharding
