@@ -56,7 +56,7 @@ __all__ = ["CorrespondenceHead", "CorrespondenceHeads", "base_q_proj", "svd_init
 class CorrespondenceHead(nn.Module):
     """2-layer MLP d -> hidden -> d_emb with GELU, L2-normalised output (eq. 4).
 
-    hidden=0 makes a linear head d -> d_emb (no GELU, no fc2): issue 9's arm F, a head with too
+    hidden=0 makes a linear head d -> d_emb (no GELU, no fc2): a head with too
     little capacity to do the matching for the LLM. Its SVD init is fc1's rule with k = d_emb.
     """
 
@@ -198,7 +198,7 @@ class CorrespondenceHeads(nn.Module):
         silently shorter loss. ``checkpoint`` (under autograd) keeps only each head's input for
         the backward pass and recomputes its inner activations there, one head at a time: the
         same values and gradients, without holding L x (..., hidden) activations through the loss
-        (issue 19: a GASP step's peak memory).
+        (a GASP step's peak memory; BENCHMARKS.md).
         """
         got = sorted(int(k) for k in states)
         if got != self.layers:

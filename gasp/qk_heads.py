@@ -1,6 +1,6 @@
-"""Q/K head pairs (issue 9, arm E): correspondence heads on each layer's post-RoPE Q and K.
+"""Q/K head pairs: correspondence heads on each layer's post-RoPE Q and K (`loss.on=qk_heads`).
 
-The paper's head (`gasp.heads`, arms B/C) reads the hidden state that q_proj receives, so its
+The paper's head (`gasp.heads`) reads the hidden state that q_proj receives, so its
 loss reaches only the layers before it, and layer l's own q_proj/k_proj, the ones the probe
 reads, only indirectly. Here layer l has two heads: the anchor's embedding comes from its
 post-RoPE query, e_a = H_q(q), and every candidate's from its post-RoPE key, e_b = H_k(k), so

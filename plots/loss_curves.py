@@ -1,4 +1,4 @@
-"""L_corr and L_depth training curves per arm of a replication run (issue 9, sec. 3).
+"""L_corr and L_depth training curves per arm of a replication run.
 
     python plots/loss_curves.py docs/results/v3/results.json --out docs/results/v3/loss_curves.png
 

@@ -24,7 +24,7 @@ class ProbeConfig:
     match: str = "cosine-mean"         # "cosine-mean" (paper eq. 10) or "softmax-mean" (DiffTrack)
     bidirectional: bool = False        # average the matching map with the k -> query-frame direction
     delta: float = 2.0
-    extra_deltas: tuple[float, ...] = ()  # further PCK thresholds, reported as pck_at (issue 9: 1 and 4)
+    extra_deltas: tuple[float, ...] = ()  # further PCK thresholds, reported as pck_at (e.g. 1 and 4)
     max_sequences: int | None = None
     frames_mode: str | None = None     # adapter default when None
     dtype: str = "fp32"

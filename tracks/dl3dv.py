@@ -1,6 +1,6 @@
 """DL3DV scenes (NeRFStudio ``transforms.json`` + ``images_{factor}``) as posed RGB-D Scenes.
 
-docs/METHOD.md sec. 2 "DL3DV"; issue 2 sec. 4. DL3DV ships no depth: the user brings one
+docs/METHOD.md sec. 2 "DL3DV". DL3DV ships no depth: the user brings one
 ``depth_dir/<frame stem>.npy`` per frame (float, pixel-aligned with the ``images_{factor}``
 file of the same stem) **in the poses' units**. DL3DV's poses keep COLMAP's arbitrary scale,
 so metric depth (or VGGT's, or a monocular model's) must be rescaled first: ``depth_scale``

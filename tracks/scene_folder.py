@@ -1,6 +1,6 @@
 """Generic posed RGB-D scene folder: the input contract for ScanNet, ARKit, VGGT or MVS output.
 
-Layout (issue 2, sec. 4 "Inputs")::
+Layout::
 
     DIR/frames/*.png|jpg        RGB frames, sorted by file name
     DIR/depth/<same stem>.npy   depth in the poses' units, (H, W) float; NaN/0/negative = unknown

@@ -1,10 +1,10 @@
-"""Procedural RGB-D scenes with exact depth and poses (issue 2, "Synthetic scenes").
+"""Procedural RGB-D scenes with exact depth and poses.
 
 A scene is a closed box-shaped room (every ray hits a wall, so depth is defined at every
 pixel) with 2-5 textured boxes on the floor at several depths, seen by a look-at camera on
 a smooth orbit, dolly or truck path: translation and rotation, hence parallax and occlusion.
 ``shake_deg`` adds handheld shake (i.i.d. per-frame yaw/pitch jitter, ``camera_path.shake_poses``),
-so that points move at every frame gap, the smallest included (issue 9's benchmark v2).
+so that points move at every frame gap, the smallest included (without it, "same position as the query" wins).
 A vectorised ray caster shoots one ray per pixel centre, slab-tests each yaw-rotated box
 inside its projected pixel window, and colours hits with procedural textures attached to
 faces by local (u, v) in metres (``tracks/textures.py``) times one Lambertian factor per

@@ -124,7 +124,7 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
 
 
 def match_threads(saved: int | None, path: Path) -> None:
-    """Run on the intra-op thread count the checkpoint was saved with (issue 19).
+    """Run on the intra-op thread count the checkpoint was saved with.
 
     ATen splits a large CPU reduction into one partial sum per thread, so the thread count sets the
     order of float additions: a 4M-element float32 sum differs at ~1e-7 relative between 1 and 2

@@ -66,8 +66,8 @@ class LossConfig:
     tau: float = 0.07
     chunk_size: int | None = 64
     on: str = "heads"                   # "heads": eq. 5-8 on the heads' embeddings; "qk": on each layer's
-                                        # post-RoPE Q (anchor) vs K (candidates), no heads (issue 5, arm D);
-                                        # "qk_heads": a head pair on post-RoPE Q and K (`gasp.qk_heads`, issue 9, arm E)
+                                        # post-RoPE Q (anchor) vs K (candidates), no heads;
+                                        # "qk_heads": a head pair on post-RoPE Q and K (`gasp.qk_heads`)
 
 
 @dataclass

@@ -9,10 +9,10 @@ forward with the heads' inputs captured at the visual tokens, `gasp.capture.q_in
 `gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
 LoRA weights and the heads.
 
-`loss.on="qk_heads"` (issue 9's arm E) keeps heads but moves them onto post-RoPE Q (anchor)
+`loss.on="qk_heads"` keeps heads but moves them onto post-RoPE Q (anchor)
 and K (candidates), one head pair per layer (`gasp.qk_heads`).
 
-`loss.on="qk"` (not in the paper; issue 5's arm D) puts the same losses on the attention
+`loss.on="qk"` (not in the paper) puts the same losses on the attention
 itself, with no heads: the anchor is each layer's post-RoPE query, the candidates are the
 post-RoPE keys (`gasp.capture.qk.capture_qk`, grad mode). Per token, each head's vector is
 L2-normalised and the H heads are concatenated / sqrt(H) (keys repeated to the query heads

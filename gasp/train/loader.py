@@ -9,7 +9,7 @@ the uninterrupted run saw. The DataLoader keeps that order (no shuffling; ``batc
 hands over one micro-batch at a time) and prefetches ``prefetch`` per worker. A worker hands
 its micro-batch over as one byte buffer (``pack``): each tensor sent on its own costs the
 receiving process a shared-memory file descriptor and a mapping, about 5 ms for a tiny-default
-batch of 12 tensors against 2 ms packed (issue 19; BENCHMARKS.md).
+batch of 12 tensors against 2 ms packed (BENCHMARKS.md).
 
 Readers are fork-safe: ``tracks.io.TrackReader`` reopens its HDF5 files in a new process,
 and instruction videos are opened per sample. ``data.num_workers=0`` builds batches in the
