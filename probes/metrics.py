@@ -275,6 +275,95 @@ def merge_results(parts: Sequence[LayerResult]) -> LayerResult:
                        dt=None if any(d is None for d in dts) else torch.cat(dts, -1))
 
 
+@dataclass
+class Matches:
+    """Stage 1 of a layer: the query points' descriptors matched against every other frame's tokens.
+
+    scores: the map whose argmax is the prediction, (F', N, P), or (H, F', N, P) for heads="per-head";
+    probs and conf: the head-mean attention softmax (F', N, P) and eq. 13's confidence (F', N);
+    others: (F',) the frames other than the query frame; grid: (h, w).
+    """
+
+    scores: torch.Tensor
+    probs: torch.Tensor
+    conf: torch.Tensor
+    others: torch.Tensor
+    grid: tuple[int, int]
+
+
+def query_tokens(tok: torch.Tensor, query_frame: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) (N,) each of the query-frame token that contains each point; tok (F, N, 2) token x, y."""
+    h, w = grid
+    q_xy = torch.nan_to_num(tok[query_frame]).add(0.5).floor().long()  # (N, 2) token containing the point
+    return q_xy[:, 1].clamp(0, h - 1), q_xy[:, 0].clamp(0, w - 1)
+
+
+def match_layer(q: torch.Tensor, k: torch.Tensor, q_row: torch.Tensor, q_col: torch.Tensor, query_frame: int = 0,
+                heads: HeadsMode = "mean", match: str = "cosine-mean", bidirectional: bool = False,
+                scale: float | None = None) -> Matches:
+    """Stage 1: the similarity map of each query point over every other frame (eq. 10, or a peer's map).
+
+    q: (H, F, h, w, D), k: (Hkv, F, h, w, D); q_row, q_col (N,) the query tokens.
+    ``match`` and ``bidirectional`` choose the map whose argmax is the prediction:
+        "cosine-mean"   the paper's eq. 10 (default; ``heads`` picks how heads combine)
+        "softmax-mean"  DiffTrack's: the mean over query heads of softmax(q . k / sqrt(D)) over
+                        frame k's tokens (``heads`` must be "mean")
+        bidirectional   the map averaged with the k -> query-frame direction (``reverse_map``),
+                        as DiffTrack averages 0 -> k and k -> 0 before its argmax
+    Confidence (eq. 13) is the same whatever the map.
+    """
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+    custom = match != "cosine-mean" or bidirectional
+    if custom and heads != "mean":
+        raise ValueError(f"match={match!r}{' with bidirectional' if bidirectional else ''} averages over heads; "
+                         f"it needs heads='mean', got {heads!r}")
+    f, h, w = q.shape[1:4]
+    q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
+    others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
+    kf = k.index_select(1, others).flatten(2, 3).float()               # (Hkv, F', P, D)
+    probs, conf = attention_probs(q1, kf, scale)                       # (F', N, P), (F', N)
+    if not custom:
+        scores = similarity(q1, kf, heads)                             # (F', N, P) or (H, F', N, P)
+    else:
+        scores = similarity(q1, kf, "mean") if match == "cosine-mean" else probs                   # (F', N, P)
+        if bidirectional:
+            tokens = (q_row * w + q_col).to(q.device)
+            back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
+                               match, scale)
+            scores = 0.5 * (scores + back)
+    return Matches(scores=scores, probs=probs, conf=conf, others=others, grid=(h, w))
+
+
+def predict(m: Matches) -> torch.Tensor:
+    """Stage 2: the predicted token (row, col) of each point in each frame, the map's argmax: (F', N, 2),
+    or (H, F', N, 2) per head."""
+    idx = m.scores.argmax(-1)
+    return torch.stack((idx // m.grid[1], idx % m.grid[1]), dim=-1)
+
+
+def score_layer(m: Matches, pred_rc: torch.Tensor, tok: torch.Tensor, visible: torch.Tensor, query_frame: int,
+                delta: float = 2.0, extra_deltas: Sequence[float] = (), frame_index: torch.Tensor | None = None,
+                ) -> LayerResult:
+    """Stage 3: PCK@delta correctness (and at ``extra_deltas``), validity and Delta-t of each prediction.
+
+    tok (F, N, 2) token x, y; visible (F, N) bool, already False where the point is not finite.
+    A prediction is valid where the point is visible in the query frame and in frame k.
+    """
+    others = m.others
+    gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
+    valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
+    gt, valid = gt.to(pred_rc.device), valid.to(pred_rc.device)
+    correct = within_delta(pred_rc, gt, delta) & valid
+    correct_at = {float(d): within_delta(pred_rc, gt, d) & valid for d in extra_deltas}
+    dt = None
+    if frame_index is not None:
+        fi = torch.as_tensor(frame_index, dtype=torch.long)
+        dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
+    return LayerResult(correct=correct, conf=m.conf, valid=valid, pred_rc=pred_rc, dt=dt,
+                       correct_at=correct_at or None)
+
+
 def evaluate_layer(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -293,7 +382,8 @@ def evaluate_layer(
     image_size: tuple[int, int] | None = None,
     refine: str = "softargmax",
 ) -> LayerResult:
-    """Everything the probe needs from one layer of one sequence.
+    """Everything the probe needs from one layer of one sequence: :func:`match_layer`, :func:`predict`,
+    :func:`score_layer`, then TAP-Vid's pixel metrics of the refined positions.
 
     q: (H, F, h, w, D) and k: (Hkv, F, h, w, D) visual-token Q/K of the layer (batch
     removed); tracks: (F, N, 2) pixel x, y; visible: (F, N) bool; token_size: one
@@ -302,82 +392,43 @@ def evaluate_layer(
     Query point i reads the query-frame token that contains tracks[query_frame, i].
     ``sim_points`` (M indices into N) also returns their matching maps over every other
     frame (the eq.-10 head-mean cosine by default), for the match explorer (``plots/matches.py``).
-
-    ``match`` and ``bidirectional`` choose the map whose argmax is the prediction:
-        "cosine-mean"   the paper's eq. 10 (default; ``heads`` picks how heads combine)
-        "softmax-mean"  DiffTrack's: the mean over query heads of softmax(q . k / sqrt(D)) over
-                        frame k's tokens (``heads`` must be "mean")
-        bidirectional   the map averaged with the k -> query-frame direction (``reverse_map``),
-                        as DiffTrack averages 0 -> k and k -> 0 before its argmax
-    Confidence (eq. 13) is the same whatever the map.
+    ``match`` and ``bidirectional``: see :func:`match_layer`.
 
     With ``image_size`` (H, W) of the tracks' frames, ``within_px`` holds TAP-Vid's δ bits of
     each prediction (``probes.tapvid_metrics``), its position refined below one token by
     ``refine`` ("softargmax", the default, or "none": the argmax token's centre).
     """
-    if match not in MATCH_MODES:
-        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
-    custom = match != "cosine-mean" or bidirectional
-    if custom and heads != "mean":
-        raise ValueError(f"match={match!r}{' with bidirectional' if bidirectional else ''} averages over heads; "
-                         f"it needs heads='mean', got {heads!r}")
     hq, f, h, w, d = q.shape
     if k.shape[1:] != (f, h, w, d):
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on (F, h, w, D)")
     if tracks.shape[:1] != (f,) or visible.shape != tracks.shape[:2]:
         raise ValueError(f"tracks {tuple(tracks.shape)} / visible {tuple(visible.shape)} do not match {f} frames")
     tok = pixels_to_tokens(tracks, token_size)                         # (F, N, 2) token x, y
-    finite = torch.isfinite(tok).all(-1)
-    visible = visible.to(torch.bool) & finite
-    q_xy = torch.nan_to_num(tok[query_frame]).add(0.5).floor().long()  # (N, 2) token containing the point
-    q_col, q_row = q_xy[:, 0].clamp(0, w - 1), q_xy[:, 1].clamp(0, h - 1)
-    q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
-
-    others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
-    k_other = k.index_select(1, others)                                # (Hkv, F', h, w, D)
-    kf = k_other.flatten(2, 3).float()                                 # (Hkv, F', P, D)
-    probs, conf = attention_probs(q1, kf, scale)                     # (F', N, P), (F', N)
-    maps = None
-    if custom:
-        maps = similarity(q1, kf, "mean") if match == "cosine-mean" else probs                     # (F', N, P)
-        if bidirectional:
-            tokens = (q_row * w + q_col).to(q.device)
-            back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
-                               match, scale)
-            maps = 0.5 * (maps + back)
-        idx = maps.argmax(-1)                                          # (F', N)
-        pred_rc = torch.stack((idx // w, idx % w), dim=-1)
-    else:
-        idx = similarity(q1, kf, heads).argmax(-1)                     # (F', N) or (H, F', N)
-        pred_rc = torch.stack((idx // w, idx % w), dim=-1)
-    gt = tok.index_select(0, others.to(tok.device))                    # (F', N, 2)
-    valid = visible[query_frame].unsqueeze(0) & visible.index_select(0, others.to(visible.device))
-    gt, valid = gt.to(pred_rc.device), valid.to(pred_rc.device)
-    correct = within_delta(pred_rc, gt, delta) & valid
-    correct_at = {float(d): within_delta(pred_rc, gt, d) & valid for d in extra_deltas}
-    dt = None
-    if frame_index is not None:
-        fi = torch.as_tensor(frame_index, dtype=torch.long)
-        dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
-    sim = None
+    visible = visible.to(torch.bool) & torch.isfinite(tok).all(-1)
+    q_row, q_col = query_tokens(tok, query_frame, (h, w))
+    m = match_layer(q, k, q_row, q_col, query_frame, heads, match, bidirectional, scale)
+    pred_rc = predict(m)
+    res = score_layer(m, pred_rc, tok, visible, query_frame, delta, extra_deltas, frame_index)
     if len(sim_points):
-        sel = torch.as_tensor(list(sim_points), dtype=torch.long, device=q1.device)
-        full = maps if maps is not None else similarity(q1.index_select(1, sel), kf, "mean")
-        sim = (full.index_select(1, sel) if maps is not None else full).unflatten(-1, (h, w))  # (F', M, h, w)
-    within = None
+        sel = torch.as_tensor(list(sim_points), dtype=torch.long, device=m.scores.device)
+        if match != "cosine-mean" or bidirectional:                    # the peer's map the argmax read
+            sim = m.scores.index_select(1, sel)
+        else:                                                          # eq. 10's head-mean cosine, those points only
+            q1 = q[:, query_frame, q_row, q_col].index_select(1, sel)
+            sim = similarity(q1, k.index_select(1, m.others).flatten(2, 3).float(), "mean")
+        res.sim = sim.unflatten(-1, (h, w))                            # (F', M, h, w)
     if image_size is not None and heads != "per-head":
         from probes import tapvid_metrics as tv
 
         if refine not in tv.REFINE_MODES:
             raise ValueError(f"refine must be one of {tv.REFINE_MODES}, got {refine!r}")
-        pos = tv.refine_positions(probs, pred_rc, (h, w)) if refine == "softargmax" else pred_rc.flip(-1).double()
+        pos = tv.refine_positions(m.probs, pred_rc, (h, w)) if refine == "softargmax" else pred_rc.flip(-1).double()
         th, tw = (token_size, token_size) if isinstance(token_size, (int, float)) else token_size
         size = torch.tensor([tw, th], dtype=torch.float64, device=pos.device)
         pred_px = (pos + 0.5) * size - 0.5                                 # (F', N, 2) pixel x, y
-        gt_px = tracks.index_select(0, others.to(tracks.device)).to(pos.device)
-        within = tv.within_bits(pred_px, gt_px, image_size) * valid.to(torch.uint8)
-    return LayerResult(correct=correct, conf=conf, valid=valid, pred_rc=pred_rc, dt=dt,
-                       correct_at=correct_at or None, sim=sim, within_px=within)
+        gt_px = tracks.index_select(0, m.others.to(tracks.device)).to(pos.device)
+        res.within_px = tv.within_bits(pred_px, gt_px, image_size) * res.valid.to(torch.uint8)
+    return res
 
 
 def reference_pck(tracks: torch.Tensor, visible: torch.Tensor, query_frame: int, grid: tuple[int, int],

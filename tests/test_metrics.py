@@ -334,3 +334,26 @@ def test_peer_matching_needs_mean_heads():
     tracks = token_centres_px(2, 2)[None].expand(2, -1, -1).float()
     with pytest.raises(ValueError, match="heads='mean'"):
         M.evaluate_layer(q, k, tracks, torch.ones(2, 4, dtype=torch.bool), TS, heads="per-head", match="softmax-mean")
+
+
+def test_the_three_stages_on_a_shifted_copy():
+    """match_layer -> predict -> score_layer, the path evaluate_layer (and so the probe) runs: frame 2's keys are
+    frame 0's shifted one token right, so every point's argmax is its own token shifted by one column."""
+    h, w = 4, 6
+    k0 = random_kv(f=1, h=h, w=w)                                        # (Hkv, 1, h, w, D)
+    k = torch.cat([k0, k0.roll(1, dims=3)], 1)                          # frame 1: shifted right by one token
+    q = expand_kv(k, 4)
+    tok = M.pixels_to_tokens(token_centres_px(h, w).double().expand(2, -1, -1), TS)     # (F, N, 2) token x, y
+    q_row, q_col = M.query_tokens(tok, 0, (h, w))
+    m = M.match_layer(q, k, q_row, q_col)
+    assert m.scores.shape == (1, h * w, h * w) and m.conf.shape == (1, h * w) and m.others.tolist() == [1]
+    per_head = M.match_layer(q, k, q_row, q_col, heads="per-head")
+    assert per_head.scores.shape == (4, 1, h * w, h * w) and torch.equal(per_head.conf, m.conf)
+    pred = M.predict(m)                                                 # (F', N, 2) row, col
+    assert torch.equal(pred[0, :, 0], q_row) and torch.equal(pred[0, :, 1], (q_col + 1) % w)
+    visible = torch.ones(2, h * w, dtype=torch.bool)
+    res = M.score_layer(m, pred, tok, visible, 0, delta=0.5, extra_deltas=(1.0,),
+                        frame_index=torch.tensor([3, 7]))
+    wrapped = (q_col == w - 1)                                          # the roll wraps the last column to 0
+    assert torch.equal(res.correct[0], torch.zeros(h * w, dtype=torch.bool))        # one token off: not within 0.5
+    assert torch.equal(res.correct_at[1.0][0], ~wrapped) and res.dt.tolist() == [4]
