@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"rendering 2 scenes of 60 frames at 960x540 into {a.tracks} ...", file=sys.stderr, flush=True)
         render_long_scenes(a.tracks, 2, 60)
-    # a child process imports gasp from --code (PYTHONPATH comes before the installed checkout) and times it with
+    # a child process imports gasp from --code (run there, with it on PYTHONPATH: both come before the installed
+    # checkout) and times it with
     # this checkout's bench_pipeline.samples_per_second, loaded from its file
     child = ("import importlib.util, json, sys\n"
              f"spec = importlib.util.spec_from_file_location('bench_pipeline', {str(HERE / 'bench' / 'bench_pipeline.py')!r})\n"
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
              "print(json.dumps(r))\n")
     code = str(a.code.resolve())
     out = subprocess.run([sys.executable, "-c", child, code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": code})
+                         env={**os.environ, "PYTHONPATH": code}, cwd=code)     # "-c" puts the cwd first on sys.path
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps({"sha": _git(a.code, "rev-parse", "--short", "HEAD"),
                       "dirty": bool(_git(a.code, "status", "--porcelain", "--untracked-files=no")),

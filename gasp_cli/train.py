@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help=f"YAML config (default {DEFAULT_CONFIG.relative_to(ROOT)})")
     ap.add_argument("--resume", help="OUT/checkpoint-STEP folder to continue from")
+    ap.add_argument("--out", help="run folder (the same as the override run.out=DIR)")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.max_steps=50")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         run_cfg = Path(args.resume).parent / "config.yaml" if args.resume else None
         config = run_cfg if run_cfg is not None and run_cfg.is_file() else DEFAULT_CONFIG
     try:
-        cfg = load_config(config, args.overrides)
+        cfg = load_config(config, [*args.overrides, *([f"run.out={args.out}"] if args.out else [])])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,9 +1,9 @@
 """Match explorer: look at a probe's predicted matches, per sequence, layer and query point.
 
     python plots/matches.py OUT                         # OUT written by python probes/pck.py --out OUT
-    python plots/matches.py OUT --sequences 0 3 --layers 0 12 27 --points 5 40 --dest /tmp/look
+    python plots/matches.py OUT --sequences 0 3 --layers 0 12 27 --points 5 40 --out /tmp/look
 
-Writes under OUT/matches/ (or --dest):
+Writes under OUT/matches/ (or --out):
     matches_<seq>_L<layer>.png   every frame with lines from each valid point's ground truth to
                                  its predicted token's centre, green within delta, red not
     heatmap_<seq>_p<point>.png   a point's similarity maps (eq. 10) over a few frames, one
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sequences", nargs="+", help="indices into the probed sequences, keys, or unique parts of keys")
     p.add_argument("--layers", nargs="+", type=int, help="probed layer numbers to draw")
     p.add_argument("--points", nargs="+", type=int, help="query point indices to draw")
-    p.add_argument("--dest", type=Path, help="output folder (default OUT/matches)")
+    p.add_argument("--out", "--dest", dest="dest", type=Path, help="output folder (default OUT/matches)")
     p.add_argument("--tracks", type=Path, help="tracks file to read instead of the one results.json names")
     p.add_argument("--figures", type=int, default=2,
                    help="draw PNGs for the first N chosen sequences (default 2; all with --sequences); "

@@ -88,3 +88,13 @@ def test_a_download_given_as_tracks_is_answered_with_its_converter(tmp_path, kin
         (path / "frames").mkdir()
     with pytest.raises(TrackFormatError, match=converter.replace("-", "\\-")):
         TrackReader(path)
+
+
+@pytest.mark.slow
+def test_out_names_the_training_run_folder(tmp_path):
+    from gasp_cli.train import main as train
+
+    assert train(["--out", str(tmp_path / "run"), "optim.max_steps=1", "run.eval_sequences=0", "loss.lm=false",
+                  "data.synthetic_scenes=2", "data.num_workers=0"]) == 0
+    assert (tmp_path / "run" / "checkpoint-1" / "adapter" / "adapter_config.json").is_file()
+    assert "out: " + str(tmp_path / "run") in (tmp_path / "run" / "config.yaml").read_text()
