@@ -36,6 +36,12 @@ def compare(model: str, runs: dict[str, tuple[str | None, dict | None]], tracks:
     """
     from gasp.runinfo import run_info, write_json_atomic
 
+    from gasp.models.loading import check_model
+    from tracks.io import TrackReader
+
+    TrackReader(tracks).close()                      # every input checked before the first probe says anything
+    for adapter, _ in runs.values():
+        check_model(model, adapter=adapter)
     results, rows, configs = [], [], {}
     for label, (adapter, reported) in runs.items():
         cfg = ProbeConfig(model=model, adapter=adapter, tracks=str(tracks), out=str(out / _slug(label)), size=size,

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     from tracks.io import TrackFormatError
 
     out, t0 = Path(a.out), time.monotonic()
+    if not (Path(a.checkpoints) / "manifest.json").is_file():          # checked before anything is said or made
+        print(f"demo: error: {Path(a.checkpoints) / 'manifest.json'} not found: point --checkpoints at an export "
+              "of experiments/export_small.py", file=sys.stderr)
+        return 2
     try:
         from tqdm import tqdm
 

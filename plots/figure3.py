@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [load_results(r) for r in args.runs]
         paths = draw_figure3(results, labels, args.out, args.dt_mode)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"figure3: error: {e}", file=sys.stderr)
         return 2
     for res, label in zip(results, labels):
         if "pck_head" in res:

@@ -98,3 +98,24 @@ def test_out_names_the_training_run_folder(tmp_path):
                   "data.synthetic_scenes=2", "data.num_workers=0"]) == 0
     assert (tmp_path / "run" / "checkpoint-1" / "adapter" / "adapter_config.json").is_file()
     assert "out: " + str(tmp_path / "run") in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("module, args", [
+    ("gasp_cli.compare", ["--model", "tiny-qwen2.5-vl", "--tracks", "{tmp}/bad.pkl", "--adapter", "a=none",
+                          "--out", "{tmp}/o"]),
+    ("gasp_cli.compare", ["--model", "nope-model", "--tracks", "{tmp}/bad.pkl", "--adapter", "a=none",
+                          "--out", "{tmp}/o"]),
+    ("gasp_cli.demo", ["--checkpoints", "{tmp}/none", "--out", "{tmp}/o"]),
+    ("plots.figure3", ["{tmp}/none", "--out", "{tmp}/o/f.png"]),
+    ("plots.pck_depth", ["{tmp}/none", "--out", "{tmp}/o/g.png"]),
+])
+def test_probe_and_plot_commands_refuse_in_one_line_before_any_output(tmp_path, capsys, module, args):
+    import importlib
+    import pickle
+
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps({"v": 1}))
+    rc = importlib.import_module(module).main([a.format(tmp=tmp_path) for a in args])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "error:" in lines[0], out + err
+    assert not (tmp_path / "o").exists()
