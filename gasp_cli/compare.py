@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from plots.figure3 import draw_figure3
-from probes.results import peak_numbers
+from probes.results import ProbeResults
 from probes.runner import ProbeConfig, ProbeError, run_probe
 from tracks.io import TrackFormatError
 
@@ -34,9 +34,8 @@ def compare(model: str, runs: dict[str, tuple[str | None, dict | None]], tracks:
     and OUT/compare.json; returns the table's rows. A reported peak ({"pck", "peak_layer",
     "num_sequences"}) adds the difference to it, when the same sequences were probed.
     """
-    from gasp.runinfo import run_info, write_json_atomic
-
     from gasp.models.loading import check_model
+    from gasp.runinfo import run_info, write_json_atomic
     from tracks.io import TrackReader
 
     TrackReader(tracks).close()                      # every input checked before the first probe says anything
@@ -48,7 +47,7 @@ def compare(model: str, runs: dict[str, tuple[str | None, dict | None]], tracks:
                           **probe_options)
         print(f"probing {label}: {model}" + (f" + {adapter}" if adapter else ""), flush=True)
         res = run_probe(cfg, progress=tqdm)
-        p = peak_numbers(res)
+        p = ProbeResults(res).peak()
         row = {"label": label, **{k: p[k] for k in ("peak_layer", "pck", "rho", "y_dt24", "num_sequences")}}
         if reported is not None and reported["num_sequences"] == p["num_sequences"]:   # not with --max-sequences
             row.update(reported_pck=reported["pck"], reported_layer=reported["peak_layer"],

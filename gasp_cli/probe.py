@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from probes.results import summary_line
+from probes.results import ProbeResults
 from probes.runner import ProbeConfig, ProbeError, run_probe
 from tracks.io import TrackFormatError
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = draw_figure3([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
                          Path(cfg.out) / "figure3.png", references=res.get("references"))
-    print(summary_line(res))
+    print(ProbeResults(res).summary_line())
     tv = res.get("tapvid") or {}
     if tv.get("delta_avg"):
         best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
-from probes.results import load_results, peak_layer_index  # noqa: E402,F401  (re-exported)
+from probes.results import ProbeResults, load_results  # noqa: E402,F401  (re-exported)
 from probes.results import series as _arr  # noqa: E402
 
 COLORS = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -41,15 +41,16 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     ax_pck, ax_rho, ax_dt = axes
     for i, (res, label) in enumerate(zip(results, labels)):
+        res = res if isinstance(res, ProbeResults) else ProbeResults(res)
         c = COLORS[i % len(COLORS)]
-        layers = np.array(res["layers"])
-        pck, std = _arr(res["pck_mean"]), _arr(res["pck_std"])
+        layers = np.array(res.layers)
+        pck, std = res.series("pck_mean"), res.series("pck_std")
         ax_pck.plot(layers, pck, "-o", ms=3, color=c, label=label)
         ax_pck.fill_between(layers, np.clip(pck - std, 0, 1), np.clip(pck + std, 0, 1), color=c, alpha=0.18, lw=0)
-        ax_rho.plot(layers, _arr(res["rho"]), "-o", ms=3, color=c, label=label)
-        dt, dt_norm = np.array(res["dt"]), _arr(res["dt_norm"])
+        ax_rho.plot(layers, res.series("rho"), "-o", ms=3, color=c, label=label)
+        dt, dt_norm = np.array(res["dt"]), res.series("dt_norm")
         if dt_mode == "peak":
-            k = peak_layer_index(res)
+            k = res.peak_index
             y, tag = dt_norm[k], f"{label} (layer {layers[k]})"
         else:
             with np.errstate(all="ignore"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.ticker  # noqa: E402
 
 from plots.figure3 import COLORS, _arr, load_results, plt, save_png_pdf  # noqa: E402
+from probes.results import ProbeResults  # noqa: E402
 
 PCK_REFS = {"uniform": "chance (uniform)", "same_position": "same position"}
 DEPTH_REFS = {"pixels": "pixel patches, ridge", "constant": "constant mean"}
@@ -32,7 +33,7 @@ def draw_geometry(results: list[dict], labels: list[str], out: str | Path) -> li
     fig, (ax_pck, ax_d) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained", sharex=True)
     for i, (res, label) in enumerate(zip(results, labels)):
         c = COLORS[i % len(COLORS)]
-        ax_pck.plot(res["layers"], _arr(res["pck_mean"]), "-o", ms=3, color=c, label=label)
+        ax_pck.plot(res["layers"], ProbeResults(res).series("pck_mean"), "-o", ms=3, color=c, label=label)
         d = res["depth"]
         ax_d.plot(d["layers"], _arr(d["scale_shift"]["delta_1.25"]), "-o", ms=3, color=c, label=label)
         ax_d.plot(d["layers"], _arr(d["metric"]["delta_1.25"]), ":", lw=1.2, color=c)

@@ -1,26 +1,70 @@
-"""A probe's results.json, read back: loading, per-layer series with None as NaN, and the peak layer.
+"""A probe's results.json, read back: :class:`ProbeResults` owns loading, the per-layer series (None as
+NaN), the peak layer and the one-line summary.
 
 One place for "which layer is the peak" (the layer of the highest mean PCK over sequences): the
 figures, the comparison table, the replication's report and the trainer's log line all use it.
+``ProbeResults`` is a read-only mapping over the JSON, so code that reads keys keeps working and the
+file's format stays what it is.
 
 Shapes: L probed layers.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """results.json of a probe folder (or the file itself)."""
-    path = Path(path)
-    path = path / "results.json" if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass a probe output folder (gasp probe --out DIR)")
-    return json.loads(path.read_text())
+class ProbeResults(Mapping):
+    """results.json as a typed object: ``res.layers``, ``res.series("rho")``, ``res.peak_index``, ``res.peak()``,
+    ``res.summary_line()``; ``res["pck_mean"]`` still reads the JSON."""
+
+    def __init__(self, data: Mapping[str, Any], path: Path | None = None):
+        self._data, self.path = dict(data), path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ProbeResults":
+        """results.json of a probe folder (or the file itself)."""
+        path = Path(path)
+        path = path / "results.json" if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: pass a probe output folder (gasp probe --out DIR)")
+        return cls(json.loads(path.read_text()), path)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self._data["layers"])
+
+    def series(self, key: str) -> np.ndarray:
+        """A per-layer entry as floats, None -> NaN: (L,) or (L, K)."""
+        return series(self._data[key])
+
+    @property
+    def peak_index(self) -> int:
+        return peak_layer_index(self._data)
+
+    def peak(self) -> dict[str, Any]:
+        return peak_numbers(self._data)
+
+    def summary_line(self, extra_references: dict[str, float] | None = None) -> str:
+        return summary_line(self._data, extra_references)
+
+
+def load_results(path: str | Path) -> ProbeResults:
+    """:meth:`ProbeResults.load`."""
+    return ProbeResults.load(path)
 
 
 def series(x: list) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gasp.runinfo import write_text_atomic
 from gasp.train.recipe import Run
-from probes.results import peak_layer_index, summary_line
+from probes.results import ProbeResults
 from probes.runner import Probe, ProbeConfig, summarize
 from tracks.io import TrackReader
 
@@ -45,12 +45,12 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
         skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
         res = summarize(pcfg, probe.layers, done, skipped, probe.layer_kinds)
         res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
-        peak = res["pck_mean"][peak_layer_index(res)]
+        peak = res["pck_mean"][ProbeResults(res).peak_index]
         line = {"step": step, "pck_peak": peak, "peak_layer": res["peak_layer"],
                 "pck_mean": res["pck_mean"], "rho": res["rho"], "references": res.get("references")}
         with (run.out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
-        log.info("eval at step %d: %s", step, summary_line(res, _untrained(run.out / "eval.jsonl") if step else None))
+        log.info("eval at step %d: %s", step, ProbeResults(res).summary_line(_untrained(run.out / "eval.jsonl") if step else None))
         if final:
             write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
     acc.wait_for_everyone()

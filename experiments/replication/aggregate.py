@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gasp.data.spatial_qa import KINDS
-from probes.results import peak_layer_index
+from probes.results import ProbeResults
 
 QA_COLUMNS = (*KINDS, "all")
 
@@ -60,7 +60,7 @@ def summarize_arm(runs: list[dict]) -> dict[str, Any]:
     out["other_pck"], _ = _ms([r["other_pck"] for r in runs])
     if all("head_pck" in r for r in runs):
         out["head_pck"], out["head_pck_seed_std"] = _ms([r["head_pck"]["pck_mean"] for r in runs])
-    k = peak_layer_index(out)                                   # of the seed-mean PCK
+    k = ProbeResults(out).peak_index                            # of the seed-mean PCK
     peak: dict[str, Any] = {"layer": out["layers"][k]}
     for name, per_run in (("pck", [p["pck_mean"][k] for p in probes]), ("rho", [p["rho"][k] for p in probes]),
                           ("y_dt24", [p["dt_norm"][k][-1] for p in probes]),

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gasp.heads import CorrespondenceHeads
 from gasp.capture.q_inputs import capture_q_inputs
+from gasp.heads import CorrespondenceHeads
 from probes import metrics
 from probes.runner import DTS
 from tracks.io import TrackReader

@@ -44,13 +44,13 @@ def layer_table(res: dict[str, Any], key: str, std_key: str | None = None) -> st
 
 def seed_table(res: dict[str, Any]) -> str:
     """Each seed's peak-layer PCK and rho (on its own peak layer) and the validation probe's numbers."""
-    from probes.results import peak_numbers
+    from probes.results import ProbeResults
 
     rows = ["| arm | seed | peak layer | PCK@2 | ρ | validation mean PCK (best layer) | train s | test s |",
             "|---|---|---|---|---|---|---|---|"]
     for name, runs in res["runs"].items():
         for r in runs if isinstance(runs, list) else []:
-            p = peak_numbers(r["probe"])
+            p = ProbeResults(r["probe"]).peak()
             val = r.get("val") or {}
             vp = [v for v in (val.get("pck_mean") or []) if v is not None]
             rows.append(f"| {name} | {r['seed']} | {p['peak_layer']} | {p['pck']:.3f} | {_ms(p['rho'], nd=3)} | "

@@ -18,7 +18,7 @@ from typing import Any
 
 from experiments.replication.plan import ARMS, Plan
 from gasp.runinfo import data_library_versions
-from probes.results import peak_numbers
+from probes.results import ProbeResults
 from tracks.content import compare, digest, summarize
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def export_checkpoints(run: str | Path, dest: str | Path, arms: tuple[str, ...] 
         (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         _to_fp16(src / "adapter_model.safetensors", out / "adapter_model.safetensors")
         models[arm] = {"label": res["labels"][arm], "adapter": out.name, "seed": seed,
-                       "reported": peak_numbers(entry["probe"]), "probe_command": entry["probe_command"]}
+                       "reported": ProbeResults(entry["probe"]).peak(), "probe_command": entry["probe_command"]}
     manifest = {
         "what": "small Qwen2.5-VL-architecture model after the shared LM warm-up (base) and LoRA adapters of "
                 "the replication's arms; tensors stored as float16, probed in fp32",
