@@ -10,10 +10,12 @@ results.json also carries TAP-Vid's δ^x metrics (``tapvid``; probes/tapvid_metr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
 from probes.results import ProbeResults
@@ -25,7 +27,7 @@ log = logging.getLogger("gasp.probe")
 
 def parse_args(argv: list[str] | None = None) -> ProbeConfig:
     d = ProbeConfig()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)   # flags are matched exactly
     p.add_argument("--model", default=d.model, help="alias (qwen2.5-vl-7b, ...), local checkpoint folder, "
                    "HF id in the local cache, or tiny-* (default %(default)s)")
     p.add_argument("--adapter", help="peft LoRA adapter folder applied on top of --model")
@@ -66,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                    help="fraction of --tracks' scenes held out for the depth probe (default %(default)s)")
     p.add_argument("--depth-folds", type=int, default=d.depth_folds,
                    help="cross-validation folds (by scene) for its ridge lambda (default %(default)s)")
+    p.add_argument("--config", help="YAML of probe settings (the keys of probes/config.py's ProbeConfig, e.g. "
+                   "configs/probe/*.yaml); the flags given and KEY=VALUE overrides apply on top")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="settings by their config key, after --config (e.g. explore_sequences=0)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(argv)
     try:
         deltas = [float(x) for x in a.delta.split(",") if x.strip()]
@@ -83,23 +90,69 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
         p.error(f"argument --batch-size: must be >= 1, got {a.batch_size}")
     if a.max_sequences is not None and a.max_sequences < 1:
         p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
-    inputs = adapter_inputs(a)
-    return ProbeConfig(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
-                       heads=a.heads, match=a.match, bidirectional=a.bidirectional, delta=deltas[0],
-                       extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, dtype=a.dtype, device=a.device,
-                       batch_size=a.batch_size, seed=a.seed, trust_remote_code=a.trust_remote_code,
-                       synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine,
-                       depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
-                       depth_holdout=a.depth_holdout, depth_folds=a.depth_folds, **inputs)
+    flags = dict(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
+                 heads=a.heads, match=a.match, bidirectional=a.bidirectional, delta=deltas[0],
+                 extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, dtype=a.dtype, device=a.device,
+                 batch_size=a.batch_size, seed=a.seed, trust_remote_code=a.trust_remote_code,
+                 synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine,
+                 depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
+                 depth_holdout=a.depth_holdout, depth_folds=a.depth_folds, frames_mode=a.frames_mode,
+                 size=tuple(a.size) if a.size else None, fps=a.fps)
+    if a.config is None and not a.overrides:
+        return ProbeConfig(**{**flags, **adapter_inputs(flags["adapter"], flags,
+                                                         {k for k in ("size", "frames_mode", "fps") if flags[k] is not None})})
+    # one loader for every config (gasp/config.py): defaults, the YAML, KEY=VALUE; then the flags given
+    from gasp.config import ConfigError, load_typed, parse_override
+
+    try:
+        base = load_typed(ProbeConfig, a.config, a.overrides)
+        in_config = set(yaml.safe_load(Path(a.config).read_text()) or {}) if a.config else set()
+        in_config |= {parse_override(o)[0] for o in a.overrides}
+        check_probe_config(base)
+    except ConfigError as e:
+        p.error(str(e))
+    given = {dest for dest, opts in _flag_options(p).items() if any(t in opts or t.split("=", 1)[0] in opts
+                                                                     for t in argv if t.startswith("--"))}
+    merged = {**dataclasses.asdict(base), **{k: v for k, v in flags.items() if _given(k, given)}}
+    merged["extra_deltas"], merged["size"] = tuple(merged["extra_deltas"]), merged["size"] and tuple(merged["size"])
+    return ProbeConfig(**{**merged, **adapter_inputs(merged["adapter"], merged, in_config | given)})
 
 
-def adapter_inputs(a: argparse.Namespace) -> dict:
-    """size, frames_mode, fps and prompt: as given, else as the adapter was trained (its gasp_input.json), else
-    the defaults. Says which it used, and warns where a given value differs from the adapter's."""
+def _flag_options(p: argparse.ArgumentParser) -> dict[str, set[str]]:
+    return {act.dest: set(act.option_strings) for act in p._actions if act.option_strings}
+
+
+def _given(field: str, given: set[str]) -> bool:
+    """Whether a ProbeConfig field was set by a flag on the command line (--delta sets two fields)."""
+    return field in given or (field == "extra_deltas" and "delta" in given) or (field == "depth" and "depth_train" in given)
+
+
+def check_probe_config(cfg: ProbeConfig) -> None:
+    """What the flags' own checks say, for settings that came from a YAML file or KEY=VALUE."""
+    from gasp.config import ConfigError
+
+    deltas = [cfg.delta, *cfg.extra_deltas]
+    if any(not x > 0 for x in deltas) or len(set(deltas)) != len(deltas):
+        raise ConfigError(f"delta and extra_deltas must be distinct thresholds > 0, got {deltas}")
+    if (cfg.match != "cosine-mean" or cfg.bidirectional) and cfg.heads != "mean":
+        raise ConfigError(f"match {cfg.match} averages over heads; it needs heads: mean, got {cfg.heads}")
+    if cfg.batch_size < 1 or (cfg.max_sequences is not None and cfg.max_sequences < 1):
+        raise ConfigError("batch_size and max_sequences must be >= 1")
+    if cfg.size is not None and len(cfg.size) != 2:
+        raise ConfigError(f"size must be [H, W], got {cfg.size}")
+
+
+def adapter_inputs(adapter: str | None, values: dict, explicit: set[str]) -> dict:
+    """size, frames_mode, fps and prompt: as given (a flag, the YAML or KEY=VALUE; ``explicit`` names which),
+    else as the adapter was trained (its gasp_input.json), else the defaults. Says which it used, and warns
+    where a given value differs from the adapter's."""
     from gasp.train.checkpoint import input_settings
 
-    given = {"size": tuple(a.size) if a.size else None, "frames_mode": a.frames_mode, "fps": a.fps}
-    rec = input_settings(a.adapter) if a.adapter else None
+    d = ProbeConfig()
+    given = {k: values.get(k) if k in explicit else None for k in ("size", "frames_mode", "fps")}
+    if given["size"] is not None:
+        given["size"] = tuple(given["size"])
+    rec = input_settings(adapter) if adapter else None
     used = dict(given)
     if rec:
         adopted = []
@@ -113,9 +166,9 @@ def adapter_inputs(a: argparse.Namespace) -> dict:
                             k.replace("_", "-"), v, k, want)
         if adopted:
             log.info("probing at the adapter's training input settings (%s): %s; pass --size/--frames-mode/--fps "
-                     "to override", ", ".join(adopted), Path(a.adapter) / "gasp_input.json")
-    return {**used, "fps": used["fps"] if used["fps"] is not None else ProbeConfig().fps,
-            "prompt": (rec or {}).get("prompt") or ProbeConfig().prompt}
+                     "to override", ", ".join(adopted), Path(adapter) / "gasp_input.json")
+    prompt = values.get("prompt") if "prompt" in explicit else (rec or {}).get("prompt") or d.prompt
+    return {**used, "fps": used["fps"] if used["fps"] is not None else d.fps, "prompt": prompt}
 
 
 def main(argv: list[str] | None = None) -> int:

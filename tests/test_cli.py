@@ -119,3 +119,23 @@ def test_probe_and_plot_commands_refuse_in_one_line_before_any_output(tmp_path, 
     lines = [ln for ln in (out + err).splitlines() if ln.strip()]
     assert rc == 2 and len(lines) == 1 and "error:" in lines[0], out + err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_probe_loads_its_settings_like_the_trainer(tmp_path, capsys):
+    """One typed loader (gasp/config.py): defaults, then --config YAML, then KEY=VALUE, then the flags given;
+    unknown keys and wrong types are refused; without --config the flags behave as before."""
+    from gasp_cli.probe import parse_args
+    from probes.config import ProbeConfig
+
+    preset = ROOT / "configs" / "probe" / "peer_conventions.yaml"
+    c = parse_args(["--config", str(preset)])
+    assert (c.match, c.bidirectional, c.extra_deltas) == ("softmax-mean", True, (1.0, 4.0))
+    c = parse_args(["--config", str(preset), "--delta", "3", "explore_sequences=0", "size=[224,224]"])
+    assert (c.delta, c.extra_deltas, c.explore_sequences, c.size) == (3.0, (), 0, (224, 224))
+    assert c.match == "softmax-mean" and isinstance(c, ProbeConfig)
+    assert parse_args(["--delta", "1,2"]).extra_deltas == (2.0,)
+    for bad, said in ((["no_such=1"], "unknown config key 'no_such'"), (["delta=abc"], "delta must be float"),
+                      (["heads=per-head"], "needs heads: mean")):
+        with pytest.raises(SystemExit) as e:
+            parse_args(["--config", str(preset), *bad])
+        assert e.value.code == 2 and said in capsys.readouterr().err

@@ -12,19 +12,12 @@ A run folder's config.yaml loads as a config file (its `_run` record block is sk
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-RUN_BLOCK = "_run"  # what save_config records about the run (version, git SHA); skipped when loading
-
-
-class ConfigError(ValueError):
-    """A bad config file or override, reported without a traceback."""
+from gasp.config import RUN_BLOCK, ConfigError, apply_mapping, load_typed  # noqa: F401  (ConfigError re-exported)
 
 
 @dataclass
@@ -124,94 +117,9 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is Any:
-        return True
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
-
-
-def _set(cfg: Any, dotted: str, value: Any, where: str) -> None:
-    parts = dotted.split(".")
-    obj = cfg
-    for i, part in enumerate(parts):
-        fields = {f.name: f for f in dataclasses.fields(obj)}
-        prefix = ".".join(parts[:i])
-        if part not in fields:
-            valid = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in fields)
-            raise ConfigError(f"{where}: unknown config key {dotted!r}; valid keys here: {valid}")
-        if i < len(parts) - 1:
-            obj = getattr(obj, part)
-            if not dataclasses.is_dataclass(obj):
-                raise ConfigError(f"{where}: {'.'.join(parts[:i + 1])!r} is a value, not a section")
-            continue
-        hints = typing.get_type_hints(type(obj))
-        tp = hints[part]
-        if dataclasses.is_dataclass(getattr(obj, part)):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: {dotted!r} is a section; give a mapping, got {value!r}")
-            for k, v in value.items():
-                _set(cfg, f"{dotted}.{k}", v, where)
-            return
-        if not _type_ok(value, tp):
-            raise ConfigError(f"{where}: {dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
-        if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
-            value = float(value) if isinstance(value, int) else value
-        setattr(obj, part, value)
-
-
-def apply_mapping(cfg: TrainConfig, mapping: dict, where: str) -> None:
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping of sections, got {type(mapping).__name__}")
-    for key, value in mapping.items():
-        _set(cfg, str(key), value, where)
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like section.key=value")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: cannot parse the value: {e}") from None
-    return key.strip(), value
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=value")."""
-    cfg = TrainConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k != RUN_BLOCK}   # a run folder's config.yaml
-        apply_mapping(cfg, data, str(p))
-    for item in overrides:
-        key, value = parse_override(item)
-        _set(cfg, key, value, "override")
-    validate(cfg)
-    return cfg
+    return load_typed(TrainConfig, path, overrides, validate)
 
 
 def validate(cfg: TrainConfig) -> None:
