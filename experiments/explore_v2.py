@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_steps:
         chosen = (res.get("sweep") or {}).get("chosen", {})
         d = run / "explore" / "run_C_seed0"            # checkpoints stay in the run folder, not in docs
-        cfg = _config(plan, data, run / "base", d, 0, a.steps, [*ARMS["C"]["overrides"], f"run.save_every={a.every}"],
+        cfg = _config(plan, data, run / "base", d, 0, a.steps, {**ARMS["C"]["settings"], "run": {"save_every": a.every}},
                       chosen.get("lr"), chosen.get("lora_r"))
         t = time.time()
         summary = train(cfg, evaluator=evaluate)

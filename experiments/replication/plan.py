@@ -26,13 +26,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 ARMS: dict[str, dict[str, object]] = {
-    "A": {"label": "A: LM only", "overrides": ["loss.corr=false", "loss.depth=false"]},
-    "B": {"label": "B: LM + corr", "overrides": ["loss.corr=true", "loss.depth=false"]},
-    "C": {"label": "C: LM + corr + depth", "overrides": ["loss.corr=true", "loss.depth=true"]},
-    "D": {"label": "D: LM + corr + depth on Q/K", "overrides": ["loss.corr=true", "loss.depth=true", "loss.on=qk"]},
+    "A": {"label": "A: LM only", "settings": {"loss": {"corr": False, "depth": False}}},
+    "B": {"label": "B: LM + corr", "settings": {"loss": {"corr": True, "depth": False}}},
+    "C": {"label": "C: LM + corr + depth", "settings": {"loss": {"corr": True, "depth": True}}},
+    "D": {"label": "D: LM + corr + depth on Q/K", "settings": {"loss": {"corr": True, "depth": True, "on": "qk"}}},
     # issue 9: two head designs the paper leaves open (docs/results/v2/PLAN.md says why these two)
-    "E": {"label": "E: C with Q/K head pairs", "overrides": ["loss.corr=true", "loss.depth=true", "loss.on=qk_heads"]},
-    "F": {"label": "F: C with linear heads", "overrides": ["loss.corr=true", "loss.depth=true", "heads.hidden=0"]},
+    "E": {"label": "E: C with Q/K head pairs", "settings": {"loss": {"corr": True, "depth": True, "on": "qk_heads"}}},
+    "F": {"label": "F: C with linear heads", "settings": {"loss": {"corr": True, "depth": True}, "heads": {"hidden": 0}}},
 }
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
 # the quick and smoke presets check the pipeline on their own test scenes, never the reported test split
@@ -114,17 +114,17 @@ class Plan:
         return SyntheticSceneConfig(height=s, width=s, num_frames=num_frames, shake_deg=self.shake_deg,
                                     pan_deg=self.pan_deg)
 
-    def train_overrides(self, lr: float | None = None, lora_r: int | None = None) -> list[str]:
-        """Trainer overrides shared by the warm-up and every arm (`gasp.train.config` keys)."""
+    def train_settings(self, lr: float | None = None, lora_r: int | None = None) -> dict:
+        """Trainer settings shared by the warm-up and every arm, as a typed mapping of `gasp.train.config` sections."""
         s = self.image_size
         lr, r = lr or self.lr, int(lora_r or self.lora_r)
-        return [f"model.size=[{s},{s}]", "model.grad_ckpt=false", "model.mixed_precision='no'",
-                f"lora.r={r}", f"lora.alpha={2 * r}",
-                f"heads.hidden={self.heads_hidden}", f"heads.d_emb={self.heads_d_emb}",
-                "data.grid=8", f"data.min_frames={self.min_frames}", f"data.max_frames={self.max_frames}",
-                f"data.radius={self.radius}", f"data.lm_ratio={self.lm_ratio}", f"data.num_frames_lm={self.qa_frames}",
-                f"optim.lr={lr}", f"optim.head_lr_mult={self.head_lr_mult}", "optim.warmup_steps=10",
-                "run.eval_every=0", "run.save_every=0", "run.log_every=1", f"run.eval_sequences={self.val_scenes}"]
+        return {"model": {"size": [s, s], "grad_ckpt": False, "mixed_precision": "no"},
+                "lora": {"r": r, "alpha": 2 * r},
+                "heads": {"hidden": self.heads_hidden, "d_emb": self.heads_d_emb},
+                "data": {"grid": 8, "min_frames": self.min_frames, "max_frames": self.max_frames,
+                         "radius": self.radius, "lm_ratio": self.lm_ratio, "num_frames_lm": self.qa_frames},
+                "optim": {"lr": lr, "head_lr_mult": self.head_lr_mult, "warmup_steps": 10},
+                "run": {"eval_every": 0, "save_every": 0, "log_every": 1, "eval_sequences": self.val_scenes}}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from experiments.replication.plan import ARMS, Plan
-from gasp.train.config import load_config
+from gasp.train.config import TrainConfig, apply_mapping, validate
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,18 @@ def make_data(plan: Plan, root: Path) -> dict[str, Path]:
     return paths
 
 
-def _config(plan: Plan, data: dict[str, Path], model: Path, out: Path, seed: int, steps: int, extra: list[str],
-            lr: float | None = None, lora_r: int | None = None):
-    return load_config(None, [*plan.train_overrides(lr, lora_r), f"model.name={model}", f"data.tracks={data['train']}",
-                              f"data.tracks_eval={data['val']}", f"data.instruct={data['instruct']}",
-                              f"optim.max_steps={steps}", f"run.out={out}", f"run.seed={seed}", *extra])
+def _config(plan: Plan, data: dict[str, Path], model: Path, out: Path, seed: int, steps: int, extra: dict,
+            lr: float | None = None, lora_r: int | None = None) -> TrainConfig:
+    """The trainer's config of one run: the plan's shared settings, this run's paths and steps, then ``extra``
+    (an arm's settings), each a typed mapping applied and checked by the same loader as a YAML file."""
+    cfg = TrainConfig()
+    run = {"model": {"name": str(model)},
+           "data": {"tracks": str(data["train"]), "tracks_eval": str(data["val"]), "instruct": str(data["instruct"])},
+           "optim": {"max_steps": steps}, "run": {"out": str(out), "seed": seed}}
+    for part, mapping in (("plan", plan.train_settings(lr, lora_r)), ("run", run), ("arm", extra)):
+        apply_mapping(cfg, mapping, f"replication {part} settings")
+    validate(cfg)
+    return cfg
 
 
 def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], None] | None = None,
@@ -121,8 +128,8 @@ def warmup(plan: Plan, data: dict[str, Path], out: Path, say: Callable[[str], No
         return full_warmup(init, data["instruct"], out, steps=plan.warmup_steps, lr=plan.warmup_lr, size=(s, s),
                            num_frames=plan.qa_frames, seed=0, say=say, device=device,
                            train_vision=plan.warmup_vision)
-    cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps, ["loss.corr=false", "loss.depth=false",
-                                                                        f"optim.lr={plan.warmup_lr}"])
+    cfg = _config(plan, data, init, out / "warmup", 0, plan.warmup_steps,
+                  {"loss": {"corr": False, "depth": False}, "optim": {"lr": plan.warmup_lr}})
     train(cfg, evaluator=evaluate)
     model, proc, _ = load_model(str(init), adapter=out / "warmup" / f"checkpoint-{plan.warmup_steps}" / "adapter")
     model.merge_and_unload().save_pretrained(base)
@@ -138,7 +145,7 @@ def train_arm(plan: Plan, data: dict[str, Path], base: Path, arm: str, seed: int
     from probes.train_eval import evaluate
 
     steps = steps or plan.arm_steps
-    cfg = _config(plan, data, base, out, seed, steps, list(ARMS[arm]["overrides"]), lr, lora_r)
+    cfg = _config(plan, data, base, out, seed, steps, ARMS[arm]["settings"], lr, lora_r)
     summary = train(cfg, evaluator=evaluate)
     return out / f"checkpoint-{steps}", summary.get("results") or {}, to_dict(cfg)
 
