@@ -26,14 +26,10 @@ class ConfigError(ValueError):
     """A bad config file or override, reported without a traceback."""
 
 
-def _wants_tuple(tp: Any) -> bool:
-    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    return any(typing.get_origin(a) is tuple for a in args)
-
-
-def _tuple_of_float(tp: Any) -> bool:
-    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    return any(typing.get_origin(a) is tuple and float in typing.get_args(a) for a in args)
+def _tuple_type(tp: Any) -> Any:
+    """The tuple[...] type that ``tp`` is or has among its union members, else None."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return next((a for a in members if typing.get_origin(a) is tuple), None)
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -91,8 +87,9 @@ def _set(cfg: Any, dotted: str, value: Any, where: str) -> None:
             raise ConfigError(f"{where}: {dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
         if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
             value = float(value) if isinstance(value, int) else value
-        if isinstance(value, list) and _wants_tuple(tp):
-            value = tuple(float(v) if isinstance(v, int) and _tuple_of_float(tp) else v for v in value)
+        if isinstance(value, list) and (tt := _tuple_type(tp)) is not None:       # YAML lists become the tuple
+            floats = float in typing.get_args(tt)
+            value = tuple(float(v) if floats and isinstance(v, int) else v for v in value)
         setattr(obj, part, value)
 
 

@@ -98,10 +98,8 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                  depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
                  depth_holdout=a.depth_holdout, depth_folds=a.depth_folds, frames_mode=a.frames_mode,
                  size=tuple(a.size) if a.size else None, fps=a.fps)
-    if a.config is None and not a.overrides:
-        return ProbeConfig(**{**flags, **adapter_inputs(flags["adapter"], flags,
-                                                         {k for k in ("size", "frames_mode", "fps") if flags[k] is not None})})
-    # one loader for every config (gasp/config.py): defaults, the YAML, KEY=VALUE; then the flags given
+    # one loader for every config (gasp/config.py): defaults, the YAML, KEY=VALUE; then the flags given. The flags'
+    # defaults are ProbeConfig's, so without --config this is the flags alone.
     from gasp.config import ConfigError, load_typed, parse_override
 
     try:
@@ -122,9 +120,12 @@ def _flag_options(p: argparse.ArgumentParser) -> dict[str, set[str]]:
     return {act.dest: set(act.option_strings) for act in p._actions if act.option_strings}
 
 
+SET_ALSO_BY = {"extra_deltas": "delta", "depth": "depth_train"}    # --delta 1,2 sets both; --depth-train implies depth
+
+
 def _given(field: str, given: set[str]) -> bool:
-    """Whether a ProbeConfig field was set by a flag on the command line (--delta sets two fields)."""
-    return field in given or (field == "extra_deltas" and "delta" in given) or (field == "depth" and "depth_train" in given)
+    """Whether a ProbeConfig field was set by a flag on the command line."""
+    return field in given or SET_ALSO_BY.get(field) in given
 
 
 def check_probe_config(cfg: ProbeConfig) -> None:

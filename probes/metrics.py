@@ -281,7 +281,8 @@ class Matches:
 
     scores: the map whose argmax is the prediction, (F', N, P), or (H, F', N, P) for heads="per-head";
     probs and conf: the head-mean attention softmax (F', N, P) and eq. 13's confidence (F', N);
-    others: (F',) the frames other than the query frame; grid: (h, w).
+    others: (F',) the frames other than the query frame; grid: (h, w); queries (H, N, D) and keys
+    (Hkv, F', P, D) float32: the descriptors matched, kept for maps of a few points.
     """
 
     scores: torch.Tensor
@@ -289,6 +290,8 @@ class Matches:
     conf: torch.Tensor
     others: torch.Tensor
     grid: tuple[int, int]
+    queries: torch.Tensor
+    keys: torch.Tensor
 
 
 def query_tokens(tok: torch.Tensor, query_frame: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +335,7 @@ def match_layer(q: torch.Tensor, k: torch.Tensor, q_row: torch.Tensor, q_col: to
             back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
                                match, scale)
             scores = 0.5 * (scores + back)
-    return Matches(scores=scores, probs=probs, conf=conf, others=others, grid=(h, w))
+    return Matches(scores=scores, probs=probs, conf=conf, others=others, grid=(h, w), queries=q1, keys=kf)
 
 
 def predict(m: Matches) -> torch.Tensor:
@@ -414,8 +417,7 @@ def evaluate_layer(
         if match != "cosine-mean" or bidirectional:                    # the peer's map the argmax read
             sim = m.scores.index_select(1, sel)
         else:                                                          # eq. 10's head-mean cosine, those points only
-            q1 = q[:, query_frame, q_row, q_col].index_select(1, sel)
-            sim = similarity(q1, k.index_select(1, m.others).flatten(2, 3).float(), "mean")
+            sim = similarity(m.queries.index_select(1, sel), m.keys, "mean")
         res.sim = sim.unflatten(-1, (h, w))                            # (F', M, h, w)
     if image_size is not None and heads != "per-head":
         from probes import tapvid_metrics as tv

@@ -45,12 +45,13 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
         skipped = [k for k, r in done.items() if r["attrs"]["skipped"]]
         res = summarize(pcfg, probe.layers, done, skipped, probe.layer_kinds)
         res.update(step=step, tracks=str(run.eval_path), train_config=str(run.out / "config.yaml"))
-        peak = res["pck_mean"][ProbeResults(res).peak_index]
-        line = {"step": step, "pck_peak": peak, "peak_layer": res["peak_layer"],
+        results = ProbeResults(res)
+        line = {"step": step, "pck_peak": res["pck_mean"][results.peak_index], "peak_layer": res["peak_layer"],
                 "pck_mean": res["pck_mean"], "rho": res["rho"], "references": res.get("references")}
+        untrained = _untrained(run.out / "eval.jsonl") if step else None       # read before this line is added
         with (run.out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
-        log.info("eval at step %d: %s", step, ProbeResults(res).summary_line(_untrained(run.out / "eval.jsonl") if step else None))
+        log.info("eval at step %d: %s", step, results.summary_line(untrained))
         if final:
             write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
     acc.wait_for_everyone()

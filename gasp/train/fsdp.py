@@ -34,7 +34,6 @@ def _options(**kw):
     return StateDictOptions(full_state_dict=True, **kw)
 
 
-
 def shard(gm: nn.Module, decoder_layers, device: torch.device) -> None:
     """FSDP2-shard ``gm`` (a GaspModel) in place: decoder layers, then the VLM, then the heads."""
     import torch.distributed as dist

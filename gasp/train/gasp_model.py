@@ -132,7 +132,6 @@ def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
     return flat_heads(torch.nn.functional.normalize(x.float(), dim=-1), num_heads) / h ** 0.5   # (N, H*D)
 
 
-
 def build_heads(peft_model, adapter, cfg: TrainConfig):
     """The geometric heads ``cfg.loss.on`` names, SVD-initialised on ``cfg.heads.layers``: GASP's correspondence
     heads ("heads"), a head pair on Q and K ("qk_heads"), or None ("qk": the losses act on Q/K themselves)."""
