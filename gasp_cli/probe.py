@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from gasp.inputs import INPUT_KEYS, ModelInput, check_input
 from probes.results import ProbeResults
 from probes.runner import ProbeConfig, ProbeError, run_probe
 from tracks.io import TrackFormatError
@@ -113,7 +114,10 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                                                                      for t in argv if t.startswith("--"))}
     merged = {**dataclasses.asdict(base), **{k: v for k, v in flags.items() if _given(k, given)}}
     merged["extra_deltas"], merged["size"] = tuple(merged["extra_deltas"]), merged["size"] and tuple(merged["size"])
-    return ProbeConfig(**{**merged, **adapter_inputs(merged["adapter"], merged, in_config | given)})
+    cfg = ProbeConfig(**{**merged, **adapter_inputs(merged["adapter"], merged, in_config | given)})
+    if (bad := check_input(cfg)) is not None:          # --size 0 0 passes argparse; the adapter's record is read too
+        p.error(bad)
+    return cfg
 
 
 def _flag_options(p: argparse.ArgumentParser) -> dict[str, set[str]]:
@@ -139,37 +143,38 @@ def check_probe_config(cfg: ProbeConfig) -> None:
         raise ConfigError(f"match {cfg.match} averages over heads; it needs heads: mean, got {cfg.heads}")
     if cfg.batch_size < 1 or (cfg.max_sequences is not None and cfg.max_sequences < 1):
         raise ConfigError("batch_size and max_sequences must be >= 1")
-    if cfg.size is not None and len(cfg.size) != 2:
-        raise ConfigError(f"size must be [H, W], got {cfg.size}")
+    if (bad := check_input(cfg)) is not None:
+        raise ConfigError(bad)
 
 
 def adapter_inputs(adapter: str | None, values: dict, explicit: set[str]) -> dict:
-    """size, frames_mode, fps and prompt: as given (a flag, the YAML or KEY=VALUE; ``explicit`` names which),
-    else as the adapter was trained (its gasp_input.json), else the defaults. Says which it used, and warns
-    where a given value differs from the adapter's."""
+    """``ModelInput``'s fields (frames_mode, size, fps, prompt): as given (a flag, the YAML or KEY=VALUE;
+    ``explicit`` names which), else as the adapter was trained (its gasp_input.json), else the defaults.
+    Says which it adopted, and warns where a given value differs from the adapter's."""
     from gasp.train.checkpoint import input_settings
 
-    d = ProbeConfig()
-    given = {k: values.get(k) if k in explicit else None for k in ("size", "frames_mode", "fps")}
-    if given["size"] is not None:
-        given["size"] = tuple(given["size"])
-    rec = input_settings(adapter) if adapter else None
-    used = dict(given)
-    if rec:
-        adopted = []
-        for k, v in given.items():
-            want = tuple(rec[k]) if k == "size" and rec.get(k) else rec.get(k)
-            if v is None and want is not None:
-                used[k] = want
-                adopted.append(f"{k} {'x'.join(map(str, want)) if k == 'size' else want}")
-            elif v is not None and want is not None and v != want:
+    d, rec = ModelInput(), (input_settings(adapter) if adapter else None) or {}
+    used, adopted = {}, []
+    for k in INPUT_KEYS:
+        given = values.get(k) if k in explicit else None
+        want = rec.get(k)
+        if k == "size":
+            given, want = (tuple(x) if x is not None else None for x in (given, want))
+        if given is not None:
+            used[k] = given
+            if want is not None and given != want and k != "prompt":
                 log.warning("--%s %s differs from the %s the adapter was trained with (%s); probing with yours",
-                            k.replace("_", "-"), v, k, want)
-        if adopted:
-            log.info("probing at the adapter's training input settings (%s): %s; pass --size/--frames-mode/--fps "
-                     "to override", ", ".join(adopted), Path(adapter) / "gasp_input.json")
-    prompt = values.get("prompt") if "prompt" in explicit else (rec or {}).get("prompt") or d.prompt
-    return {**used, "fps": used["fps"] if used["fps"] is not None else d.fps, "prompt": prompt}
+                            k.replace("_", "-"), given, k, want)
+        elif want is not None:
+            used[k] = want
+            if k != "prompt":
+                adopted.append(f"{k} {'x'.join(map(str, want)) if k == 'size' else want}")
+        else:
+            used[k] = getattr(d, k)
+    if adopted:
+        log.info("probing at the adapter's training input settings (%s): %s; pass --size/--frames-mode/--fps "
+                 "to override", ", ".join(adopted), Path(adapter) / "gasp_input.json")
+    return used
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gasp.inputs import ModelInput
+
 DTS = tuple(range(1, 25))
 
 
 @dataclass
-class ProbeConfig:
-    """Everything that determines a probe's numbers; saved into results.json."""
+class ProbeConfig(ModelInput):
+    """Everything that determines a probe's numbers; saved into results.json.
+
+    frames_mode, size, fps and prompt come from ``ModelInput``, shared with the trainer's model config.
+    """
 
     model: str = "tiny-qwen2.5-vl"
     adapter: str | None = None
@@ -26,13 +31,9 @@ class ProbeConfig:
     delta: float = 2.0
     extra_deltas: tuple[float, ...] = ()  # further PCK thresholds, reported as pck_at (e.g. 1 and 4)
     max_sequences: int | None = None
-    frames_mode: str | None = None     # adapter default when None
     dtype: str = "fp32"
     device: str | None = None          # None: accelerate's device for this process
     batch_size: int = 1
-    fps: float = 2.0
-    size: tuple[int, int] | None = None  # model input (H, W); None: adapter default for the frames
-    prompt: str = "describe the video."
     seed: int = 0
     trust_remote_code: bool = False
     synthetic_scenes: int = 8          # embedded default: scenes of 26 frames, one 8-frame sequence each

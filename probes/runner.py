@@ -83,9 +83,8 @@ class Probe:
 
     def prepare(self, seq: TrackSequence):
         try:
-            inputs, layout = self.adapter.prepare_inputs(
-                seq.frames, processor_or_tokenizer=self.processor, prompt=self.cfg.prompt,
-                frames_mode=self.cfg.frames_mode, fps=self.cfg.fps, size=self.cfg.size)
+            inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor,
+                                                         **self.cfg.input_settings())
         except ValueError as e:
             raise ProbeError(f"sequence {seq.key} ({seq.image_size[0]}x{seq.image_size[1]} px): {e}") from None
         return inputs, layout

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from gasp.runinfo import write_text_atomic
+from gasp.train.config import TrainConfig
 from gasp.train.recipe import Run
 from probes.results import ProbeResults
 from probes.runner import Probe, ProbeConfig, summarize
@@ -28,10 +29,7 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
     acc, cfg = run.accelerator, run.cfg
     res = None
     if run.eval_path is not None and (acc.is_main_process or run.sharded):
-        m = cfg.model
-        pcfg = ProbeConfig(model=m.name, adapter=None, tracks=str(run.eval_path), out=str(run.out),
-                           frames_mode=m.frames_mode, fps=m.fps, size=tuple(m.size) if m.size else None,
-                           prompt=m.prompt, seed=cfg.run.seed, max_sequences=cfg.run.eval_sequences)
+        pcfg = probe_config(cfg, run.eval_path, run.out)
         run.peft_model.eval()
         probe = Probe(pcfg, run.peft_model, run.processor, run.adapter, acc.device, training=True)
         reader = TrackReader(run.eval_path)
@@ -56,6 +54,12 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
             write_text_atomic(run.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
     acc.wait_for_everyone()
     return res
+
+
+def probe_config(cfg: TrainConfig, tracks: Path, out: Path) -> ProbeConfig:
+    """The probe of the model being trained: its model, fed as in training (the shared ``ModelInput`` fields)."""
+    return ProbeConfig(model=cfg.model.name, adapter=None, tracks=str(tracks), out=str(out), seed=cfg.run.seed,
+                       max_sequences=cfg.run.eval_sequences, **cfg.model.input_settings())
 
 
 def _untrained(evals: Path) -> dict[str, float]:

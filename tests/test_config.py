@@ -84,3 +84,40 @@ def test_run_folder_config_reloads(tmp_path):
     cfg = load_config(None, ["optim.max_steps=3"])
     save_config(cfg, tmp_path / "config.yaml", extra={"git_sha": "abc"})
     assert to_dict(load_config(tmp_path / "config.yaml")) == to_dict(cfg)    # the `_run` block is skipped
+
+
+def test_probe_and_trainer_share_one_input_dataclass(tmp_path):
+    """frames_mode, size, fps and prompt are one dataclass (gasp.inputs.ModelInput) for the probe and the trainer:
+    the same defaults, the same YAML types and checks, and the trainer's evaluator probes with its settings."""
+    import dataclasses
+
+    from gasp.config import load_typed
+    from gasp.inputs import INPUT_KEYS, ModelInput
+    from gasp.train.config import ModelConfig
+    from probes.config import ProbeConfig
+    from probes.train_eval import probe_config
+
+    assert issubclass(ProbeConfig, ModelInput) and issubclass(ModelConfig, ModelInput)
+    assert INPUT_KEYS == ("frames_mode", "size", "fps", "prompt")
+    assert ProbeConfig().input_settings() == ModelConfig().input_settings() == dataclasses.asdict(ModelInput())
+    train = load_config(None, ["model.size=[56,84]", "model.fps=4", "model.frames_mode=image", "model.prompt=hi"])
+    probe = load_typed(ProbeConfig, None, ["size=[56,84]", "fps=4", "frames_mode=image", "prompt=hi"])
+    assert train.model.input_settings() == probe.input_settings() == {
+        "frames_mode": "image", "size": (56, 84), "fps": 4.0, "prompt": "hi"}
+    pcfg = probe_config(train, tmp_path / "eval.h5", tmp_path)
+    assert pcfg.input_settings() == train.model.input_settings() and pcfg.model == train.model.name
+    with pytest.raises(ConfigError, match=r"model\.size must be \[H, W\] in pixels, got \[0, 56\]"):
+        load_config(None, ["model.size=[0,56]"])
+    with pytest.raises(ConfigError, match=r"model\.fps must be > 0"):
+        load_config(None, ["model.fps=0"])
+    from gasp_cli.probe import check_probe_config
+    with pytest.raises(ConfigError, match=r"^size must be \[H, W\] in pixels, got \[0, 56\]"):
+        check_probe_config(load_typed(ProbeConfig, None, ["size=[0,56]"]))
+
+
+def test_probe_flags_are_checked_like_the_config(capsys):
+    from gasp_cli.probe import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--size", "0", "448"])
+    assert e.value.code == 2 and "size must be [H, W] in pixels, got [0, 448]" in capsys.readouterr().err

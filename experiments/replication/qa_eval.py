@@ -13,6 +13,8 @@ Shape vocabulary: T scene frames, F shown frames, H x W pixels, L sequence lengt
 """
 from __future__ import annotations
 
+import inspect
+
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +56,14 @@ def _run(model, cache, inputs: dict[str, torch.Tensor], keep: int) -> torch.Tens
     extra = cache.get_seq_length() - keep
     if extra:
         cache.crop(-extra)                            # transformers 5: a negative count of tokens to drop
-    return model(**inputs, past_key_values=cache, use_cache=True).logits[0].float()
+    return model(**inputs, **{_cache_kwarg(model): cache}, use_cache=True).logits[0].float()
+
+
+def _cache_kwarg(model) -> str:
+    """The forward's name for a KV cache: transformers 5.25 renamed Gemma3's ``past_key_values`` to ``cache``
+    (the old name warns, and goes in 5.40); the other families and older versions take ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model     # peft's forward is (*a, **kw)
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _full_loglik(model, inputs: dict[str, torch.Tensor]) -> float:

@@ -79,11 +79,10 @@ def read_state(state_file: Path) -> dict:
 
 
 INPUT_FILE = "gasp_input.json"      # beside the peft files: the input settings the adapter was trained with
-INPUT_KEYS = ("size", "frames_mode", "fps", "prompt")
 
 
 def input_settings(adapter_dir: str | os.PathLike) -> dict | None:
-    """{"model", "size", "frames_mode", "fps", "prompt"} an adapter was trained with; None if it records none."""
+    """{"model", and gasp.inputs.ModelInput's fields} an adapter was trained with; None if it records none."""
     path = Path(adapter_dir) / INPUT_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 

@@ -18,15 +18,14 @@ from pathlib import Path
 import yaml
 
 from gasp.config import RUN_BLOCK, ConfigError, apply_mapping, load_typed  # noqa: F401  (ConfigError re-exported)
+from gasp.inputs import ModelInput, check_input
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ModelInput):
+    """The model and, from ``ModelInput``, how frames reach it (frames_mode, size, fps, prompt)."""
+
     name: str = "tiny-qwen2.5-vl"
-    frames_mode: str | None = None      # adapter default ("duplicate" for Qwen) when None
-    size: list[int] | None = None       # model input (H, W) px; None: the adapter's default
-    fps: float = 2.0
-    prompt: str = "describe the video."
     dtype: str = "fp32"                  # weights; compute runs under bf16 autocast when `mixed_precision` says so
     mixed_precision: str = "auto"        # "auto" (bf16 where supported, i.e. on an accelerator), "bf16", "no"
     grad_ckpt: bool = True
@@ -147,8 +146,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"heads.init must be svd or random, got {cfg.heads.init!r}")
     if isinstance(cfg.heads.layers, str) and cfg.heads.layers != "all":
         raise ConfigError(f"heads.layers must be 'all' or a list of layer indices, got {cfg.heads.layers!r}")
-    if cfg.model.size is not None and len(cfg.model.size) != 2:
-        raise ConfigError(f"model.size must be [H, W], got {cfg.model.size}")
+    if (bad := check_input(cfg.model, "model.")) is not None:
+        raise ConfigError(bad)
 
 
 def to_dict(cfg: TrainConfig) -> dict:

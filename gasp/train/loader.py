@@ -33,21 +33,20 @@ from gasp.train.lm_stream import batch_kind
 class BatchMaker:
     """Builds micro-batch ``(kind, index)``; holds only picklable, fork-safe parts."""
 
-    model_cfg: Any          # ModelConfig: frames_mode, fps, size, prompt
+    model_cfg: Any          # ModelConfig; its ModelInput fields (frames_mode, size, fps, prompt) are used
     adapter: Any
     processor: Any
     geo: Any                # GeoStream or None
     lm: Any                 # LMStream or None
 
     def __call__(self, kind: str, index: int) -> dict[str, Any]:
-        m = self.model_cfg
-        kw = {"frames_mode": m.frames_mode, "fps": m.fps, "size": tuple(m.size) if m.size else None}
-        if kind == "lm":
-            inputs, _ = self.lm[index].adapter_inputs(self.adapter, self.processor, **kw)
+        settings = self.model_cfg.input_settings()
+        if kind == "lm":                  # an instruct sample brings its own prompt
+            inputs, _ = self.lm[index].adapter_inputs(self.adapter, self.processor,
+                                                      **{k: v for k, v in settings.items() if k != "prompt"})
             return {"kind": "lm", "inputs": inputs}
         seq = self.geo[index]
-        inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor,
-                                                     prompt=m.prompt, **kw)
+        inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor, **settings)
         return {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
                 "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
 

@@ -343,7 +343,7 @@ def save(run: Run, step: int) -> None:
     if acc.is_main_process:
         micro = step * run.cfg.optim.grad_accum
         m = run.cfg.model
-        inputs = {"model": m.name, **{k: getattr(m, k) for k in ckpt.INPUT_KEYS}}
+        inputs = {"model": m.name, **m.input_settings()}
         ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, heads, run.optimizer,
                              run.scheduler, step, micro, rng_states, inputs=inputs, **extra)
     acc.wait_for_everyone()
