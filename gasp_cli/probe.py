@@ -200,12 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if res.get("depth"):
         from plots.pck_depth import draw_geometry
 
-        dep = res["depth"]["scale_shift"]["delta_1.25"]
-        best = max(range(len(dep)), key=lambda i: -1 if dep[i] is None else dep[i])
-        ref = {k: v["scale_shift"]["delta_1.25"] for k, v in res["depth"]["references"].items()}
-        print(f"depth delta<1.25 (scale-and-shift aligned) {dep[best]:.3f} at layer {res['depth']['layers'][best]} "
-              f"over {res['depth']['num_eval_images']} held-out images; pixels {ref['pixels']:.3f}, "
-              f"constant {ref['constant']:.3f}")
+        print(ProbeResults(res).depth_summary_line())
         paths = [*paths, *draw_geometry([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
                                         Path(cfg.out) / "geometry.png")]
     print(f"results: {Path(cfg.out) / 'results.json'}")

@@ -61,6 +61,10 @@ class ProbeResults(Mapping):
     def summary_line(self, extra_references: dict[str, float] | None = None) -> str:
         return summary_line(self._data, extra_references)
 
+    def depth_summary_line(self) -> str | None:
+        """The depth probe's peak with its references (a probe run with --depth), else None."""
+        return depth_summary_line(self._data)
+
 
 def load_results(path: str | Path) -> ProbeResults:
     """:meth:`ProbeResults.load`."""
@@ -109,3 +113,16 @@ def summary_line(res: dict[str, Any], extra_references: dict[str, float] | None 
     inside = "; ".join(t for t in ((f"rho {rho:+.2f}" if rho is not None else ""), ref_text) if t)
     return (f"peak PCK@{delta} {pck[k]:.3f} at layer {res['layers'][k]} over {res['num_sequences']} sequence(s)"
             + (f" ({inside})" if inside else ""))
+
+
+def depth_summary_line(res: dict[str, Any]) -> str | None:
+    """'depth delta<1.25 (scale-and-shift aligned) 0.812 at layer 3 over 40 held-out images; pixels 0.601,
+    constant 0.433': the per-layer depth probe's best layer, beside its model-free references."""
+    if not res.get("depth"):
+        return None
+    dep = res["depth"]["scale_shift"]["delta_1.25"]
+    best = max(range(len(dep)), key=lambda i: -1 if dep[i] is None else dep[i])
+    ref = {k: v["scale_shift"]["delta_1.25"] for k, v in res["depth"]["references"].items()}
+    return (f"depth delta<1.25 (scale-and-shift aligned) {dep[best]:.3f} at layer {res['depth']['layers'][best]} "
+            f"over {res['depth']['num_eval_images']} held-out images; pixels {ref['pixels']:.3f}, "
+            f"constant {ref['constant']:.3f}")

@@ -196,7 +196,7 @@ def check_adapter_fits(model, adapter_dir: str, model_name: str) -> None:
         _check_base_name(base, model_name, adapter_dir)
 
 
-def _identity(name: str) -> str | None:
+def model_identity(name: str) -> str | None:
     """A tiny name or Hugging Face id that `name` stands for; None for a local folder."""
     if name.lower() in TINY_NAMES:
         return name.lower()
@@ -207,7 +207,7 @@ def _identity(name: str) -> str | None:
 
 
 def _check_base_name(base: str, model_name: str, adapter_dir: str) -> None:
-    a, b = _identity(base), _identity(model_name)
+    a, b = model_identity(base), model_identity(model_name)
     if a is not None and b is not None:
         if a != b:
             raise AdapterMismatchError(
@@ -320,5 +320,5 @@ def load_model(
 
 __all__ = [
     "ALIASES", "AdapterMismatchError", "ModelNotFoundError", "ProcessorBundle", "UnknownModelError",
-    "apply_lora", "check_adapter_fits", "check_model", "enable_activation_checkpointing", "peft_quietly", "load_model", "resolve_checkpoint",
+    "apply_lora", "check_adapter_fits", "check_model", "model_identity", "enable_activation_checkpointing", "peft_quietly", "load_model", "resolve_checkpoint",
 ]
