@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from gasp.train.preflight import InputError
-    from gasp.train.recipe import train
+    from gasp.train.recipe import EngineError, train
+    from gasp.train.zero import ZeroConfigError
     from probes.train_eval import evaluate
     from tracks.io import TrackFormatError
 
@@ -58,10 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     made_out = not out.exists()
     try:
         summary = train(cfg, resume=args.resume, progress=tqdm, evaluator=evaluate)
-    except (InputError, GeoStreamError, InstructionDataError, TrackFormatError, FileNotFoundError) as e:
+    except (InputError, GeoStreamError, InstructionDataError, TrackFormatError, FileNotFoundError, EngineError,
+            ZeroConfigError) as e:
         if made_out and not any(out.glob("checkpoint-*")):      # a refused run leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":                    # under a launch, every process refuses; one says so
+            print(f"error: {e}", file=sys.stderr)
         return 2
     if summary.get("results") is not None:
         from plots.figure3 import draw_figure3  # noqa: PLC0415

@@ -23,12 +23,12 @@ log = logging.getLogger("gasp.train.recipe")          # the trainer's log: its l
 def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
     """The probe on the held-out sequences (process 0); returns the results.json content there.
 
-    A sharded model's forward is a collective, so under run.fsdp every process runs the same
+    A sharded model's forward is a collective, so under FSDP2 or ZeRO-3 every process runs the same
     probe forwards and only process 0 reports.
     """
     acc, cfg = run.accelerator, run.cfg
     res = None
-    if run.eval_path is not None and (acc.is_main_process or run.sharded):
+    if run.eval_path is not None and (acc.is_main_process or run.collective_forward):
         pcfg = probe_config(cfg, run.eval_path, run.out)
         run.peft_model.eval()
         probe = Probe(pcfg, run.peft_model, run.processor, run.adapter, acc.device, training=True)

@@ -244,12 +244,13 @@ def peft_quietly():
         yield
 
 
-def enable_activation_checkpointing(model) -> None:
+def enable_activation_checkpointing(model, context_fn=None) -> None:
     """Non-reentrant activation checkpointing, by the API name the installed transformers uses.
 
     Non-reentrant: with use_reentrant=True the captured states carry no gradient (docs/METHOD.md sec. 3).
+    ``context_fn``: torch checkpoint's (forward, recompute) context pair (the trainer's ZeRO-3 one).
     """
-    kwargs = {"use_reentrant": False}
+    kwargs = {"use_reentrant": False, **({"context_fn": context_fn} if context_fn is not None else {})}
     if hasattr(model, "activation_checkpointing_enable"):           # transformers >= 5.24
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:

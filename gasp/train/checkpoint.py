@@ -89,7 +89,8 @@ def input_settings(adapter_dir: str | os.PathLike) -> dict | None:
 
 def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
                     rng_states: list[dict] | None = None, *, adapter_state: dict | None = None,
-                    optimizer_state: dict | None = None, inputs: dict | None = None) -> Path:
+                    optimizer_state: dict | list | None = None, inputs: dict | None = None,
+                    engine: dict | None = None) -> Path:
     """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's).
 
     A sharded run passes what it gathered: ``adapter_state`` (the peft model's full state dict),
@@ -111,7 +112,8 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
         opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
         torch.save({"step": step, "micro": micro, "optimizer": opt_state,
                     "scheduler": scheduler.state_dict(),
-                    "rng": rng_states or [rng_state()], "num_threads": torch.get_num_threads()},
+                    "rng": rng_states or [rng_state()], "num_threads": torch.get_num_threads(),
+                    "engine": engine or {}},
                    tmp / STATE_NAME)
         if path.exists():
             shutil.rmtree(path)

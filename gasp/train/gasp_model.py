@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from gasp.capture.q_inputs import capture_q_inputs
+from gasp.distributed import gathered
 from gasp.train.config import TrainConfig
 from gasp.heads import CorrespondenceHeads
 from gasp.qk_heads import flat_heads
@@ -54,7 +55,9 @@ def build_lora_model(model, adapter, cfg: TrainConfig):
         for p in adapter.vision_tower(model).parameters():
             p.requires_grad_(True)
     if cfg.model.grad_ckpt:
-        enable_activation_checkpointing(model)
+        from gasp.train.zero import recompute_context
+
+        enable_activation_checkpointing(model, context_fn=recompute_context(model))
     return model
 
 
@@ -141,9 +144,12 @@ def build_heads(peft_model, adapter, cfg: TrainConfig):
     if head_cls is None:
         return None
     h = cfg.heads
-    return head_cls.from_model(peft_model, adapter.decoder_layers(peft_model),
-                               layers=None if h.layers == "all" else h.layers, hidden=h.hidden, d_emb=h.d_emb,
-                               init=h.init)
+    layers = adapter.decoder_layers(peft_model)
+    q_projs = [p for layer in layers if hasattr(getattr(layer, "self_attn", None), "q_proj")
+               for p in layer.self_attn.q_proj.parameters()]
+    with gathered(q_projs):                # ZeRO-3 builds the model partitioned; the SVD reads whole weights
+        return head_cls.from_model(peft_model, layers, layers=None if h.layers == "all" else h.layers,
+                                   hidden=h.hidden, d_emb=h.d_emb, init=h.init)
 
 
 def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:

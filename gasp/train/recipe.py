@@ -5,8 +5,10 @@
 setup    the VLM with LoRA on its LLM (`gasp.train.gasp_model`), heads on the chosen layers,
          SVD-initialised from q_proj (`gasp.heads`; none with loss.on=qk, where the geometric
          losses act on each layer's post-RoPE Q/K), AdamW (heads at head_lr_mult x lr), a
-         cosine schedule with warmup, one accelerate DDP wrapper (gloo MULTI_CPU when launched
-         with --multi_gpu on a machine without accelerators).
+         cosine schedule with warmup, and the engine the launch names: accelerate's DDP (gloo
+         MULTI_CPU when launched with --multi_gpu on a machine without accelerators), gasp's FSDP2
+         (run.fsdp, `gasp.train.fsdp`) or DeepSpeed ZeRO-2/3 (`gasp.train.zero`); a launch that
+         names one engine and gets another is refused (`check_engine`).
 data     global micro-batch m is a geometric or an instruction batch (`lm_stream.batch_kind`);
          process r of W draws sample m*W + r from that stream. Both streams are pure functions
          of the index, so the data position is one integer and resume is exact.
@@ -34,11 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from gasp.distributed import has_accelerator
+from gasp.distributed import gathered, has_accelerator
 from gasp.heads import CorrespondenceHeads
 from gasp.runinfo import run_info, write_text_atomic
 from gasp.train import checkpoint as ckpt
-from gasp.train import fsdp
+from gasp.train import fsdp, zero
 from gasp.train.config import TrainConfig, save_config, to_dict
 from gasp.train.data import prepare_data
 from gasp.train.gasp_model import GaspModel, build_heads, build_lora_model, param_groups
@@ -72,6 +74,15 @@ class Run:
     def sharded(self) -> bool:
         return self.cfg.run.fsdp
 
+    @property
+    def deepspeed(self) -> bool:
+        return zero.stage(self.accelerator) is not None
+
+    @property
+    def collective_forward(self) -> bool:
+        """Whether every forward is a collective (weights sharded: FSDP2 or ZeRO-3), so all processes run it."""
+        return self.sharded or zero.stage(self.accelerator) == 3
+
 
 # ---- setup ------------------------------------------------------------------------------
 def _tensorboard_available() -> bool:
@@ -84,15 +95,64 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    from accelerate.utils import InitProcessGroupKwargs
+
     mp = cfg.model.mixed_precision
     if mp == "auto":
         mp = "bf16" if has_accelerator() and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     # find_unused_parameters: a geo step leaves the last layers' LoRA unused, an LM step the heads.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    cpu = not has_accelerator()
+    if cpu and deepspeed_requested():
+        # accelerate turns any CPU launch into multi-CPU DDP, DeepSpeed config or not; DeepSpeed itself runs on
+        # CPU (its CPU accelerator, gloo), so the launch is taken as a device launch with gloo as the backend.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        cpu = False
     # Trackers: metrics.jsonl is always written by the recipe; TensorBoard too where it is installed.
-    return Accelerator(cpu=not has_accelerator(), mixed_precision=mp,
-                       log_with="tensorboard" if _tensorboard_available() else None,
-                       project_dir=cfg.run.out,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(cpu=cpu, mixed_precision=mp, log_with="tensorboard" if _tensorboard_available() else None,
+                       project_dir=cfg.run.out, kwargs_handlers=handlers)
+
+
+def engine_info(acc, cfg: TrainConfig) -> dict[str, Any]:
+    """What the run trains on: accelerate's distributed type, the ZeRO stage, FSDP2, the process count."""
+    return {"distributed_type": str(acc.distributed_type).split(".")[-1], "zero_stage": zero.stage(acc),
+            "fsdp2": cfg.run.fsdp, "num_processes": acc.num_processes}
+
+
+def check_engine(acc, cfg: TrainConfig, resume: str | Path | None) -> None:
+    """Refuse, in one line and before anything is written, to train on another engine than the launch named."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    got = str(acc.distributed_type).split(".")[-1]
+    if deepspeed_requested() and acc.distributed_type != DistributedType.DEEPSPEED:
+        raise EngineError(f"the launch asked for DeepSpeed, but accelerate set up {got}; is deepspeed installed "
+                          "(pip install deepspeed)? gasp does not train on another engine than the one named")
+    if deepspeed_requested() and cfg.run.fsdp:
+        raise EngineError("run.fsdp=true (gasp's FSDP2) under a DeepSpeed launch: choose one")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != DistributedType.FSDP:
+        raise EngineError(f"the launch asked for accelerate's FSDP, but accelerate set up {got} (its FSDP plugin needs "
+                          "GPUs); on CPU use gasp's FSDP2: accelerate launch --multi_gpu ... run.fsdp=true")
+    zero.configure(acc, cfg)                                  # ZeroConfigError: a DeepSpeed setting that cannot work
+    if resume is not None:
+        saved = (ckpt.read_state(Path(resume) / ckpt.STATE_NAME).get("engine") or {}).get("zero_stage")
+        if saved != zero.stage(acc):
+            def name(st):
+                return "no DeepSpeed" if st is None else f"DeepSpeed ZeRO-{st}"
+            raise EngineError(f"--resume {resume} was saved under {name(saved)}, this launch runs {name(zero.stage(acc))}; "
+                              "its optimizer state only loads on the engine that wrote it")
+
+
+class EngineError(RuntimeError):
+    """A launch whose engine is not what it asked for; one line, before training."""
+
+
+def deepspeed_requested() -> bool:
+    """Whether `accelerate launch` was given a DeepSpeed config (it says so in the environment)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
 def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict]:
@@ -102,6 +162,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     for line in describe_data(cfg):
         log.info(line)
     accelerator = make_accelerator(cfg)
+    check_engine(accelerator, cfg, resume)                # the engine asked for is the one running, or stop
     out = Path(cfg.run.out)
     torch.manual_seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
@@ -133,8 +194,10 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
     scheduler = cosine_with_warmup(optimizer, o.warmup_steps, o.max_steps)
     position = {"step": 0, "micro": 0}
+    zero_states: list = []                                # a ZeRO run's optimizer partitions, loaded once prepared
     if resume is not None:
-        loader = (lambda st: fsdp.load_optimizer_state(gm, optimizer, st)) if cfg.run.fsdp else None
+        loader = (lambda st: fsdp.load_optimizer_state(gm, optimizer, st)) if cfg.run.fsdp else \
+            zero_states.append if zero.stage(accelerator) is not None else None
         position = ckpt.load_training_state(resume, optimizer, scheduler, accelerator.process_index,
                                             accelerator.num_processes, load_optimizer=loader)
         log.info("resumed from %s at step %d", resume, position["step"])
@@ -146,6 +209,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
         prepared, optimizer = gm, accelerator.prepare(optimizer)
     else:
         prepared, optimizer = accelerator.prepare(gm, optimizer)
+    if zero_states:
+        zero.load_optimizer_state(accelerator, optimizer, zero_states[0])
     if accelerator.is_main_process and _tensorboard_available():
         accelerator.init_trackers("gasp", config={k: v for sec in to_dict(cfg).values() for k, v in sec.items()
                                                   if isinstance(v, (int, float, str, bool))})
@@ -197,6 +262,8 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
     """
     acc, o, lc = run.accelerator, run.cfg.optim, run.cfg.loss
     sums = {k: [] for k in ("loss", *TERMS)}
+    if run.deepspeed:
+        zero.clear_stale_gradients(run.optimizer)        # ZeRO-3 keeps the last step's gradient partitions
     for j in range(o.grad_accum):
         micro = step * o.grad_accum + j
         if batches is not None:
@@ -205,17 +272,24 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
             kind = batch_kind(micro, run.cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
             batch = make_batch(run, kind, micro * acc.num_processes + acc.process_index)
         sync = j == o.grad_accum - 1
-        with (acc.no_sync(run.gm) if not sync else nullcontext()), acc.autocast():
+        if run.deepspeed:
+            # the engine reduces (ZeRO-2/3 partition gradients as they come, so no no_sync), and at the last
+            # micro-batch clips, steps AdamW and zeroes the gradients; the loss is scaled here, as below
             res = run.gm(batch)
-            acc.backward(res["loss"] / o.grad_accum)
+            acc.deepspeed_engine_wrapped.backward(res["loss"] / o.grad_accum, sync_gradients=sync,
+                                                  scale_wrt_gas=False)
+        else:
+            with (acc.no_sync(run.gm) if not sync else nullcontext()), acc.autocast():
+                res = run.gm(batch)
+                acc.backward(res["loss"] / o.grad_accum)
         sums["loss"].append(res["loss"].detach().float())
         for k, on in zip(TERMS, (lc.lm, lc.corr, lc.depth)):
             if on and k in res:                  # only the terms that are part of the objective
                 sums[k].append(res[k].float())
     params = [p for p in run.gm.parameters() if p.requires_grad]
-    grad_norm = acc.clip_grad_norm_(params, o.grad_clip)
+    grad_norm = acc.clip_grad_norm_(params, o.grad_clip)      # DeepSpeed: the norm its step clipped
     lr = run.scheduler.get_last_lr()[0]
-    run.optimizer.step()
+    run.optimizer.step()                                       # DeepSpeed: a no-op, the engine stepped
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     rec = {"step": step + 1, "lr": lr}
@@ -228,7 +302,9 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
 def weights_checksum(run: Run) -> float:
     """Sum of every trainable weight in float64: equal on every process iff DDP kept them in sync
     (sharded weights are gathered first, so under FSDP it is the whole model's sum on every process)."""
-    return float(sum(fsdp.gathered(p.detach()).double().sum() for p in run.gm.parameters() if p.requires_grad))
+    params = [p for p in run.gm.parameters() if p.requires_grad]
+    with gathered(params):                                     # ZeRO-3: each process holds a partition
+        return float(sum(fsdp.gathered(p.detach()).double().sum() for p in params))
 
 
 Evaluator = Callable[["Run", int, bool], "dict | None"]     # (run, step, final) -> results.json content or None
@@ -246,7 +322,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     acc, out = run.accelerator, run.out
     metrics = out / "metrics.jsonl"
     if acc.is_main_process:
-        save_config(cfg, out / "config.yaml", extra={**run_info(), "num_processes": acc.num_processes})
+        save_config(cfg, out / "config.yaml", extra={**run_info(), **engine_info(acc, cfg)})
         _truncate_metrics(metrics, pos["step"])
         ckpt.remove_stale_temporaries(out)
     last = min(cfg.optim.max_steps, stop_after or cfg.optim.max_steps)
@@ -277,6 +353,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     for tracker in acc.trackers:            # not acc.end_training(): that also ends the process group
         tracker.finish()
     summary: dict[str, Any] = {"step": last, "out": str(out),
+                               "engine": {**engine_info(acc, cfg), "prepared": type(run.gm).__name__},
                                # the loop's time waiting for data (this process), evaluation and saving included in loop_s
                                "data": {"num_workers": cfg.data.num_workers, "wait_s": round(batches.wait_s, 3),
                                         "first_wait_s": round(batches.first_wait_s, 3), "loop_s": round(loop_s, 3),
@@ -310,8 +387,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 # ---- save --------------------------------------------------------------------------------
 def zero3(acc) -> bool:
     """Whether accelerate runs DeepSpeed ZeRO stage 3 (weights partitioned over processes)."""
-    plugin = getattr(acc.state, "deepspeed_plugin", None)
-    return plugin is not None and getattr(plugin, "zero_stage", None) == 3
+    return zero.stage(acc) == 3
 
 
 def save(run: Run, step: int) -> None:
@@ -331,10 +407,13 @@ def save(run: Run, step: int) -> None:
             if acc.is_main_process:
                 run.heads_copy.load_state_dict(full)
             heads = run.heads_copy
-    elif zero3(acc):
-        # DeepSpeed ZeRO-3 partitions every weight; accelerate gathers them (a collective). Untested: GPU only.
-        # The optimizer state stays this process's partition, so such a checkpoint cannot be resumed.
-        full = acc.get_state_dict(run.gm)
+    if run.deepspeed:
+        extra["optimizer_state"] = zero.optimizer_state(acc, run.optimizer)   # every process's partition
+    if zero3(acc):
+        # ZeRO-3 partitions every weight: gather the trained ones (LoRA, heads; a collective) to process 0
+        trained = {n: p for n, p in acc.unwrap_model(run.gm).named_parameters() if p.requires_grad}
+        with gathered(trained.values()):
+            full = {n: p.detach().cpu().clone() for n, p in trained.items()} if acc.is_main_process else {}
         extra["adapter_state"] = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
         if run.heads is not None and acc.is_main_process:
             run.heads_copy.load_state_dict({k.removeprefix("heads."): v for k, v in full.items()
@@ -345,5 +424,6 @@ def save(run: Run, step: int) -> None:
         m = run.cfg.model
         inputs = {"model": m.name, **m.input_settings()}
         ckpt.save_checkpoint(ckpt.checkpoint_dir(run.out, step), run.peft_model, heads, run.optimizer,
-                             run.scheduler, step, micro, rng_states, inputs=inputs, **extra)
+                             run.scheduler, step, micro, rng_states, inputs=inputs,
+                             engine=engine_info(acc, run.cfg), **extra)
     acc.wait_for_everyone()
