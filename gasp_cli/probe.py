@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                    help="fraction of --tracks' scenes held out for the depth probe (default %(default)s)")
     p.add_argument("--depth-folds", type=int, default=d.depth_folds,
                    help="cross-validation folds (by scene) for its ridge lambda (default %(default)s)")
+    p.add_argument("--viewpoint-bins", default=",".join(f"{e:g}" for e in d.viewpoint_bins),
+                   help="camera rotation bin edges in degrees for PCK by viewpoint (default %(default)s)")
     p.add_argument("--config", help="YAML of probe settings (the keys of probes/config.py's ProbeConfig, e.g. "
                    "configs/probe/*.yaml); the flags given and KEY=VALUE overrides apply on top")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -91,7 +93,12 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
         p.error(f"argument --batch-size: must be >= 1, got {a.batch_size}")
     if a.max_sequences is not None and a.max_sequences < 1:
         p.error(f"argument --max-sequences: must be >= 1, got {a.max_sequences}")
-    flags = dict(model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
+    try:
+        view_bins = tuple(float(x) for x in a.viewpoint_bins.split(",") if x.strip())
+    except ValueError:
+        p.error(f"argument --viewpoint-bins: expected degrees separated by commas, e.g. 0,15,30,60,180; "
+                f"got {a.viewpoint_bins!r}")
+    flags = dict(viewpoint_bins=view_bins, model=a.model, adapter=a.adapter, tracks=a.tracks, out=a.out, layers=a.layers, rope=a.rope,
                  heads=a.heads, match=a.match, bidirectional=a.bidirectional, delta=deltas[0],
                  extra_deltas=tuple(deltas[1:]), max_sequences=a.max_sequences, dtype=a.dtype, device=a.device,
                  batch_size=a.batch_size, seed=a.seed, trust_remote_code=a.trust_remote_code,
@@ -114,9 +121,12 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                                                                      for t in argv if t.startswith("--"))}
     merged = {**dataclasses.asdict(base), **{k: v for k, v in flags.items() if _given(k, given)}}
     merged["extra_deltas"], merged["size"] = tuple(merged["extra_deltas"]), merged["size"] and tuple(merged["size"])
+    merged["viewpoint_bins"] = tuple(float(x) for x in merged["viewpoint_bins"])
     cfg = ProbeConfig(**{**merged, **adapter_inputs(merged["adapter"], merged, in_config | given)})
-    if (bad := check_input(cfg)) is not None:          # --size 0 0 passes argparse; the adapter's record is read too
-        p.error(bad)
+    try:                                             # the flags' values too (--size 0 0 passes argparse), and the
+        check_probe_config(cfg)                      # adapter's recorded input settings
+    except ConfigError as e:
+        p.error(str(e))
     return cfg
 
 
@@ -145,6 +155,9 @@ def check_probe_config(cfg: ProbeConfig) -> None:
         raise ConfigError("batch_size and max_sequences must be >= 1")
     if (bad := check_input(cfg)) is not None:
         raise ConfigError(bad)
+    e = list(cfg.viewpoint_bins)
+    if len(e) < 2 or any(b <= a for a, b in zip(e, e[1:])) or e[0] < 0 or e[-1] > 180:
+        raise ConfigError(f"viewpoint_bins must be at least 2 increasing edges in [0, 180] degrees, got {e}")
 
 
 def adapter_inputs(adapter: str | None, values: dict, explicit: set[str]) -> dict:

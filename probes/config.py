@@ -45,6 +45,7 @@ class ProbeConfig(ModelInput):
     depth_train: str | None = None     # its probe-train tracks; None: a seeded split of --tracks by scene
     depth_holdout: float = 0.5         # fraction of --tracks' scenes held out for it when depth_train is None
     depth_folds: int = 3               # cross-validation folds (by scene) for its ridge lambda
+    viewpoint_bins: tuple[float, ...] = (0.0, 15.0, 30.0, 60.0, 180.0)  # camera rotation bin edges, deg (viewpoint.py)
 
 
 class ProbeError(ValueError):

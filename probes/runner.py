@@ -24,7 +24,7 @@ import torch
 from gasp.distributed import process_state
 from gasp.models import load_model
 from gasp.runinfo import write_json_atomic
-from probes import metrics, store
+from probes import metrics, store, viewpoint
 from probes.config import DTS, ProbeConfig, ProbeError, layer_kind_fields, parse_layers  # noqa: F401 (re-exported)
 from probes.summary import delta_key, summarize  # noqa: F401 (re-exported)
 from tracks.io import TrackReader
@@ -160,7 +160,11 @@ class Probe:
             self.model(**inputs)
         out: list[list[ProbeRecord]] = [[] for _ in seqs]
         for (b, seq, qg, pts, key, explore, attrs), res in zip(units, rows):
-            out[b].append(ProbeRecord(key, self._record(res, seq, fids, qg, layout, explore, pts), attrs))
+            arrays = self._record(res, seq, fids, qg, layout, explore, pts)
+            angles, why = viewpoint.sequence_angles(seq, fids, qg)
+            if angles is not None:
+                arrays["view_angle"] = angles                                 # (F',) degrees from the query frame
+            out[b].append(ProbeRecord(key, arrays, {**attrs, **({"view_why": why} if why else {})}))
         return out
 
     def _feed_depth(self, stack, depth: "DepthProbe", seqs: list[TrackSequence], layout, folds, positions) -> None:
@@ -199,6 +203,8 @@ class Probe:
                "within_px": torch.stack([r[0].within_px for r in rows]).cpu().numpy(),  # (L, F', N) δ bits
                "frame_ids": fids.astype(np.int32), "query_grid": np.int32(qg),
                "grid": np.int32([h, w]), "token_size": np.float64(layout.token_size)}
+        others = np.arange(len(fids)) != qg
+        rec["occluded"] = seq.occluded[fids][others] & seq.visible[fids][qg][None]  # (F', N) known occluded
         if points is not None:
             rec["points"] = np.asarray(points, dtype=np.int32)                       # (N,) into the sequence's points
         ref = metrics.reference_pck(seq.tracks[fids], seq.visible[fids], qg, (h, w), layout.token_size,
@@ -247,6 +253,7 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
 _RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
 _ADDED_FIELDS = ("extra_deltas", "match", "bidirectional", "refine", "depth", "depth_train", "depth_holdout",
+                 "viewpoint_bins",
                  "depth_folds")
 
 

@@ -58,10 +58,62 @@ def tapvid_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list
         valid = np.concatenate([done[r]["arrays"]["valid"] for r in recs], -1)           # (F', Q)
         per_video.append(tv.video_fractions(within, valid))
     res = tv.summarize_videos(per_video)
+    res["occlusion"] = occlusion_block(cfg, done, groups)
     res.update(refine=cfg.refine, refine_radius_tokens=tv.REFINE_RADIUS if cfg.refine == "softargmax" else 0,
                convention="DiffTrack zero-shot: every point predicted visible; positions scaled to 256x256, "
                           "strict <, per video then mean over videos (tapnet compute_tapvid_metrics)")
     return res
+
+
+def viewpoint_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """results.json's PCK by camera rotation (probes/viewpoint.py), or why no sequence could be binned."""
+    from probes import viewpoint
+
+    recs = [{"correct": done[r]["arrays"]["correct"], "valid": done[r]["arrays"]["valid"],
+             "angles": done[r]["arrays"].get("view_angle"), "key": seq,
+             "why": done[r]["attrs"].get("view_why", "its record was written before viewpoint bins existed")}
+            for seq, rs in groups.items() for r in rs]
+    return viewpoint.summarize(recs, cfg.viewpoint_bins)
+
+
+def occlusion_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """AJ and OA per layer under DiffTrack's all-visible rule (every video) and under the model's confidence
+    (threshold per layer chosen on probe-train scenes, scored on held-out ones; probes/tapvid_metrics.py)."""
+    from probes import tapvid_metrics as tv
+    from probes.depth_split import _held
+
+    if not all("occluded" in done[r]["arrays"] for recs in groups.values() for r in recs):
+        return {"reason": "records written before occlusion metrics existed; probe into a fresh --out"}
+    videos = []
+    for seq, recs in groups.items():
+        cat = lambda name: np.concatenate([done[r]["arrays"][name] for r in recs], -1)  # noqa: E731
+        videos.append({"scene": str(done[recs[0]]["attrs"].get("scene", seq)), "within": cat("within_px"),
+                       "visible": cat("valid"), "occluded": cat("occluded"), "conf": cat("conf")})
+
+    def score(vs, pred):
+        return tv.summarize_occlusion([tv.video_occlusion(v["within"], v["visible"], v["occluded"], p)
+                                       for v, p in zip(vs, pred)])
+
+    every = [np.ones_like(v["within"], dtype=bool) for v in videos]
+    out: dict[str, Any] = {"all_visible": score(videos, every)}
+    scenes = list(dict.fromkeys(v["scene"] for v in videos))         # order of first appearance
+    perm = [scenes[j] for j in np.random.default_rng(cfg.seed).permutation(len(scenes))]
+    held = set(perm[:_held(len(perm), cfg.depth_holdout)])
+    train = [v for v in videos if v["scene"] not in held]
+    test = [v for v in videos if v["scene"] in held]
+    split = {"rule": "the depth probe's: a seeded permutation of the scenes, the first depth_holdout held out",
+             "seed": cfg.seed, "holdout": cfg.depth_holdout, "train_scenes": [s for s in perm if s not in held],
+             "held_out_scenes": [s for s in perm if s in held]}
+    if not train:
+        out["confidence"] = {"reason": f"{len(scenes)} scene(s): none left to choose the threshold on", "split": split}
+        return out
+    thr = tv.choose_thresholds([v["conf"] for v in train], [v["visible"] for v in train],
+                               [v["occluded"] for v in train])
+    pred = [v["conf"] >= thr[:, None, None] for v in test]
+    out["confidence"] = {**score(test, pred), "threshold": [None if not np.isfinite(t) else float(t) for t in thr],
+                         "split": split}
+    out["all_visible_held_out"] = score(test, [np.ones_like(v["within"], dtype=bool) for v in test])
+    return out
 
 
 def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skipped: list[str],
@@ -104,6 +156,7 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
         if np.isfinite(ref).all(1).any():
             # model-free PCK@delta, mean over sequences like pck_mean (figure 3's reference lines)
             res["references"] = dict(zip(("uniform", "same_position"), np.nanmean(ref, 0).tolist()))
+    res["viewpoint"] = viewpoint_block(cfg, done, groups)
     tapvid = tapvid_block(cfg, done, groups)
     if tapvid is not None:
         res["tapvid"] = tapvid

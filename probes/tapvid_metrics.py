@@ -21,7 +21,17 @@ to the ground truth is strictly below x^2, for x in {1, 2, 4, 8, 16}. Over the p
 visible in the ground truth and in their query frame, other than the query frame itself
 (the probe's ``valid``), each video's fraction is computed, and each threshold, and their
 mean δ_avg, is averaged over videos. **DiffTrack's zero-shot convention**: every point is
-predicted visible, so occlusion accuracy and Jaccard are not reported.
+predicted visible.
+
+**Average Jaccard and occlusion accuracy (tapnet's definitions).** Evaluation points are the frames
+other than the query frame of points visible in their query frame, where the ground truth knows the
+state (visible or occluded). OA is the fraction of them whose predicted visibility is the ground
+truth's. For threshold x, Jaccard = TP / (GT visible + FP), with TP = predicted visible, visible and
+within x px, FP = predicted visible and (occluded or not within x px); AJ is the mean over the five
+thresholds. Each is computed per video, then averaged over videos. Two visibility rules:
+``all_visible`` (DiffTrack's zero-shot convention, so its AJ sits beside DiffTrack's δ) and
+``confidence`` (the model's own attention: occluded where eq. 13's max-softmax is below a per-layer
+threshold chosen, for occlusion accuracy, on probe-train scenes; ``occlusion_blocks``).
 """
 from __future__ import annotations
 
@@ -112,3 +122,71 @@ def summarize_videos(per_video: Sequence[np.ndarray], thresholds: Sequence[float
     res["delta_avg"] = avg.mean(0).tolist()
     res["per_video_delta_avg"] = avg.tolist()
     return res
+
+
+def video_occlusion(within: np.ndarray, visible: np.ndarray, occluded: np.ndarray, pred_visible: np.ndarray,
+                    thresholds: Sequence[float] = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """(L, K) Jaccard per threshold and (L,) occlusion accuracy of one video; NaN where it has no evaluation point.
+
+    within (L, F', Q) uint8 δ bits (set only where visible); visible (F', Q) ground truth visible there and in
+    the query frame (the probe's ``valid``); occluded (F', Q) ground truth occluded there, visible in the query
+    frame; pred_visible (L, F', Q) bool.
+    """
+    ev = visible | occluded                                            # (F', Q) evaluation points
+    L = within.shape[0]
+    jac, oa = np.full((L, len(thresholds)), np.nan), np.full(L, np.nan)
+    n = int(ev.sum())
+    if n == 0:
+        return jac, oa
+    pv = pred_visible & ev[None]
+    oa[:] = ((pv == visible[None]) & ev[None]).sum((1, 2)) / n
+    gt_pos = int(visible.sum())
+    for k in range(len(thresholds)):
+        hit = ((within >> k) & 1).astype(bool) & visible[None]
+        tp = (hit & pv).sum((1, 2))
+        fp = (pv & ~hit).sum((1, 2))                                   # predicted visible: occluded, or too far
+        jac[:, k] = np.where(gt_pos + fp > 0, tp / np.maximum(gt_pos + fp, 1), np.nan)
+    return jac, oa
+
+
+def summarize_occlusion(per_video: Sequence[tuple[np.ndarray, np.ndarray]],
+                        thresholds: Sequence[float] = THRESHOLDS) -> dict:
+    """AJ, per-threshold Jaccard and OA per layer, each averaged over the videos that have evaluation points."""
+    jac = np.stack([j for j, _ in per_video])                          # (S, L, K)
+    oa = np.stack([o for _, o in per_video])                           # (S, L)
+    ok = np.isfinite(oa[:, 0])
+    res: dict = {"num_videos": int(ok.sum())}
+    if not ok.any():
+        return res
+    aj = np.nanmean(jac[ok], 2)                                        # (S, L) per-video AJ
+    res.update(aj=aj.mean(0).tolist(), oa=oa[ok].mean(0).tolist(),
+               **{f"jaccard_{t:g}": jac[ok][:, :, k].mean(0).tolist() for k, t in enumerate(thresholds)})
+    return res
+
+
+def choose_thresholds(conf: Sequence[np.ndarray], visible: Sequence[np.ndarray], occluded: Sequence[np.ndarray],
+                      candidates: int = 101) -> np.ndarray:
+    """(L,) the max-softmax threshold per layer with the highest mean per-video occlusion accuracy on these videos.
+
+    conf[s] (L, F', Q); visible[s], occluded[s] (F', Q). Candidates: the pooled quantiles of the evaluation
+    points' confidence (0, 1, ..., 100 %), and -inf (every point visible). Ties go to the lowest threshold.
+    """
+    L = conf[0].shape[0]
+    out = np.full(L, -np.inf)
+    for li in range(L):
+        pool = np.concatenate([c[li][v | o] for c, v, o in zip(conf, visible, occluded)])
+        if pool.size == 0:
+            continue
+        cands = np.concatenate([[-np.inf], np.unique(np.quantile(pool, np.linspace(0, 1, candidates)))])
+        best, best_oa = -np.inf, -1.0
+        for t in cands:
+            accs = []
+            for c, v, o in zip(conf, visible, occluded):
+                ev = v | o
+                if ev.any():
+                    accs.append((((c[li] >= t) == v) & ev).sum() / ev.sum())
+            m = float(np.mean(accs)) if accs else -1.0
+            if m > best_oa + 1e-12:
+                best, best_oa = float(t), m
+        out[li] = best
+    return out

@@ -298,6 +298,9 @@ def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path, capsys)
     res = json.loads((out / "results.json").read_text())
     assert res["num_sequences"] == 2 and len(res["sequences"]) == 4        # two query frames per video
     assert res["tapvid"]["refine"] == "none" and res["tapvid"]["num_videos"] == 2
+    vp = res["viewpoint"]                     # TAP-Vid has no cameras: said once, nothing put in the 0-degree bin
+    assert vp["num_sequences"] == 0 and "pck" not in vp and "no cameras" in vp["reason"]
+    assert sorted(vp["not_binned"]["no cameras"]) == sorted({k.split("#")[0] for k in res["sequences"]})
     done = read_finished(out)
     reader = TrackReader(tracks)
     per_video = {}
@@ -325,6 +328,21 @@ def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path, capsys)
             videos = [per_video[(v, li)][x] for v in {k[0] for k in per_video}]
             expect = np.mean([hit / tot for hit, tot in videos])
             assert res["tapvid"][f"delta_{x}"][li] == pytest.approx(expect, abs=1e-9)
+    # AJ / OA under DiffTrack's all-visible rule: OA is each video's fraction of visible evaluation points
+    vis_occ = {}
+    for key in res["sequences"]:
+        a, parent = done[key]["arrays"], done[key]["attrs"]["parent"]
+        seq = reader[reader.sequence_keys.index(parent)].subset(a["points"])
+        fids, qg = a["frame_ids"], int(a["query_grid"])
+        others = [f for f in range(len(fids)) if f != qg]
+        qvis = seq.visible[fids][qg]
+        c = vis_occ.setdefault(parent, [0, 0])
+        c[0] += int((seq.visible[fids][others] & qvis).sum())
+        c[1] += int((seq.occluded[fids][others] & qvis).sum())
+    occ = res["tapvid"]["occlusion"]
+    want = np.mean([v / (v + o) for v, o in vis_occ.values()])
+    assert occ["all_visible"]["oa"] == pytest.approx([want, want], abs=1e-12) and len(occ["all_visible"]["aj"]) == 2
+    assert "threshold" in occ["confidence"] or "reason" in occ["confidence"]
 
 
 def test_frame_budget_from_the_model(tmp_path):
