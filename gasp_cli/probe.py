@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = draw_figure3([res], [Path(cfg.model).name + (" + adapter" if cfg.adapter else "")],
                          Path(cfg.out) / "figure3.png", references=res.get("references"))
     print(ProbeResults(res).summary_line())
+    if (sel := ProbeResults(res).selection_line()) is not None:
+        print(sel)
     tv = res.get("tapvid") or {}
     if tv.get("delta_avg"):
         best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])

@@ -129,23 +129,31 @@ def softmax_mean(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None = None,
-                    chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head-mean softmax(q . k * scale) over frame k's tokens (F', N, P) and eq. 13's confidence (F', N).
+                    chunk: int = 256, k_query: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Head-mean softmax(q . k * scale) over frame k's tokens (F', N, P), eq. 13's confidence (F', N), and
+    with ``k_query`` (Hkv, P0, D) the query frame's keys, DiffTrack's cross-frame attention mass (F', N).
 
-    The two share one softmax: the confidence is the head mean of each head's maximum
+    The three share one set of logits: the confidence is the head mean of each head's maximum
     probability (:func:`confidence`), the map the head mean of the probabilities
-    (:func:`softmax_mean`). Points go ``chunk`` at a time, so the per-head probabilities
-    held at once are (Hkv, G, F', chunk, P). q: (H, N, D); k: (Hkv, F', P, D).
+    (:func:`softmax_mean`). The mass is the share of attention that a query puts on frame k when it
+    attends over the query frame's tokens and frame k's together, head-averaged:
+    sigmoid(logsumexp_k - logsumexp_query), no (P0 + P) matrix formed. Points go ``chunk`` at a time,
+    so the per-head probabilities held at once are (Hkv, G, F', chunk, P). q: (H, N, D); k: (Hkv, F', P, D).
     """
     q, k = q.float(), k.float()
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     qg = _group_queries(q, k.shape[0])                                    # (Hkv, G, N, D)
-    maps, confs = [], []
+    maps, confs, masses = [], [], []
     for s in range(0, max(q.shape[1], 1), chunk):
-        probs = (torch.einsum("kgnd,kfpd->kgfnp", qg[:, :, s:s + chunk], k) * scale).softmax(-1)
+        logits = torch.einsum("kgnd,kfpd->kgfnp", qg[:, :, s:s + chunk], k) * scale
+        probs = logits.softmax(-1)
         maps.append(probs.mean((0, 1)))                                    # (F', n, P)
         confs.append(probs.amax(-1).mean((0, 1)))                          # (F', n)
-    return torch.cat(maps, 1), torch.cat(confs, 1)
+        if k_query is not None:
+            own = (torch.einsum("kgnd,kpd->kgnp", qg[:, :, s:s + chunk], k_query.float()) * scale).logsumexp(-1)
+            masses.append(torch.sigmoid(logits.logsumexp(-1) - own[:, :, None]).mean((0, 1)))   # (F', n)
+    return torch.cat(maps, 1), torch.cat(confs, 1), (torch.cat(masses, 1) if masses else None)
 
 
 def reverse_map(q_other: torch.Tensor, k_query: torch.Tensor, tokens: torch.Tensor, match: str,
@@ -259,6 +267,7 @@ class LayerResult:
     correct_at: dict[float, torch.Tensor] | None = None  # extra thresholds: delta -> (F', N) bool, like correct
     sim: torch.Tensor | None = None  # (F', M, h, w) head-mean cosine maps of the points asked for (sim_points)
     within_px: torch.Tensor | None = None  # (F', N) uint8 TAP-Vid δ bits (probes.tapvid_metrics.within_bits)
+    mass: torch.Tensor | None = None   # (F', N) cross-frame attention mass (DiffTrack's attention score)
 
 
 def merge_results(parts: Sequence[LayerResult]) -> LayerResult:
@@ -292,6 +301,7 @@ class Matches:
     grid: tuple[int, int]
     queries: torch.Tensor
     keys: torch.Tensor
+    mass: torch.Tensor | None = None   # (F', N) DiffTrack's cross-frame attention mass (attention_probs)
 
 
 def query_tokens(tok: torch.Tensor, query_frame: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,7 +335,7 @@ def match_layer(q: torch.Tensor, k: torch.Tensor, q_row: torch.Tensor, q_col: to
     q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
     others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
     kf = k.index_select(1, others).flatten(2, 3).float()               # (Hkv, F', P, D)
-    probs, conf = attention_probs(q1, kf, scale)                       # (F', N, P), (F', N)
+    probs, conf, mass = attention_probs(q1, kf, scale, k_query=k[:, query_frame].flatten(1, 2))  # (F', N, P), (F', N) x2
     if not custom:
         scores = similarity(q1, kf, heads)                             # (F', N, P) or (H, F', N, P)
     else:
@@ -335,7 +345,7 @@ def match_layer(q: torch.Tensor, k: torch.Tensor, q_row: torch.Tensor, q_col: to
             back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
                                match, scale)
             scores = 0.5 * (scores + back)
-    return Matches(scores=scores, probs=probs, conf=conf, others=others, grid=(h, w), queries=q1, keys=kf)
+    return Matches(scores=scores, probs=probs, conf=conf, others=others, grid=(h, w), queries=q1, keys=kf, mass=mass)
 
 
 def predict(m: Matches) -> torch.Tensor:
@@ -364,7 +374,7 @@ def score_layer(m: Matches, pred_rc: torch.Tensor, tok: torch.Tensor, visible: t
         fi = torch.as_tensor(frame_index, dtype=torch.long)
         dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
     return LayerResult(correct=correct, conf=m.conf, valid=valid, pred_rc=pred_rc, dt=dt,
-                       correct_at=correct_at or None)
+                       correct_at=correct_at or None, mass=m.mass)
 
 
 def evaluate_layer(

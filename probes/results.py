@@ -61,6 +61,19 @@ class ProbeResults(Mapping):
     def summary_line(self, extra_references: dict[str, float] | None = None) -> str:
         return summary_line(self._data, extra_references)
 
+    def selection_line(self) -> str | None:
+        """DiffTrack's layer choice with its PCK and the references, or None when results.json has none."""
+        sel = self._data.get("selection") or {}
+        if "layer" not in sel:
+            return None
+        k = sel["layer_index"]
+        refs = ", ".join(f"{REFERENCE_LABELS.get(n, n)} {v:.3f}" for n, v in (self._data.get("references") or {}).items()
+                         if v is not None)
+        delta = f"{float(self._data.get('delta', 2.0)):g}"
+        return (f"DiffTrack's selection: layer {sel['layer']} (harmonic mean {sel['harmonic_mean'][k]:.3f} of normalised "
+                f"PCK, confidence {sel['confidence'][k]:.3f}, attention score {sel['attention_score'][k]:.3f}); "
+                f"PCK@{delta} there {sel['accuracy'][k]:.3f}" + (f" ({refs})" if refs else ""))
+
     def depth_summary_line(self) -> str | None:
         """The depth probe's peak with its references (a probe run with --depth), else None."""
         return depth_summary_line(self._data)

@@ -201,6 +201,7 @@ class Probe:
                "valid": first.valid.cpu().numpy(), "dt": first.dt.cpu().numpy(),
                "pred": (pred[..., 0] * w + pred[..., 1]).numpy().astype(np.uint16),   # (L, F', N) flat token
                "within_px": torch.stack([r[0].within_px for r in rows]).cpu().numpy(),  # (L, F', N) δ bits
+               "mass": torch.stack([r[0].mass for r in rows]).float().cpu().numpy(),  # (L, F', N)
                "frame_ids": fids.astype(np.int32), "query_grid": np.int32(qg),
                "grid": np.int32([h, w]), "token_size": np.float64(layout.token_size)}
         others = np.arange(len(fids)) != qg

@@ -65,6 +65,43 @@ def tapvid_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list
     return res
 
 
+def selection_block(res: dict[str, Any], done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """DiffTrack's layer choice: the harmonic mean of matching accuracy (PCK), confidence (eq. 13's max
+    softmax) and attention score (cross-frame attention mass), each min-max normalised across layers.
+
+    Confidence and attention score are means over each sequence's valid predictions, then over
+    sequences, as PCK is. A score equal on every layer normalises to 1; the harmonic mean floors each
+    normalised score at 1e-8, so the layer that is worst on any one of them scores about 0.
+    """
+    if not all("mass" in done[r]["arrays"] for rs in groups.values() for r in rs):
+        return {"reason": "records written before the selection scores existed; probe into a fresh --out"}
+
+    def per_layer(name: str) -> np.ndarray:
+        seqs = []
+        for rs in groups.values():
+            x = np.concatenate([done[r]["arrays"][name] for r in rs], -1)            # (L, F', Q)
+            v = np.concatenate([done[r]["arrays"]["valid"] for r in rs], -1)         # (F', Q)
+            if v.any():
+                seqs.append((x * v[None]).sum((1, 2)) / v.sum())
+        return np.mean(seqs, 0) if seqs else np.full(len(res["layers"]), np.nan)
+
+    scores = {"accuracy": np.array([np.nan if v is None else v for v in res["pck_mean"]], dtype=float),
+              "confidence": per_layer("conf"), "attention_score": per_layer("mass")}
+    out: dict[str, Any] = {"rule": "harmonic mean of accuracy (PCK), confidence and attention score, each min-max "
+                                   "normalised across layers (DiffTrack)"}
+    if not all(np.isfinite(s).all() for s in scores.values()):
+        return {**out, "reason": "a layer has no valid prediction"}
+    norm = {}
+    for name, s in scores.items():
+        span = s.max() - s.min()
+        norm[name] = (s - s.min()) / span if span > 0 else np.ones_like(s)
+    hm = 3.0 / sum(1.0 / np.maximum(n, 1e-8) for n in norm.values())
+    best = int(np.argmax(hm))
+    out.update({k: v.tolist() for k, v in scores.items()}, normalised={k: v.tolist() for k, v in norm.items()},
+               harmonic_mean=hm.tolist(), layer=res["layers"][best], layer_index=best)
+    return out
+
+
 def viewpoint_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any]:
     """results.json's PCK by camera rotation (probes/viewpoint.py), or why no sequence could be binned."""
     from probes import viewpoint
@@ -157,6 +194,7 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
             # model-free PCK@delta, mean over sequences like pck_mean (figure 3's reference lines)
             res["references"] = dict(zip(("uniform", "same_position"), np.nanmean(ref, 0).tolist()))
     res["viewpoint"] = viewpoint_block(cfg, done, groups)
+    res["selection"] = selection_block(res, done, groups)
     tapvid = tapvid_block(cfg, done, groups)
     if tapvid is not None:
         res["tapvid"] = tapvid

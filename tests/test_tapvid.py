@@ -343,6 +343,7 @@ def test_probe_reports_tapvid_metrics_equal_to_tapnets_formula(tmp_path, capsys)
     want = np.mean([v / (v + o) for v, o in vis_occ.values()])
     assert occ["all_visible"]["oa"] == pytest.approx([want, want], abs=1e-12) and len(occ["all_visible"]["aj"]) == 2
     assert "threshold" in occ["confidence"] or "reason" in occ["confidence"]
+    assert res["selection"]["layer"] in (0, 3) and len(res["selection"]["attention_score"]) == 2
 
 
 def test_frame_budget_from_the_model(tmp_path):
