@@ -2,7 +2,8 @@
 
 Three panels, models overlaid: (a) PCK@δ vs layer with a ±std band across
 sequences, (b) calibration ρ vs layer, (c) Y(Δt) = PCK(Δt)/PCK(1) vs Δt at each
-model's peak-PCK layer (or averaged over layers with ``dt_mode="mean"``). A second
+model's peak-PCK layer (or averaged over layers with ``dt_mode="mean"``), and (d), where a run's
+cameras allowed it (results.json ``viewpoint``), Y(Δθ) = PCK(bin)/PCK(first bin) per camera-rotation bin. A second
 figure draws the layer × head PCK map when a run used ``--heads per-head``.
 Hybrid LLMs (Qwen3.5): the linear-attention layers a run left out (results.json's
 ``linear_attention_layers``) are shaded grey in panels (a) and (b), so the curve's gaps
@@ -38,8 +39,10 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
     """
     if len(results) != len(labels):
         raise ValueError(f"{len(results)} results but {len(labels)} labels")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
-    ax_pck, ax_rho, ax_dt = axes
+    views = [(r.get("viewpoint") or {}) for r in results]
+    with_view = any("y" in v for v in views)                 # panel (d) where some run binned by viewpoint
+    fig, axes = plt.subplots(1, 4 if with_view else 3, figsize=(20 if with_view else 15, 4.6), layout="constrained")
+    ax_pck, ax_rho, ax_dt = axes[:3]
     for i, (res, label) in enumerate(zip(results, labels)):
         res = res if isinstance(res, ProbeResults) else ProbeResults(res)
         c = COLORS[i % len(COLORS)]
@@ -57,6 +60,12 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
                 y, tag = np.nanmean(dt_norm, axis=0), f"{label} (mean over layers)"
         ok = np.isfinite(y)                                   # Δt without support in this run are left out
         ax_dt.plot(dt[ok], y[ok], "-o", ms=3, color=c, label=tag)
+        v = views[i]
+        if with_view and "y" in v:
+            yv = _arr(v["y"])[res.peak_index if dt_mode == "peak" else slice(None)]
+            yv = yv if dt_mode == "peak" else np.nanmean(yv, axis=0)
+            okv = np.isfinite(yv)
+            axes[3].plot(np.arange(len(yv))[okv], yv[okv], "-o", ms=3, color=c)
     linear = sorted({int(i) for res in results for i in res.get("linear_attention_layers") or []})
     for ax in (ax_pck, ax_rho):
         for j, i in enumerate(linear):
@@ -82,6 +91,13 @@ def draw_figure3(results: list[dict], labels: list[str], out: str | Path, dt_mod
     extra += [(h, n) for h, n in zip(*ax_rho.get_legend_handles_labels()) if n.startswith("linear attention")]
     handles, names = handles + [h for h, _ in extra], names + [n for _, n in extra]
     fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), frameon=False)
+    if with_view:
+        edges = next(v["bins_deg"] for v in views if "y" in v)
+        names_v = [f"{a:g}–{b:g}°" for a, b in zip(edges, edges[1:])]
+        axes[3].axhline(1, color="0.6", lw=0.8)
+        axes[3].set_xticks(range(len(names_v)), names_v)
+        axes[3].set(xlabel="camera rotation between query frame and frame k", ylabel="Y(Δθ) = PCK(bin) / PCK(first bin)",
+                    title="(d) viewpoint robustness" + (" at peak layer" if dt_mode == "peak" else ", mean over layers"))
     for ax in axes:
         ax.grid(alpha=0.3)
     for ax in (ax_pck, ax_rho):

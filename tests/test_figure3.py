@@ -1,4 +1,5 @@
 """Figure 3: reference lines (chance and same position) and integer Delta-t ticks (issue 12)."""
+import pytest
 import numpy as np
 
 import plots.figure3 as F
@@ -35,3 +36,19 @@ def test_probe_results_draw_their_own_references(tmp_path):
     res.pop("references")
     paths = F.draw_figure3([res], ["m"], tmp_path / "f.png")
     assert paths[0].stat().st_size > 10_000
+
+
+def test_panel_d_appears_only_where_a_run_binned_by_viewpoint(tmp_path):
+    """Figure 3's optional panel (d): Y(dtheta) per camera-rotation bin, drawn only when results.json has it."""
+    from PIL import Image
+
+    from plots.figure3 import draw_figure3
+
+    base = {"layers": [0, 1], "pck_mean": [0.2, 0.4], "pck_std": [0.0, 0.0], "rho": [0.1, 0.2],
+            "dt": [1, 2], "dt_norm": [[1.0, 0.9], [1.0, 0.8]], "num_sequences": 1}
+    viewed = {**base, "viewpoint": {"bins_deg": [0, 15, 30], "y": [[1.0, 0.7], [1.0, 0.5]], "pck": [[0.2, 0.14], [0.4, 0.2]],
+                                    "count": [10, 5]}}
+    no_cams = {**base, "viewpoint": {"bins_deg": [0, 15, 30], "reason": "no cameras", "num_sequences": 0}}
+    w3 = Image.open(draw_figure3([no_cams], ["a"], tmp_path / "three.png")[0]).size[0]
+    w4 = Image.open(draw_figure3([viewed, no_cams], ["a", "b"], tmp_path / "four.png")[0]).size[0]
+    assert w4 / w3 == pytest.approx(20 / 15, rel=0.02)
