@@ -131,8 +131,9 @@ def softmax_mean(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -
 def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None = None,
                     chunk: int = 256, k_query: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Head-mean softmax(q . k * scale) over frame k's tokens (F', N, P), eq. 13's confidence (F', N), and
-    with ``k_query`` (Hkv, P0, D) the query frame's keys, DiffTrack's cross-frame attention mass (F', N).
+    """Head-mean softmax(q . k * scale) over frame k's tokens (F', N, P), each query head's eq. 13
+    confidence (H, F', N), and with ``k_query`` (Hkv, P0, D) the query frame's keys, each head's
+    DiffTrack cross-frame attention mass (H, F', N); their head means are eq. 13 and DiffTrack's score.
 
     The three share one set of logits: the confidence is the head mean of each head's maximum
     probability (:func:`confidence`), the map the head mean of the probabilities
@@ -149,11 +150,11 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None = None
         logits = torch.einsum("kgnd,kfpd->kgfnp", qg[:, :, s:s + chunk], k) * scale
         probs = logits.softmax(-1)
         maps.append(probs.mean((0, 1)))                                    # (F', n, P)
-        confs.append(probs.amax(-1).mean((0, 1)))                          # (F', n)
+        confs.append(probs.amax(-1).flatten(0, 1))                         # (H, F', n)
         if k_query is not None:
             own = (torch.einsum("kgnd,kpd->kgnp", qg[:, :, s:s + chunk], k_query.float()) * scale).logsumexp(-1)
-            masses.append(torch.sigmoid(logits.logsumexp(-1) - own[:, :, None]).mean((0, 1)))   # (F', n)
-    return torch.cat(maps, 1), torch.cat(confs, 1), (torch.cat(masses, 1) if masses else None)
+            masses.append(torch.sigmoid(logits.logsumexp(-1) - own[:, :, None]).flatten(0, 1))   # (H, F', n)
+    return torch.cat(maps, 1), torch.cat(confs, 2), (torch.cat(masses, 2) if masses else None)
 
 
 def reverse_map(q_other: torch.Tensor, k_query: torch.Tensor, tokens: torch.Tensor, match: str,
@@ -268,6 +269,8 @@ class LayerResult:
     sim: torch.Tensor | None = None  # (F', M, h, w) head-mean cosine maps of the points asked for (sim_points)
     within_px: torch.Tensor | None = None  # (F', N) uint8 TAP-Vid δ bits (probes.tapvid_metrics.within_bits)
     mass: torch.Tensor | None = None   # (F', N) cross-frame attention mass (DiffTrack's attention score)
+    conf_head: torch.Tensor | None = None  # (H, F', N) per-head confidence and mass, heads="per-head" only
+    mass_head: torch.Tensor | None = None
 
 
 def merge_results(parts: Sequence[LayerResult]) -> LayerResult:
@@ -302,6 +305,8 @@ class Matches:
     queries: torch.Tensor
     keys: torch.Tensor
     mass: torch.Tensor | None = None   # (F', N) DiffTrack's cross-frame attention mass (attention_probs)
+    conf_head: torch.Tensor | None = None   # (H, F', N) per query head, for heads="per-head"
+    mass_head: torch.Tensor | None = None   # (H, F', N)
 
 
 def query_tokens(tok: torch.Tensor, query_frame: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +340,7 @@ def match_layer(q: torch.Tensor, k: torch.Tensor, q_row: torch.Tensor, q_col: to
     q1 = q[:, query_frame, q_row, q_col]                               # (H, N, D)
     others = torch.tensor([i for i in range(f) if i != query_frame], dtype=torch.long, device=k.device)
     kf = k.index_select(1, others).flatten(2, 3).float()               # (Hkv, F', P, D)
-    probs, conf, mass = attention_probs(q1, kf, scale, k_query=k[:, query_frame].flatten(1, 2))  # (F', N, P), (F', N) x2
+    probs, conf_h, mass_h = attention_probs(q1, kf, scale, k_query=k[:, query_frame].flatten(1, 2))  # (F', N, P), (H, F', N) x2
     if not custom:
         scores = similarity(q1, kf, heads)                             # (F', N, P) or (H, F', N, P)
     else:
@@ -345,7 +350,9 @@ def match_layer(q: torch.Tensor, k: torch.Tensor, q_row: torch.Tensor, q_col: to
             back = reverse_map(q.index_select(1, others).flatten(2, 3), k[:, query_frame].flatten(1, 2), tokens,
                                match, scale)
             scores = 0.5 * (scores + back)
-    return Matches(scores=scores, probs=probs, conf=conf, others=others, grid=(h, w), queries=q1, keys=kf, mass=mass)
+    per_head = heads == "per-head"
+    return Matches(scores=scores, probs=probs, conf=conf_h.mean(0), others=others, grid=(h, w), queries=q1, keys=kf,
+                   mass=mass_h.mean(0), conf_head=conf_h if per_head else None, mass_head=mass_h if per_head else None)
 
 
 def predict(m: Matches) -> torch.Tensor:
@@ -374,7 +381,7 @@ def score_layer(m: Matches, pred_rc: torch.Tensor, tok: torch.Tensor, visible: t
         fi = torch.as_tensor(frame_index, dtype=torch.long)
         dt = (fi.index_select(0, others.cpu()) - fi[query_frame]).abs()
     return LayerResult(correct=correct, conf=m.conf, valid=valid, pred_rc=pred_rc, dt=dt,
-                       correct_at=correct_at or None, mass=m.mass)
+                       correct_at=correct_at or None, mass=m.mass, conf_head=m.conf_head, mass_head=m.mass_head)
 
 
 def evaluate_layer(

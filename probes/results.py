@@ -70,9 +70,13 @@ class ProbeResults(Mapping):
         refs = ", ".join(f"{REFERENCE_LABELS.get(n, n)} {v:.3f}" for n, v in (self._data.get("references") or {}).items()
                          if v is not None)
         delta = f"{float(self._data.get('delta', 2.0)):g}"
-        return (f"DiffTrack's selection: layer {sel['layer']} (harmonic mean {sel['harmonic_mean'][k]:.3f} of normalised "
+        line = (f"DiffTrack's selection: layer {sel['layer']} (harmonic mean {sel['harmonic_mean'][k]:.3f} of normalised "
                 f"PCK, confidence {sel['confidence'][k]:.3f}, attention score {sel['attention_score'][k]:.3f}); "
-                f"PCK@{delta} there {sel['accuracy'][k]:.3f}" + (f" ({refs})" if refs else ""))
+                f"PCK@{delta} there {sel['accuracy'][k]:.3f}")
+        if (ph := sel.get("per_head")) is not None:
+            li, hi = ph["layer_index"], ph["head"]
+            line += f"; best head: layer {ph['layer']} head {hi}, PCK@{delta} {ph['accuracy'][li][hi]:.3f}"
+        return line + (f" ({refs})" if refs else "")
 
     def depth_summary_line(self) -> str | None:
         """The depth probe's peak with its references (a probe run with --depth), else None."""

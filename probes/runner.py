@@ -218,6 +218,8 @@ class Probe:
             rec[delta_key(d)] = torch.stack([r[0].correct_at[float(d)] for r in rows]).cpu().numpy()
         if len(rows[0]) > 1:
             rec["correct_head"] = torch.stack([r[1].correct for r in rows]).cpu().numpy()  # (L, H, F', N)
+            rec["conf_head"] = torch.stack([r[1].conf_head for r in rows]).float().cpu().numpy()  # (L, H, F', N)
+            rec["mass_head"] = torch.stack([r[1].mass_head for r in rows]).float().cpu().numpy()  # (L, H, F', N)
         return rec
 
 

@@ -66,40 +66,54 @@ def tapvid_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list
 
 
 def selection_block(res: dict[str, Any], done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any]:
-    """DiffTrack's layer choice: the harmonic mean of matching accuracy (PCK), confidence (eq. 13's max
-    softmax) and attention score (cross-frame attention mass), each min-max normalised across layers.
+    """DiffTrack's layer (and head) choice: the harmonic mean of matching accuracy (PCK), confidence (eq. 13's
+    max softmax) and attention score (cross-frame attention mass), each min-max normalised across layers
+    (with ``--heads per-head``, also across layer x head: ``per_head``).
 
     Confidence and attention score are means over each sequence's valid predictions, then over
-    sequences, as PCK is. A score equal on every layer normalises to 1; the harmonic mean floors each
-    normalised score at 1e-8, so the layer that is worst on any one of them scores about 0.
+    sequences, as PCK is. A score equal everywhere normalises to 1; the harmonic mean floors each
+    normalised score at 1e-8, so an entry that is worst on any one of them scores about 0.
     """
     if not all("mass" in done[r]["arrays"] for rs in groups.values() for r in rs):
         return {"reason": "records written before the selection scores existed; probe into a fresh --out"}
 
-    def per_layer(name: str) -> np.ndarray:
+    def per_entry(name: str) -> np.ndarray:
         seqs = []
         for rs in groups.values():
-            x = np.concatenate([done[r]["arrays"][name] for r in rs], -1)            # (L, F', Q)
+            x = np.concatenate([done[r]["arrays"][name] for r in rs], -1)            # (L, [H,] F', Q)
             v = np.concatenate([done[r]["arrays"]["valid"] for r in rs], -1)         # (F', Q)
             if v.any():
-                seqs.append((x * v[None]).sum((1, 2)) / v.sum())
-        return np.mean(seqs, 0) if seqs else np.full(len(res["layers"]), np.nan)
+                seqs.append((x * v).sum((-2, -1)) / v.sum())
+        return np.mean(seqs, 0) if seqs else np.full(x.shape[:-2], np.nan)
 
-    scores = {"accuracy": np.array([np.nan if v is None else v for v in res["pck_mean"]], dtype=float),
-              "confidence": per_layer("conf"), "attention_score": per_layer("mass")}
     out: dict[str, Any] = {"rule": "harmonic mean of accuracy (PCK), confidence and attention score, each min-max "
                                    "normalised across layers (DiffTrack)"}
-    if not all(np.isfinite(s).all() for s in scores.values()):
+    acc = np.array([np.nan if v is None else v for v in res["pck_mean"]], dtype=float)
+    chosen = _harmonic_choice({"accuracy": acc, "confidence": per_entry("conf"), "attention_score": per_entry("mass")})
+    if chosen is None:
         return {**out, "reason": "a layer has no valid prediction"}
-    norm = {}
-    for name, s in scores.items():
-        span = s.max() - s.min()
-        norm[name] = (s - s.min()) / span if span > 0 else np.ones_like(s)
-    hm = 3.0 / sum(1.0 / np.maximum(n, 1e-8) for n in norm.values())
-    best = int(np.argmax(hm))
-    out.update({k: v.tolist() for k, v in scores.items()}, normalised={k: v.tolist() for k, v in norm.items()},
-               harmonic_mean=hm.tolist(), layer=res["layers"][best], layer_index=best)
+    out.update(chosen, layer=res["layers"][chosen["index"]], layer_index=chosen.pop("index"))
+    if "pck_head" in res and all("mass_head" in done[r]["arrays"] for rs in groups.values() for r in rs):
+        acc_h = np.array([[np.nan if v is None else v for v in row] for row in res["pck_head"]], dtype=float)
+        ph = _harmonic_choice({"accuracy": acc_h, "confidence": per_entry("conf_head"),
+                               "attention_score": per_entry("mass_head")})
+        if ph is not None:
+            li, hi = np.unravel_index(ph.pop("index"), acc_h.shape)
+            out["per_head"] = {**ph, "layer": res["layers"][int(li)], "layer_index": int(li), "head": int(hi)}
     return out
+
+
+def _harmonic_choice(scores: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Min-max normalise each score over all its entries, take the harmonic mean, and the best flat index."""
+    if not all(np.isfinite(s).all() for s in scores.values()):
+        return None
+    norm = {}
+    for name, x in scores.items():
+        span = x.max() - x.min()
+        norm[name] = (x - x.min()) / span if span > 0 else np.ones_like(x)
+    hm = 3.0 / sum(1.0 / np.maximum(n, 1e-8) for n in norm.values())
+    return {**{k: v.tolist() for k, v in scores.items()}, "normalised": {k: v.tolist() for k, v in norm.items()},
+            "harmonic_mean": hm.tolist(), "index": int(np.argmax(hm))}
 
 
 def viewpoint_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, Any]:

@@ -13,7 +13,9 @@ def test_attention_mass_is_the_share_of_a_joint_softmax_on_frame_k():
     q = torch.randn(H, N, D, generator=g)
     k = torch.randn(Hkv, Fo, P, D, generator=g)
     kq = torch.randn(Hkv, P0, D, generator=g)
-    _, _, mass = metrics.attention_probs(q, k, k_query=kq, chunk=2)
+    _, conf_h, mass_h = metrics.attention_probs(q, k, k_query=kq, chunk=2)
+    assert conf_h.shape == mass_h.shape == (H, Fo, N)
+    mass = mass_h.mean(0)
     want = torch.zeros(Fo, N)
     for h in range(H):
         kv = h // (H // Hkv)                                           # grouped-query attention: head h reads KV h // G
@@ -39,3 +41,32 @@ def test_the_selection_is_the_harmonic_mean_of_normalised_scores():
     hm = [3 / sum(1 / max(v, 1e-8) for v in (a[i], c[i], m[i])) for i in range(L)]
     assert sel["harmonic_mean"] == pytest.approx(hm) and sel["layer"] == 7 and sel["layer_index"] == 2
     assert sel["confidence"] == pytest.approx([0.2, 0.5, 0.4]) and sel["attention_score"] == pytest.approx([0.6, 0.5, 0.9])
+
+
+def test_per_head_selection_normalises_over_layer_x_head():
+    from probes.summary import selection_block
+
+    L, H, F, Q = 2, 3, 2, 4
+    rng = np.random.default_rng(5)
+    conf_h, mass_h = rng.random((L, H, F, Q)), rng.random((L, H, F, Q))
+    valid = rng.random((F, Q)) < 0.8
+    done = {"s": {"arrays": {"conf": conf_h.mean(1), "mass": mass_h.mean(1), "conf_head": conf_h,
+                             "mass_head": mass_h, "valid": valid}, "attrs": {}}}
+    pck_head = rng.random((L, H))
+    res = {"layers": [1, 5], "pck_mean": pck_head.mean(1).tolist(), "pck_head": pck_head.tolist()}
+    ph = selection_block(res, done, {"s": ["s"]})["per_head"]
+    c = (conf_h * valid).sum((-2, -1)) / valid.sum()
+    m = (mass_h * valid).sum((-2, -1)) / valid.sum()
+    norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
+    hm = 3 / (1 / np.maximum(norm(pck_head), 1e-8) + 1 / np.maximum(norm(c), 1e-8) + 1 / np.maximum(norm(m), 1e-8))
+    li, hi = np.unravel_index(np.argmax(hm), hm.shape)
+    np.testing.assert_allclose(ph["harmonic_mean"], hm)
+    assert (ph["layer"], ph["head"]) == ([1, 5][li], hi)
+
+
+def test_the_probe_names_the_selected_layer_and_head(tmp_path, capsys):
+    from gasp_cli.probe import main
+
+    assert main(["--out", str(tmp_path / "p"), "--max-sequences", "1", "--heads", "per-head", "--layers", "0,2"]) == 0
+    said = capsys.readouterr().out
+    assert "DiffTrack's selection: layer" in said and "best head: layer" in said and "uniform" in said
