@@ -24,6 +24,8 @@ from probes.runner import ProbeConfig, ProbeError, run_probe
 from tracks.io import TrackFormatError
 
 log = logging.getLogger("gasp.probe")
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "probe"
+PRESETS = ("difftrack", "peer_conventions")
 
 
 def parse_args(argv: list[str] | None = None) -> ProbeConfig:
@@ -71,12 +73,18 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                    help="cross-validation folds (by scene) for its ridge lambda (default %(default)s)")
     p.add_argument("--viewpoint-bins", default=",".join(f"{e:g}" for e in d.viewpoint_bins),
                    help="camera rotation bin edges in degrees for PCK by viewpoint (default %(default)s)")
+    p.add_argument("--preset", choices=PRESETS, help="a preset from configs/probe/ (difftrack: DiffTrack's "
+                   "conventions; peer_conventions: its matching with PCK@1/2/4), the same as --config FILE")
     p.add_argument("--config", help="YAML of probe settings (the keys of probes/config.py's ProbeConfig, e.g. "
                    "configs/probe/*.yaml); the flags given and KEY=VALUE overrides apply on top")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="settings by their config key, after --config (e.g. explore_sequences=0)")
     argv = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(argv)
+    if a.preset:
+        if a.config:
+            p.error("argument --preset: give --preset or --config, not both")
+        a.config = str(PRESET_DIR / f"{a.preset}.yaml")
     try:
         deltas = [float(x) for x in a.delta.split(",") if x.strip()]
     except ValueError:
@@ -155,6 +163,8 @@ def check_probe_config(cfg: ProbeConfig) -> None:
         raise ConfigError("batch_size and max_sequences must be >= 1")
     if (bad := check_input(cfg)) is not None:
         raise ConfigError(bad)
+    if cfg.pck_px is not None and (not cfg.pck_px > 0 or len(cfg.pck_px_size) != 2 or min(cfg.pck_px_size) < 1):
+        raise ConfigError(f"pck_px must be > 0 px and pck_px_size [H, W], got {cfg.pck_px} at {list(cfg.pck_px_size)}")
     e = list(cfg.viewpoint_bins)
     if len(e) < 2 or any(b <= a for a, b in zip(e, e[1:])) or e[0] < 0 or e[-1] > 180:
         raise ConfigError(f"viewpoint_bins must be at least 2 increasing edges in [0, 180] degrees, got {e}")
@@ -207,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     print(ProbeResults(res).summary_line())
     if (sel := ProbeResults(res).selection_line()) is not None:
         print(sel)
+    if res.get("pck_px"):
+        px, pk = res["pck_px"], ProbeResults(res).peak_index
+        print(f"PCK at {px['threshold_px']:g} px ({px['eval_size_hw'][0]}x{px['eval_size_hw'][1]}) "
+              f"{px['pck_mean'][pk]:.3f} at layer {res['layers'][pk]} (the peak PCK@{res['delta']:g} layer)")
     tv = res.get("tapvid") or {}
     if tv.get("delta_avg"):
         best = max(range(len(tv["delta_avg"])), key=lambda i: tv["delta_avg"][i])

@@ -46,6 +46,8 @@ class ProbeConfig(ModelInput):
     depth_holdout: float = 0.5         # fraction of --tracks' scenes held out for it when depth_train is None
     depth_folds: int = 3               # cross-validation folds (by scene) for its ridge lambda
     viewpoint_bins: tuple[float, ...] = (0.0, 15.0, 30.0, 60.0, 180.0)  # camera rotation bin edges, deg (viewpoint.py)
+    pck_px: float | None = None        # also PCK at this many pixels (strict <) with positions scaled to pck_px_size
+    pck_px_size: tuple[int, int] = (480, 720)  # (H, W) frame the pixel PCK is measured in (DiffTrack's 480 x 720)
 
 
 class ProbeError(ValueError):

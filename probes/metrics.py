@@ -271,6 +271,7 @@ class LayerResult:
     mass: torch.Tensor | None = None   # (F', N) cross-frame attention mass (DiffTrack's attention score)
     conf_head: torch.Tensor | None = None  # (H, F', N) per-head confidence and mass, heads="per-head" only
     mass_head: torch.Tensor | None = None
+    correct_px: torch.Tensor | None = None  # (F', N) bool: within pck_px pixels (evaluate_layer)
 
 
 def merge_results(parts: Sequence[LayerResult]) -> LayerResult:
@@ -401,6 +402,7 @@ def evaluate_layer(
     bidirectional: bool = False,
     image_size: tuple[int, int] | None = None,
     refine: str = "softargmax",
+    pck_px: tuple[float, tuple[int, int]] | None = None,
 ) -> LayerResult:
     """Everything the probe needs from one layer of one sequence: :func:`match_layer`, :func:`predict`,
     :func:`score_layer`, then TAP-Vid's pixel metrics of the refined positions.
@@ -416,7 +418,9 @@ def evaluate_layer(
 
     With ``image_size`` (H, W) of the tracks' frames, ``within_px`` holds TAP-Vid's δ bits of
     each prediction (``probes.tapvid_metrics``), its position refined below one token by
-    ``refine`` ("softargmax", the default, or "none": the argmax token's centre).
+    ``refine`` ("softargmax", the default, or "none": the argmax token's centre). With ``pck_px``
+    (x, (H', W')) also ``correct_px``: the same position within x px (strict <) once both are scaled to
+    an H' x W' frame (DiffTrack's PCK at 8 px at 480 x 720).
     """
     hq, f, h, w, d = q.shape
     if k.shape[1:] != (f, h, w, d):
@@ -447,6 +451,9 @@ def evaluate_layer(
         pred_px = (pos + 0.5) * size - 0.5                                 # (F', N, 2) pixel x, y
         gt_px = tracks.index_select(0, m.others.to(tracks.device)).to(pos.device)
         res.within_px = tv.within_bits(pred_px, gt_px, image_size) * res.valid.to(torch.uint8)
+        if pck_px is not None:
+            x, size_hw = pck_px
+            res.correct_px = tv.within_bits(pred_px, gt_px, image_size, (x,), tuple(size_hw)).bool() & res.valid
     return res
 
 

@@ -143,7 +143,8 @@ class Probe:
                     layout.token_size, torch.from_numpy(seq.frame_index[fids]), query_frame=qg,
                     heads=mode, delta=self.cfg.delta, extra_deltas=self.cfg.extra_deltas if mode != "per-head" else (),
                     sim_points=explore if mode != "per-head" else (), match=self.cfg.match,
-                    bidirectional=self.cfg.bidirectional, image_size=seq.image_size, refine=self.cfg.refine)
+                    bidirectional=self.cfg.bidirectional, image_size=seq.image_size, refine=self.cfg.refine,
+                    pck_px=(self.cfg.pck_px, self.cfg.pck_px_size) if self.cfg.pck_px else None)
                     for mode in heads_modes])
 
         from contextlib import ExitStack
@@ -214,6 +215,8 @@ class Probe:
         if explore:
             rec["sim_points"] = np.asarray(explore, dtype=np.int32)                   # (M,)
             rec["sim"] = torch.stack([r[0].sim for r in rows]).cpu().numpy().astype(np.float16)  # (L, F', M, h, w)
+        if self.cfg.pck_px:
+            rec["correct_px"] = torch.stack([r[0].correct_px for r in rows]).cpu().numpy()   # (L, F', N)
         for d in self.cfg.extra_deltas:
             rec[delta_key(d)] = torch.stack([r[0].correct_at[float(d)] for r in rows]).cpu().numpy()
         if len(rows[0]) > 1:
@@ -256,7 +259,7 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
 _RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
 _ADDED_FIELDS = ("extra_deltas", "match", "bidirectional", "refine", "depth", "depth_train", "depth_holdout",
-                 "viewpoint_bins",
+                 "viewpoint_bins", "pck_px", "pck_px_size",
                  "depth_folds")
 
 

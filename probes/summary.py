@@ -199,6 +199,11 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
         sd = metrics.summarize([_sequence_results(done, recs, delta_key(d)) for recs in groups.values()], DTS)
         res.setdefault("pck_at", {})[f"{float(d):g}"] = {"pck_mean": nn(sd["pck_mean"]), "pck_std": nn(sd["pck_std"]),
                                                         "dt_pck": nn(sd["dt_pck"])}
+    if cfg.pck_px and all("correct_px" in done[k]["arrays"] for k in keys):
+        sp = metrics.summarize([_sequence_results(done, recs, "correct_px") for recs in groups.values()], DTS)
+        res["pck_px"] = {"threshold_px": cfg.pck_px, "eval_size_hw": list(cfg.pck_px_size), "positions": cfg.refine,
+                         "rule": "strict <, on points visible in the query frame and in frame k",
+                         "pck_mean": nn(sp["pck_mean"]), "pck_std": nn(sp["pck_std"])}
     if all("correct_head" in done[k]["arrays"] for k in keys):
         sh = metrics.summarize([_sequence_results(done, recs, "correct_head") for recs in groups.values()], DTS)
         res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)
