@@ -70,3 +70,31 @@ def test_the_probe_names_the_selected_layer_and_head(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "p"), "--max-sequences", "1", "--heads", "per-head", "--layers", "0,2"]) == 0
     said = capsys.readouterr().out
     assert "DiffTrack's selection: layer" in said and "best head: layer" in said and "uniform" in said
+
+
+def test_attention_mass_against_the_models_eager_attention():
+    """The mass from the probe's captured Q/K equals the share the model's own eager attention gives frame k
+    among frame k's and the query frame's tokens. Causal masking lets a token of the last frame see frame 0
+    whole but its own frame only up to itself, so the query frame's keys are cut the same way here."""
+    from gasp.adapters import get_adapter
+    from gasp.capture.qk import capture_qk
+    from gasp.models.tiny import build_tiny
+    from tests.test_capture import eager_attentions, frames
+
+    model, tok = build_tiny("tiny-qwen2.5-vl", seed=0)
+    inputs, layout = get_adapter(model).prepare_inputs(frames(4), processor_or_tokenizer=tok, prompt="what")
+    pos = layout.flat_positions
+    F, (h, w) = layout.num_grids, layout.grid
+    P = h * w
+    li = 1
+    with torch.no_grad(), capture_qk(model, layers=[li], positions=pos) as rec:
+        model(**inputs)
+    q, k = rec.q[li][0].float(), rec.k[li][0].float()                   # (H, F*P, D), (Hkv, F*P, D)
+    eager, _ = eager_attentions(model, inputs)
+    A = eager[li][0].double()[:, pos][:, :, pos]                        # (H, F*P, F*P) visual rows and columns
+    gq = F - 1
+    for i in (0, P // 2, P - 1):
+        t = gq * P + i
+        _, _, mass_h = metrics.attention_probs(q[:, t:t + 1], k[:, None, :P], k_query=k[:, gq * P: t + 1])
+        want = A[:, t, :P].sum(-1) / (A[:, t, :P].sum(-1) + A[:, t, gq * P: t + 1].sum(-1))   # (H,)
+        torch.testing.assert_close(mass_h[:, 0, 0].double(), want, atol=1e-5, rtol=0)
