@@ -217,6 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     print(ProbeResults(res).summary_line())
     if (sel := ProbeResults(res).selection_line()) is not None:
         print(sel)
+    vp = res.get("viewpoint") or {}
+    if "pck" in vp:
+        pk, e = ProbeResults(res).peak_index, vp["bins_deg"]
+        cells = [f"{a:g}-{b:g} deg {'-' if v is None else f'{v:.3f}'} ({n})"
+                 for a, b, v, n in zip(e, e[1:], vp["pck"][pk], vp["count"])]
+        refs = ", ".join(f"{n.replace('_', ' ')} {v:.3f}" for n, v in (res.get("references") or {}).items())
+        print(f"PCK@{res['delta']:g} by camera rotation at layer {res['layers'][pk]}: " + ", ".join(cells)
+              + (f"; not binned: {sum(len(k) for k in vp['not_binned'].values())} sequence(s)" if vp.get("not_binned") else "")
+              + (f" (over all bins: {refs})" if refs else ""))
+    elif vp.get("reason"):
+        print(f"PCK by camera rotation: none ({vp['reason']})")
     if res.get("pck_px"):
         px, pk = res["pck_px"], ProbeResults(res).peak_index
         print(f"PCK at {px['threshold_px']:g} px ({px['eval_size_hw'][0]}x{px['eval_size_hw'][1]}) "

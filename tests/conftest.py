@@ -57,3 +57,18 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: order kept otherwise
+
+
+def run_metrics(out) -> list[dict]:
+    """A training run's OUT/metrics.jsonl as records (the 2-process engine tests compare them)."""
+    import json
+
+    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def saved_weights(ck, part: str) -> dict:
+    """A checkpoint's adapter ("adapter") or heads tensors, as saved."""
+    from safetensors.torch import load_file
+
+    name = "adapter/adapter_model.safetensors" if part == "adapter" else "heads/heads.safetensors"
+    return load_file(str(Path(ck) / name))

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, free_port
+from tests.conftest import run_metrics as _metrics
+from tests.conftest import saved_weights as _weights
 from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
 pytest.importorskip("deepspeed", reason="deepspeed is in the test extra; this environment was installed without it")
@@ -64,17 +66,6 @@ def runs(tmp_path_factory):
     _launch(d, d / "resumed", z3, "--resume", str(d / "zero3" / "checkpoint-2"))
     _launch(d, d / "zero2", ROOT / "configs" / "accelerate" / "deepspeed_zero2.yaml")
     return d
-
-
-def _metrics(out):
-    return [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _weights(ck, part):
-    from safetensors.torch import load_file
-
-    name = "adapter/adapter_model.safetensors" if part == "adapter" else "heads/heads.safetensors"
-    return load_file(str(ck / name))
 
 
 @pytest.mark.parametrize("run,stage", [("zero3", 3), ("zero2", 2)])

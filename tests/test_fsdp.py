@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, free_port
+from tests.conftest import run_metrics as _metrics
+from tests.conftest import saved_weights as _weights
 from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
 # DDP all-reduces gradients, FSDP2 reduce-scatters them: float sums in another order, which AdamW
@@ -47,17 +49,6 @@ def runs(tmp_path_factory):
     launch(d / "fsdp", "run.fsdp=true")
     launch(d / "resumed", "run.fsdp=true", "--resume", str(d / "fsdp" / "checkpoint-2"))
     return d
-
-
-def _metrics(out):
-    return [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _weights(ck, part):
-    from safetensors.torch import load_file
-
-    name = "adapter/adapter_model.safetensors" if part == "adapter" else "heads/heads.safetensors"
-    return load_file(str(ck / name))
 
 
 @pytest.mark.slow
