@@ -83,7 +83,7 @@ def test_summary_pools_predictions_per_bin_and_names_what_was_not_binned():
     assert "reason" in vp.summarize(recs[3:], vp.DEFAULT_EDGES) and "pck" not in vp.summarize(recs[3:], vp.DEFAULT_EDGES)
 
 
-def test_the_probe_reports_pck_by_viewpoint(tmp_path):
+def test_the_probe_reports_pck_by_viewpoint(tmp_path, capsys):
     from gasp_cli.probe import main
 
     path = tmp_path / "s.h5"
@@ -96,3 +96,5 @@ def test_the_probe_reports_pck_by_viewpoint(tmp_path):
     v = res["viewpoint"]
     assert v["bins_deg"] == [0.0, 2.0, 5.0, 180.0] and v["num_sequences"] == 2 and len(v["pck"]) == 2
     assert sum(v["count"]) == res["num_predictions"]                       # every valid prediction lands in a bin
+    said = capsys.readouterr().out
+    assert "by camera rotation at layer" in said and "uniform" in said.split("by camera rotation")[1]
