@@ -28,6 +28,7 @@ import yaml
 
 from gasp.config import RUN_BLOCK
 from gasp.models.export import ExportError, adapter_base, copy_base_files, find_adapter
+from gasp.models.loading import VISION_FILE
 from probes.results import REFERENCE_LABELS, ProbeResults
 
 log = logging.getLogger("gasp.export")
@@ -48,6 +49,7 @@ class Source:
     results: ProbeResults | None = None         # probe numbers of this checkpoint
     results_from: str = ""                      # where they came from
     eval_line: dict | None = None               # else the trainer's eval.jsonl line at this step (PCK only)
+    vision: bool = False                        # the adapter folder carries a vision tower trained in full
     made: dict = field(default_factory=dict)   # gasp version and git SHA the training ran with
     trained: str = ""                           # its objectives, in words
     notes: list[str] = field(default_factory=list)
@@ -70,9 +72,11 @@ def read_source(checkpoint: Path, results: Path | None) -> Source:
         src.inputs = json.loads((adapter / "gasp_input.json").read_text())
     if src.config:
         src.trained = objectives(src.config)
-    if src.config and not src.config.get("model", {}).get("freeze_vision", True):
+    src.vision = (adapter / VISION_FILE).is_file()
+    if src.config and not src.config.get("model", {}).get("freeze_vision", True) and not src.vision:
         raise ExportError(f"{checkpoint}: its run trained the vision tower (model.freeze_vision: false), but the "
-                          "checkpoint holds only the LoRA adapter, so no export of it would be the trained model")
+                          f"checkpoint holds only the LoRA adapter (no {VISION_FILE}: written before gasp saved it), "
+                          "so no export of it would be the trained model")
     if results is not None:
         src.results, src.results_from = _given_results(results, src), str(results)
     elif src.run_dir is not None:
@@ -145,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         base_folder = _check_base(base, src.adapter)
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not a.force:
             raise ExportError(f"--out {out} exists and is not empty; pass --force to replace it, or another --out")
+        if a.adapter_only and src.vision:
+            raise ExportError(f"{src.adapter} carries a vision tower trained in full ({VISION_FILE}), which a peft "
+                              "adapter cannot hold; export the merged model (leave out --adapter-only)")
         if a.adapter_only:
             write = _adapter_writer(src)
         else:
@@ -258,6 +265,8 @@ def model_card(src: Source, base: str, adapter_only: bool, name: str) -> str:
              f"| trained with | gasp {made.get('gasp_version', '(not recorded)')}, git "
              f"{made.get('git_sha', '(not recorded)')} |",
              f"| exported with | gasp {now['gasp_version']}, git {now['git_sha']}, transformers {now['transformers']} |"]
+    if src.vision:
+        lines.append(f"| vision tower | trained in full (model.freeze_vision: false); merged from {VISION_FILE} |")
     if src.inputs:
         ins = {k: v for k, v in src.inputs.items() if k != "model"}
         lines.append("| input settings | " + ", ".join(f"{k} `{v}`" if v is not None else f"{k} (the family's default)"

@@ -223,13 +223,36 @@ def _check_base_name(base: str, model_name: str, adapter_dir: str) -> None:
         logger.warning("adapter %s was trained on %r but is applied to %r (shapes fit)", adapter_dir, base, model_name)
 
 
+VISION_FILE = "gasp_vision_tower.safetensors"   # beside the peft files: a vision tower trained in full
+
+
 def apply_lora(model, adapter_dir: str, model_name: str):
-    """Wrap `model` with the peft LoRA adapter in `adapter_dir` (inference mode)."""
+    """Wrap `model` with the peft LoRA adapter in `adapter_dir` (inference mode), and load the vision tower
+    saved beside it where the run trained that in full (``model.freeze_vision: false``; peft carries LoRA only)."""
     from peft import PeftModel
 
     check_adapter_fits(model, adapter_dir, model_name)
     with peft_quietly():
-        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+        wrapped = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    load_vision_tower(adapter_dir, wrapped)
+    return wrapped
+
+
+def load_vision_tower(adapter_dir: str | os.PathLike, model) -> bool:
+    """The fully trained vision tower saved in ``adapter_dir`` (``VISION_FILE``) into ``model``; False if none."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(os.fspath(adapter_dir), VISION_FILE)
+    if not os.path.isfile(path):
+        return False
+    tower = get_adapter(model).vision_tower(model)
+    state = load_file(path)
+    missing, unexpected = tower.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise AdapterMismatchError(f"{path} does not fit the model's vision tower (missing {missing[:3]}, "
+                                   f"unexpected {unexpected[:3]})")
+    logger.info("loaded the trained vision tower from %s", path)
+    return True
 
 
 @contextmanager

@@ -1,7 +1,10 @@
 """Trainer checkpoints: OUT/checkpoint-STEP/{adapter/, heads/, trainer_state.pt}, written atomically.
 
     adapter/          a standard peft LoRA adapter (adapter_config.json + adapter_model.safetensors):
-                      stock `PeftModel.from_pretrained(base, path)` loads it, gasp not needed
+                      stock `PeftModel.from_pretrained(base, path)` loads it, gasp not needed;
+                      with model.freeze_vision: false also gasp_vision_tower.safetensors, the vision
+                      tower trained in full, which peft does not carry (gasp's loader, resume and
+                      `gasp export` load it; stock peft alone would not)
     heads/            `CorrespondenceHeads.save_pretrained` (training only)
     trainer_state.pt  step, optimizer, scheduler, the RNG states (torch, numpy, python) of every
                       process (a list indexed by rank) and the data position (the next global
@@ -90,7 +93,7 @@ def input_settings(adapter_dir: str | os.PathLike) -> dict | None:
 def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
                     rng_states: list[dict] | None = None, *, adapter_state: dict | None = None,
                     optimizer_state: dict | list | None = None, inputs: dict | None = None,
-                    engine: dict | None = None) -> Path:
+                    engine: dict | None = None, vision_state: dict | None = None) -> Path:
     """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's).
 
     A sharded run passes what it gathered: ``adapter_state`` (the peft model's full state dict),
@@ -107,6 +110,11 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
         peft_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False, state_dict=adapter_state)
         if inputs is not None:
             (tmp / "adapter" / INPUT_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
+        if vision_state is not None:                     # model.freeze_vision: false trains the tower in full
+            from safetensors.torch import save_file
+
+            from gasp.models.loading import VISION_FILE
+            save_file({k: v.contiguous() for k, v in vision_state.items()}, str(tmp / "adapter" / VISION_FILE))
         if heads is not None:
             heads.save_pretrained(tmp / "heads")
         opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
@@ -161,6 +169,9 @@ def load_weights(path: str | Path, peft_model, heads) -> None:
     unexpected = [k for k in res.unexpected_keys if "lora_" in k]
     if unexpected:
         raise ValueError(f"--resume {path}: adapter weights do not fit the model: {unexpected[:5]}")
+    from gasp.models.loading import load_vision_tower
+
+    load_vision_tower(path / "adapter", peft_model)
     if heads is not None:
         from gasp.qk_heads import load_heads
 

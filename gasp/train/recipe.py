@@ -385,6 +385,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 # ---- save --------------------------------------------------------------------------------
+def _vision_state(run: Run, full: dict | None) -> dict:
+    """The vision tower's weights, from the gathered state dict of a sharded run or from the module (a collective
+    under ZeRO-3's partitioning, so every process calls it)."""
+    tower = run.adapter.vision_tower(run.peft_model)
+    prefix = next(n for n, m in run.peft_model.named_modules() if m is tower) + "."
+    if full is not None:
+        return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    with gathered(list(tower.parameters())):
+        return {k: v.detach().cpu().clone() for k, v in tower.state_dict().items()}
+
+
 def zero3(acc) -> bool:
     """Whether accelerate runs DeepSpeed ZeRO stage 3 (weights partitioned over processes)."""
     return zero.stage(acc) == 3
@@ -419,6 +430,8 @@ def save(run: Run, step: int) -> None:
             run.heads_copy.load_state_dict({k.removeprefix("heads."): v for k, v in full.items()
                                             if k.startswith("heads.")})
             heads = run.heads_copy
+    if not run.cfg.model.freeze_vision:                # trained in full: peft's adapter does not carry it
+        extra["vision_state"] = _vision_state(run, extra.get("adapter_state"))
     if acc.is_main_process:
         micro = step * run.cfg.optim.grad_accum
         m = run.cfg.model
