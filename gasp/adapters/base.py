@@ -227,6 +227,13 @@ class ModelAdapter:
         raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no visual_tokens; "
                                   "vision pre-training supports the Qwen2-VL / Qwen2.5-VL adapters")
 
+    def pre_projector_features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T*h*w, k, d) the vision encoder's output before the projector, with grad: for each LLM visual
+        token (grid-major then row-major, like ``VisualLayout``) the k encoder vectors the projector turns
+        into it. What a vision-tower objective (PseudoGD) reads."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no pre_projector_features; "
+                                  "supported: Qwen2-VL, Qwen2.5-VL, LLaVA")
+
     def text_config(self, model):
         cfg = getattr(self.unwrap(model), "config", model)
         return cfg.get_text_config()

@@ -47,6 +47,20 @@ class LlavaAdapter(LlavaNextVideoAdapter):
         n = self.image_size // self.patch_size  # the patch conv floors
         return n, n
 
+    def pre_projector_features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(F*h*w, 1, d): the vision tower's hidden states at ``vision_feature_layer`` (-2 in LLaVA-1.5) without
+        the CLS token, what the multi-modal projector reads; differentiable."""
+        inner = self.inner_model(model)
+        cfg = self.unwrap(model).config
+        layer, strategy = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+        if not isinstance(layer, int):
+            raise NotImplementedError(f"vision_feature_layer {layer}: several layers concatenated are not supported")
+        out = inner.vision_tower(inputs["pixel_values"].type(inner.vision_tower.dtype), output_hidden_states=True,
+                                 return_dict=True)
+        h = out.hidden_states[layer]                                             # (F, 1 + h*w, d)
+        h = h[:, 1:] if strategy == "default" else h
+        return h.reshape(-1, 1, h.shape[-1])
+
     def token_pixels(self):
         return float(self.patch_size)
 

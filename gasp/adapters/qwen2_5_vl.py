@@ -23,6 +23,15 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     model_type = "qwen2_5_vl"
     default_tokens_per_second = 2  # released checkpoints
 
+    def _window_order(self, visual, grid: torch.Tensor) -> torch.Tensor:
+        """The vision blocks run in window-attention order (merge units permuted by ``window_index``); the merger
+        reads them so, and only its output is put back in token order (transformers' Qwen2.5-VL vision forward)."""
+        from transformers.vision_utils import get_vision_window_index
+
+        index, _ = get_vision_window_index(grid, spatial_merge_size=visual.spatial_merge_size,
+                                           window_size=visual.window_size, patch_size=visual.patch_size)
+        return index
+
     def _video_timing(self, grid_frames, fps):
         n_grids = len(grid_frames)
         seconds = len(grid_frames[0]) / fps  # one frame per grid when duplicated, tp when merged

@@ -78,6 +78,24 @@ class Qwen2VLAdapter(ModelAdapter):
             out = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
         return torch.cat(list(out.pooler_output))
 
+    def pre_projector_features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T*h*w, m*m, d): each LLM visual token's m x m patches as the vision blocks leave them, before the
+        merger's LayerNorm and MLP (the projector), in the LLM's token order; differentiable."""
+        visual = self.vision_tower(model)
+        if "pixel_values_videos" in inputs:
+            px, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+        else:
+            px, grid = inputs["pixel_values"], inputs["image_grid_thw"]
+        out = visual(px.type(visual.dtype), grid_thw=grid)
+        h = getattr(out, "last_hidden_state", out)
+        h = h.reshape(-1, self.merge_size ** 2, h.shape[-1])                   # (T*h*w, m*m, d), merge units
+        order = self._window_order(visual, grid)
+        return h if order is None else h[torch.argsort(order)]
+
+    def _window_order(self, visual, grid: torch.Tensor) -> torch.Tensor | None:
+        """The merge units' order in the blocks' output (Qwen2.5-VL's window attention); None: the token order."""
+        return None
+
     # ---- config-derived sizes -------------------------------------------------------
     @property
     def patch_size(self) -> int:

@@ -1,0 +1,1 @@
+"""Objectives that put geometry into a VLM beside GASP's heads (gasp/heads.py, gasp/losses.py)."""
