@@ -2,7 +2,8 @@
 
 Two panels sharing the layer axis: (a) PCK@δ of the model's own Q/K (``probes/pck.py``),
 (b) the depth probe's δ < 1.25 (``probes/pck.py --depth``; solid: scale-and-shift aligned,
-dotted: metric), with layer -1, the LLM's input (the vision tower's output), at the left.
+dotted: metric), with layer -2 (the vision encoder before the projector, where the family has that hook)
+and layer -1 (the LLM's input, the projector's output) at the left.
 Model-free references are horizontal lines: chance and same position in (a), the pixel-patch
 probe and the constant-mean predictor (aligned) in (b).
 
@@ -51,7 +52,7 @@ def draw_geometry(results: list[dict], labels: list[str], out: str | Path) -> li
     d0 = results[0]["depth"]
     ax_pck.set(xlabel="LLM layer", ylabel=f"PCK@{results[0].get('delta', 2):g} (fraction of visible points)",
                ylim=(0, 1.02), title="(a) matching: the model's own Q/K")
-    ax_d.set(xlabel="LLM layer (-1: the LLM's input, the vision tower's output)",
+    ax_d.set(xlabel="layer (-2: encoder before projector, -1: LLM input)",
              ylabel="depth δ < 1.25 (fraction of tokens)", ylim=(0, 1.02),
              title=f"(b) depth: linear probe, {d0['num_eval_images']} held-out images")
     for ax in (ax_pck, ax_d):

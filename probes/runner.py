@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PRE_PROJECTOR = -2        # the depth probe's name for the vision encoder's output before the projector
+
+
 def synthetic_eval_tracks(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> Path:
     """The embedded default's evaluation sequences, rendered once into the cache (``tracks/cache.py``)."""
     from tracks.cache import cached_synthetic_file
@@ -157,7 +160,7 @@ class Probe:
                 stack.enter_context(capture_qk(self.model, self.adapter.decoder_layers(self.model), layers=self.layers,
                                                positions=positions, rope=self.cfg.rope, on_layer=on_layer))
             if depth is not None:
-                self._feed_depth(stack, depth, seqs, layout, folds or [None] * len(seqs), positions)
+                self._feed_depth(stack, depth, seqs, layout, folds or [None] * len(seqs), positions, inputs)
             self.model(**inputs)
         out: list[list[ProbeRecord]] = [[] for _ in seqs]
         for (b, seq, qg, pts, key, explore, attrs), res in zip(units, rows):
@@ -168,7 +171,8 @@ class Probe:
             out[b].append(ProbeRecord(key, arrays, {**attrs, **({"view_why": why} if why else {})}))
         return out
 
-    def _feed_depth(self, stack, depth: "DepthProbe", seqs: list[TrackSequence], layout, folds, positions) -> None:
+    def _feed_depth(self, stack, depth: "DepthProbe", seqs: list[TrackSequence], layout, folds, positions,
+                    inputs: dict[str, torch.Tensor]) -> None:
         """Register the hidden-state hooks that feed ``depth`` during the coming forward; feed the pixels now."""
         from gasp.capture.hidden import capture_hidden
         from probes.depth import pixel_features, token_depth
@@ -188,6 +192,15 @@ class Probe:
 
         stack.enter_context(capture_hidden(self.adapter.decoder_layers(self.model), layers=[-1, *self.layers],
                                            positions=positions, on_hidden=on_hidden))
+        if PRE_PROJECTOR in depth.names:                   # layer -2: the vision encoder's output, before the projector
+
+            def on_projector(module, args) -> None:
+                feats = self.adapter.pre_projector_from_input(args[0], inputs, self.model)   # (B*F*P, k, d)
+                feats = feats.flatten(1).float().unflatten(0, (len(seqs), F, h * w))     # (B, F, P, k*d)
+                for b in range(len(seqs)):
+                    depth.observe(PRE_PROJECTOR, feats[b], targets[b], folds[b])
+
+            stack.callback(self.adapter.projector(self.model).register_forward_pre_hook(on_projector).remove)
         for b, seq in enumerate(seqs):
             depth.observe("pixels", pixel_features(seq.frames[fids], (h, w), layout.token_size), targets[b], folds[b])
 
@@ -368,7 +381,8 @@ def _probe_with_depth(cfg: ProbeConfig, probe: Probe, reader: TrackReader, todo:
     and probe-train sequences of ``--depth-train`` run for the depth probe alone."""
     from probes.depth import DepthProbe
 
-    dp = DepthProbe([-1, *probe.layers, "pixels"], cfg.depth_folds)
+    first = [PRE_PROJECTOR, -1] if probe.adapter.projector(probe.model) is not None else [-1]
+    dp = DepthProbe([*first, *probe.layers, "pixels"], cfg.depth_folds)
     same = split.train_reader is reader
     train = list(split.train)                      # every probed sequence is probe-train or held out
     total = len(train) + len(split.held_out)
@@ -391,7 +405,7 @@ def _probe_with_depth(cfg: ProbeConfig, probe: Probe, reader: TrackReader, todo:
              dp.train_tokens, dp.train_images, cfg.depth_folds)
     dp.fit()
     run(reader, [(i, None) for i in split.held_out], lambda i: i in todo)
-    return {**dp.summary([-1, *probe.layers]), "split": split.info}
+    return {**dp.summary([*first, *probe.layers]), "split": split.info}
 
 
 def _runs(batch: list[tuple[int, TrackSequence]], key) -> list[list[tuple[int, TrackSequence]]]:

@@ -202,7 +202,10 @@ def test_probe_equals_a_separate_run_on_plain_forward_hooks(depth_run):
         pos = layout.flat_positions
         caught = {}
         hooks = [layers[0].register_forward_pre_hook(lambda m, a: caught.__setitem__(-1, a[0][0, pos].double()))]
-        for j in d["layers"][1:]:
+        assert d["layers"][:2] == [-2, -1]              # -2: the vision encoder's output before the projector
+        with torch.no_grad():                           # ... read here by calling the vision tower itself
+            caught[-2] = adapter.pre_projector_features(model, inputs).flatten(1).double()
+        for j in d["layers"][2:]:
             hooks.append(layers[j].register_forward_hook(
                 lambda m, a, o, j=j: caught.__setitem__(j, (o[0] if isinstance(o, tuple) else o)[0, pos].double())))
         with torch.no_grad():
@@ -247,7 +250,7 @@ def test_depth_block_and_figure(depth_run, tmp_path):
 
     cfg, res = depth_run
     d = res["depth"]
-    assert d["layers"] == [-1, *res["layers"]] and d["folds"] == 2 and d["split"]["seed"] == cfg.seed
+    assert d["layers"] == [-2, -1, *res["layers"]] and d["folds"] == 2 and d["split"]["seed"] == cfg.seed
     for ref in ("pixels", "constant"):
         assert 0 <= d["references"][ref]["scale_shift"]["delta_1.25"] <= 1
     saved = json.loads((Path(cfg.out) / "results.json").read_text())

@@ -227,6 +227,14 @@ class ModelAdapter:
         raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no visual_tokens; "
                                   "vision pre-training supports the Qwen2-VL / Qwen2.5-VL adapters")
 
+    def projector(self, model) -> torch.nn.Module | None:
+        """The module that turns the vision encoder's output into the LLM's visual tokens; None where unknown."""
+        return None
+
+    def pre_projector_from_input(self, x: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        """``projector``'s input as ``pre_projector_features`` gives it: (T*h*w, k, d) in the LLM's token order."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no projector hook")
+
     def pre_projector_features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(T*h*w, k, d) the vision encoder's output before the projector, with grad: for each LLM visual
         token (grid-major then row-major, like ``VisualLayout``) the k encoder vectors the projector turns

@@ -58,8 +58,13 @@ class LlavaAdapter(LlavaNextVideoAdapter):
         out = inner.vision_tower(inputs["pixel_values"].type(inner.vision_tower.dtype), output_hidden_states=True,
                                  return_dict=True)
         h = out.hidden_states[layer]                                             # (F, 1 + h*w, d)
-        h = h[:, 1:] if strategy == "default" else h
-        return h.reshape(-1, 1, h.shape[-1])
+        return self.pre_projector_from_input(h[:, 1:] if strategy == "default" else h, inputs, model)
+
+    def projector(self, model) -> torch.nn.Module:
+        return self.inner_model(model).multi_modal_projector
+
+    def pre_projector_from_input(self, x: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        return x.reshape(-1, 1, x.shape[-1])                                     # (F, h*w, d): one vector a token
 
     def token_pixels(self):
         return float(self.patch_size)

@@ -87,10 +87,16 @@ class Qwen2VLAdapter(ModelAdapter):
         else:
             px, grid = inputs["pixel_values"], inputs["image_grid_thw"]
         out = visual(px.type(visual.dtype), grid_thw=grid)
-        h = getattr(out, "last_hidden_state", out)
-        h = h.reshape(-1, self.merge_size ** 2, h.shape[-1])                   # (T*h*w, m*m, d), merge units
-        order = self._window_order(visual, grid)
-        return h if order is None else h[torch.argsort(order)]
+        return self.pre_projector_from_input(getattr(out, "last_hidden_state", out), inputs, model)
+
+    def projector(self, model) -> torch.nn.Module:
+        return self.vision_tower(model).merger
+
+    def pre_projector_from_input(self, x: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        grid = inputs["video_grid_thw"] if "video_grid_thw" in inputs else inputs["image_grid_thw"]
+        h = x.reshape(-1, self.merge_size ** 2, x.shape[-1])                   # (T*h*w, m*m, d), merge units
+        order = self._window_order(self.vision_tower(model), grid)
+        return h if order is None else h[torch.argsort(order.to(h.device))]
 
     def _window_order(self, visual, grid: torch.Tensor) -> torch.Tensor | None:
         """The merge units' order in the blocks' output (Qwen2.5-VL's window attention); None: the token order."""
