@@ -217,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     print(ProbeResults(res).summary_line())
     if (sel := ProbeResults(res).selection_line()) is not None:
         print(sel)
+    if fp := res.get("feature_pck"):
+        names = {-2: "vision encoder before the projector (-2)", -1: "LLM input (-1)"}
+        refs = ", ".join(f"{n.replace('_', ' ')} {v:.3f}" for n, v in (res.get("references") or {}).items())
+        print(f"PCK@{res['delta']:g} of the features themselves: " + ", ".join(
+            f"{names.get(layer, layer)} {'-' if v is None else f'{v:.3f}'}" for layer, v in zip(fp["layers"], fp["pck_mean"]))
+            + (f" ({refs})" if refs else ""))
     vp = res.get("viewpoint") or {}
     if "pck" in vp:
         pk, e = ProbeResults(res).peak_index, vp["bins_deg"]

@@ -159,12 +159,20 @@ class Probe:
             if pck:
                 stack.enter_context(capture_qk(self.model, self.adapter.decoder_layers(self.model), layers=self.layers,
                                                positions=positions, rope=self.cfg.rope, on_layer=on_layer))
+            feats: dict[int, torch.Tensor] = {}           # --depth: -2 / -1 features, for their own PCK too
             if depth is not None:
-                self._feed_depth(stack, depth, seqs, layout, folds or [None] * len(seqs), positions, inputs)
+                self._feed_depth(stack, depth, seqs, layout, folds or [None] * len(seqs), positions, inputs,
+                                 feats if pck else None)
             self.model(**inputs)
         out: list[list[ProbeRecord]] = [[] for _ in seqs]
-        for (b, seq, qg, pts, key, explore, attrs), res in zip(units, rows):
+        for u, ((b, seq, qg, pts, key, explore, attrs), res) in enumerate(zip(units, rows)):
             arrays = self._record(res, seq, fids, qg, layout, explore, pts)
+            if feats:                                       # (n_feat, F', N): cosine matching of the features
+                arrays["correct_feat"] = torch.stack([metrics.evaluate_layer(
+                    x[b][None], x[b][None], torch.from_numpy(seq.tracks[fids]), torch.from_numpy(seq.visible[fids]),
+                    layout.token_size, query_frame=qg, delta=self.cfg.delta).correct for _, x in sorted(feats.items())
+                ]).cpu().numpy()
+                arrays["feat_layers"] = np.int32(sorted(feats))
             angles, why = viewpoint.sequence_angles(seq, fids, qg)
             if angles is not None:
                 arrays["view_angle"] = angles                                 # (F',) degrees from the query frame
@@ -172,7 +180,7 @@ class Probe:
         return out
 
     def _feed_depth(self, stack, depth: "DepthProbe", seqs: list[TrackSequence], layout, folds, positions,
-                    inputs: dict[str, torch.Tensor]) -> None:
+                    inputs: dict[str, torch.Tensor], keep: dict[int, torch.Tensor] | None = None) -> None:
         """Register the hidden-state hooks that feed ``depth`` during the coming forward; feed the pixels now."""
         from gasp.capture.hidden import capture_hidden
         from probes.depth import pixel_features, token_depth
@@ -187,6 +195,8 @@ class Probe:
             targets.append(t)
 
         def on_hidden(layer: int, x: torch.Tensor) -> None:
+            if keep is not None and layer == -1:
+                keep[-1] = x.float().unflatten(1, (F, h, w))                              # (B, F, h, w, D)
             for b in range(x.shape[0]):                                                   # x: (B, F*P, D)
                 depth.observe(layer, x[b].float().unflatten(0, (F, h * w)), targets[b], folds[b])
 
@@ -197,6 +207,8 @@ class Probe:
             def on_projector(module, args) -> None:
                 feats = self.adapter.pre_projector_from_input(args[0], inputs, self.model)   # (B*F*P, k, d)
                 feats = feats.flatten(1).float().unflatten(0, (len(seqs), F, h * w))     # (B, F, P, k*d)
+                if keep is not None:
+                    keep[PRE_PROJECTOR] = feats.unflatten(2, (h, w))                      # (B, F, h, w, k*d)
                 for b in range(len(seqs)):
                     depth.observe(PRE_PROJECTOR, feats[b], targets[b], folds[b])
 

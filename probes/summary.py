@@ -204,6 +204,11 @@ def summarize(cfg: ProbeConfig, layers: list[int], done: dict[str, dict], skippe
         res["pck_px"] = {"threshold_px": cfg.pck_px, "eval_size_hw": list(cfg.pck_px_size), "positions": cfg.refine,
                          "rule": "strict <, on points visible in the query frame and in frame k",
                          "pck_mean": nn(sp["pck_mean"]), "pck_std": nn(sp["pck_std"])}
+    if all("correct_feat" in done[k]["arrays"] for k in keys):
+        sf = metrics.summarize([_sequence_results(done, recs, "correct_feat") for recs in groups.values()], DTS)
+        res["feature_pck"] = {"layers": done[keys[0]]["arrays"]["feat_layers"].tolist(),
+                              "matching": "cosine of the features themselves (eq. 10 with one head), argmax token",
+                              "pck_mean": nn(sf["pck_mean"]), "pck_std": nn(sf["pck_std"])}
     if all("correct_head" in done[k]["arrays"] for k in keys):
         sh = metrics.summarize([_sequence_results(done, recs, "correct_head") for recs in groups.values()], DTS)
         res["pck_head"] = nn(sh["pck_mean"])                                  # (L, H)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from probes import depth as dp
+from probes import metrics
 from probes.config import ProbeConfig, ProbeError
 
 
@@ -351,3 +352,45 @@ def test_depth_train_must_not_share_scenes(tmp_path):
     with pytest.raises(ProbeError, match="share scenes"):
         run_probe(cfg)
     assert not (tmp_path / "p").exists()
+
+
+def test_feature_pck_is_cosine_argmax_matching_of_the_encoder_and_llm_input_features(depth_run):
+    """With --depth the probe also matches the -2 and -1 features themselves: recomputed here for each record
+    from features read by calling the vision tower and by a hook on the first decoder layer."""
+    from gasp.models import load_model
+    from probes.store import read_finished
+    from tracks.io import TrackReader
+
+    cfg, res = depth_run
+    fp = res["feature_pck"]
+    assert fp["layers"] == [-2, -1] and len(fp["pck_mean"]) == 2
+    model, proc, adapter = load_model(cfg.model, seed=cfg.seed)
+    layers = adapter.decoder_layers(model)
+    done, reader = read_finished(Path(cfg.out)), TrackReader(res["tracks"])
+    per_seq = []
+    for key in res["sequences"]:
+        a = done[key]["arrays"]
+        seq = reader[reader.sequence_keys.index(key)]
+        inputs, layout = adapter.prepare_inputs(seq.frames, processor_or_tokenizer=proc, prompt=cfg.prompt, fps=cfg.fps)
+        (h, w), F, pos = layout.grid, layout.num_grids, layout.flat_positions
+        caught = {}
+        hook = layers[0].register_forward_pre_hook(lambda m, x: caught.__setitem__(-1, x[0][0, pos]))
+        with torch.no_grad():
+            model(**inputs)
+            caught[-2] = adapter.pre_projector_features(model, inputs).flatten(1)
+        hook.remove()
+        fids, qg = a["frame_ids"], int(a["query_grid"])
+        tok = metrics.pixels_to_tokens(torch.from_numpy(seq.tracks[fids]).double(), layout.token_size)   # (F, N, 2)
+        q_col = tok[qg, :, 0].add(0.5).floor().long().clamp(0, w - 1)
+        q_row = tok[qg, :, 1].add(0.5).floor().long().clamp(0, h - 1)
+        others = [f for f in range(F) if f != qg]
+        rows = []
+        for name in (-2, -1):
+            x = torch.nn.functional.normalize(caught[name].double(), dim=-1).reshape(F, h * w, -1)
+            qv = x[qg][q_row * w + q_col]                                            # (N, D)
+            idx = torch.einsum("nd,fpd->fnp", qv, x[others]).argmax(-1)              # (F', N)
+            pred = torch.stack([idx // w, idx % w], -1)
+            rows.append((metrics.within_delta(pred, tok[others], cfg.delta) & torch.from_numpy(a["valid"])).numpy())
+        np.testing.assert_array_equal(a["correct_feat"], np.stack(rows))
+        per_seq.append(np.stack(rows).sum((1, 2)) / a["valid"].sum())
+    assert fp["pck_mean"] == pytest.approx(np.mean(per_seq, 0).tolist(), abs=1e-12)
