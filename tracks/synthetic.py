@@ -227,6 +227,29 @@ def render_views(layout: SceneLayout, K: np.ndarray, cam_from_world: np.ndarray,
     return rgb, depth, ids
 
 
+def render_surface_ids(layout: SceneLayout, K: np.ndarray, cam_from_world: np.ndarray,
+                       height: int, width: int) -> np.ndarray:
+    """(T, H, W) int16 visible surface of every pixel, finer than ``render_views``' ids: room face f (0-5,
+    ``ROOM_FACES`` order) or 6 + m for ``layout.objects[m]``. The same ray casts, no shading.
+    K (3, 3) or (T, 3, 3); cam_from_world (T, 4, 4)."""
+    K = np.asarray(K, dtype=np.float64)
+    out = np.empty((len(cam_from_world), height, width), dtype=np.int16)
+    for k, pose in enumerate(np.asarray(cam_from_world, dtype=np.float64)):
+        Kk = K[k] if K.ndim == 3 else K
+        origin, dirs = camera_rays(Kk, pose, height, width)
+        depth, face = _room_hits(layout.room, origin, dirs)
+        ids = face.astype(np.int16)
+        for m, obj in enumerate(layout.objects):
+            win = _pixel_window(obj, Kk, pose, height, width)
+            if win is None:
+                continue
+            t, _ = _box_hits(obj, origin, dirs[win])
+            closer = t < depth[win]
+            depth[win][closer], ids[win][closer] = t[closer], len(ROOM_FACES) + m
+        out[k] = ids
+    return out
+
+
 # ----------------------------------------------------------------------------- scene sampling
 
 def sample_layout(rng: np.random.Generator, config: SyntheticSceneConfig) -> SceneLayout:

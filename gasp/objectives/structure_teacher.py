@@ -1,0 +1,108 @@
+"""Per-token targets for PseudoGD's structure loss (eq. 4): a stand-in for SAM, or a teacher's own features.
+
+PseudoGD distils SAM ViT-B's features. No SAM weights can be had here, so the default teacher is a **named
+stand-in**: the renderer's surfaces. Every pixel of a gasp synthetic scene lies on one surface, a room
+face (0-5) or a box (6 + m). Each surface id has a fixed random unit code of ``CODE_DIM`` (256, as the
+paper's features) drawn from ``numpy.random.default_rng([seed, id])``, and a token's target is the
+mean code of its pixels. So tokens on one surface agree and tokens across a boundary mix: segment
+structure, as SAM's features carry, without SAM's semantics. The surfaces are re-rendered from the
+scene's own metadata (its seed and config) and the sequence's cameras, so a tracks file needs nothing
+new.
+
+``NpyTeacher`` is the pluggable alternative: a folder ``DIR/<scene>/<frame_index:06d>.npy`` of (H', W', C)
+feature maps (from SAM or any teacher, made elsewhere), pooled to the same token grid.
+
+Shapes: F frames, H x W pixels, h x w tokens, C channels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CODE_DIM = 256
+ROOM_SURFACES = 6                # room faces 0-5; box m is surface 6 + m
+
+
+class StructureTeacherError(ValueError):
+    """Teacher features that cannot serve a sequence; the message names what is missing and where."""
+
+
+def surface_ids(metadata: dict, K: np.ndarray, cam_from_world: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(F, H, W) int16 visible surface of every pixel of a gasp synthetic scene seen by these cameras.
+
+    metadata: the scene's JSON (``tracks.synthetic.scene_metadata``: its seed and config); K (3, 3) or
+    (F, 3, 3) at ``height`` x ``width``; cam_from_world (F, 4, 4).
+    """
+    from tracks import synthetic as syn
+
+    if metadata.get("generator") != "gasp.synthetic":
+        raise StructureTeacherError("the surface stand-in needs gasp's synthetic scenes (their metadata names "
+                                    f"generator 'gasp.synthetic', this scene has {metadata.get('generator')!r}); "
+                                    "for other data pass a teacher folder of .npy feature maps")
+    config = syn.SyntheticSceneConfig(**metadata["config"])
+    layout = syn.sample_layout(np.random.default_rng(metadata["seed"]), config)   # render_scene's first draw
+    return syn.render_surface_ids(layout, K, cam_from_world, height, width)
+
+
+def surface_codes(num_surfaces: int, seed: int = 0, dim: int = CODE_DIM) -> np.ndarray:
+    """(S, dim) float32 unit codes, row s from ``default_rng([seed, s])`` (fixed per id, whatever S is)."""
+    codes = np.stack([np.random.default_rng([seed, s]).standard_normal(dim) for s in range(num_surfaces)])
+    return (codes / np.linalg.norm(codes, axis=1, keepdims=True)).astype(np.float32)
+
+
+def pool_tokens(maps: np.ndarray | torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(F, H, W, C) per-pixel features -> (F, h*w, C) the mean over each token's pixel box.
+
+    Boxes as ``gasp.losses.pool_token_depth`` assigns pixels: pixel row i belongs to token row
+    floor((i + 0.5) * h / H), and likewise for columns.
+    """
+    x = torch.as_tensor(maps, dtype=torch.float32)
+    F, H, W, C = x.shape
+    h, w = int(grid[0]), int(grid[1])
+    row = (2 * torch.arange(H) + 1) * h // (2 * H)                                  # (H,)
+    col = (2 * torch.arange(W) + 1) * w // (2 * W)                                  # (W,)
+    token = (row[:, None] * w + col[None, :]).reshape(-1)                           # (H*W,)
+    sums = torch.zeros(F, h * w, C).index_add_(1, token, x.reshape(F, H * W, C))
+    counts = torch.bincount(token, minlength=h * w).clamp_min(1).to(torch.float32)
+    return sums / counts[None, :, None]
+
+
+def standin_targets(metadata: dict, K: np.ndarray, cam_from_world: np.ndarray, image_hw: tuple[int, int],
+                    grid: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """(F, h*w, CODE_DIM): the surface stand-in's per-token targets (module docstring)."""
+    ids = surface_ids(metadata, K, cam_from_world, *image_hw)                        # (F, H, W)
+    codes = surface_codes(int(ids.max()) + 1, seed)
+    return pool_tokens(codes[ids.astype(np.int64)], grid)
+
+
+class NpyTeacher:
+    """Teacher features from a folder: ``root/<scene>/<frame_index:06d>.npy``, each (H', W', C) float."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise StructureTeacherError(f"structure teacher folder {self.root} does not exist")
+
+    def check(self, scene: str, frame_index: np.ndarray) -> None:
+        """Refuse, naming them, frames of ``scene`` that have no feature map (before any training)."""
+        missing = [int(f) for f in frame_index if not self._path(scene, int(f)).is_file()]
+        if missing:
+            raise StructureTeacherError(f"structure teacher {self.root}: scene {scene!r} lacks feature maps for "
+                                        f"frames {missing[:8]}{' ...' if len(missing) > 8 else ''} "
+                                        f"(expected {self._path(scene, missing[0])})")
+
+    def targets(self, scene: str, frame_index: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+        """(F, h*w, C) the feature maps of these frames, pooled per token."""
+        self.check(scene, frame_index)
+        maps = [np.load(self._path(scene, int(f))) for f in frame_index]
+        shapes = {m.shape for m in maps}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+            raise StructureTeacherError(f"structure teacher {self.root}/{scene}: feature maps must share one "
+                                        f"(H', W', C) shape, got {sorted(shapes)}")
+        return pool_tokens(np.stack(maps), grid)
+
+    def _path(self, scene: str, frame: int) -> Path:
+        return self.root / scene / f"{frame:06d}.npy"
