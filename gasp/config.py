@@ -5,7 +5,8 @@
 
 The trainer's config (sections: ``model.name=...``) and the probe's (flat: ``delta=2``) both load this
 way; an unknown key is an error that lists the valid keys where it was looked up. An int is accepted
-where a float is expected, a list where a tuple is; nothing else is coerced.
+where a float is expected, a list where a tuple is; nothing else is coerced. A field typed as a list of
+dataclasses takes a list of mappings, each loaded as its own section (its keys checked the same way).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def _type_ok(value: Any, tp: Any) -> bool:
         return True
     if origin is list:
         (item,) = typing.get_args(tp)
+        if dataclasses.is_dataclass(item):                # a list of sections: mappings (YAML) or the dataclass
+            return isinstance(value, list) and all(isinstance(v, (dict, item)) for v in value)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
     if origin is tuple:                                   # tuple[int, int] or tuple[float, ...]; YAML gives lists
         args = typing.get_args(tp)
@@ -87,10 +90,21 @@ def _set(cfg: Any, dotted: str, value: Any, where: str) -> None:
             raise ConfigError(f"{where}: {dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
         if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
             value = float(value) if isinstance(value, int) else value
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
+        if item is not None and dataclasses.is_dataclass(item):       # each mapping becomes its typed section
+            value = [v if isinstance(v, item) else _section(item, v, f"{where}: {dotted}[{i}]")
+                     for i, v in enumerate(value)]
         if isinstance(value, list) and (tt := _tuple_type(tp)) is not None:       # YAML lists become the tuple
             floats = float in typing.get_args(tt)
             value = tuple(float(v) if floats and isinstance(v, int) else v for v in value)
         setattr(obj, part, value)
+
+
+def _section(cls: type[T], mapping: dict, where: str) -> T:
+    """One entry of a list of sections: ``cls()``'s defaults, then the mapping's keys (unknown ones refused)."""
+    section = cls()
+    apply_mapping(section, mapping, where)
+    return section
 
 
 def apply_mapping(cfg: Any, mapping: dict, where: str) -> None:

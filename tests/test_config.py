@@ -136,3 +136,34 @@ def test_launch_configs_have_the_shape_accelerate_reads(name, kind):
     assert "gradient_accumulation_steps" not in ds and "gradient_clipping" not in ds
     if name == "deepspeed_zero3":
         assert ds["zero_stage"] == 3 and ds["zero3_save_16bit_model"] is True and ds["zero3_init_flag"] is True
+
+
+def test_a_list_of_sections_loads_each_as_its_own_typed_section(tmp_path):
+    """A list-of-dataclasses field (e.g. a trainer's list of objectives with weights) takes YAML mappings,
+    each checked like any section: defaults, known keys, types; saved and reloaded unchanged."""
+    import dataclasses
+
+    from gasp.config import load_typed
+
+    @dataclasses.dataclass
+    class Objective:
+        name: str = "depth"
+        weight: float = 1.0
+
+    @dataclasses.dataclass
+    class Cfg:
+        objectives: list[Objective] = dataclasses.field(default_factory=list)
+
+    f = tmp_path / "c.yaml"
+    f.write_text("objectives:\n  - {name: depth, weight: 2}\n  - {name: structure}\n")
+    cfg = load_typed(Cfg, f)
+    assert cfg.objectives == [Objective("depth", 2.0), Objective("structure", 1.0)]
+    assert isinstance(cfg.objectives[0].weight, float)
+    again = load_typed(Cfg, None, [f"objectives={dataclasses.asdict(cfg)['objectives']}"])
+    assert again == cfg
+    with pytest.raises(ConfigError, match=r"objectives\[1\]: unknown config key 'wieght'"):
+        load_typed(Cfg, None, ["objectives=[{name: a}, {wieght: 1}]"])
+    with pytest.raises(ConfigError, match=r"weight must be float"):
+        load_typed(Cfg, None, ["objectives=[{weight: heavy}]"])
+    with pytest.raises(ConfigError, match="objectives must be"):
+        load_typed(Cfg, None, ["objectives=[1, 2]"])
