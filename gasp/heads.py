@@ -35,8 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -240,23 +238,14 @@ class CorrespondenceHeads(nn.Module):
         """Write config.json + heads.safetensors, atomically (temp dir, then rename)."""
         from safetensors.torch import save_file
 
-        out = Path(save_directory)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+        from gasp.runinfo import write_dir_atomic
+
+        def write(tmp: Path) -> None:
             state = {k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
-            old = None
-            if out.exists():  # rename() cannot replace a non-empty directory: move it aside first
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-                os.rename(out, old / out.name)
-            os.rename(tmp, out)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        write_dir_atomic(save_directory, write)
 
     @classmethod
     def from_pretrained(cls, load_directory: str | os.PathLike, device: str | torch.device = "cpu",

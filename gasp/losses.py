@@ -50,6 +50,12 @@ DEFAULT_EPS = 1e-6
 __all__ = ["DEFAULT_EPS", "DEFAULT_TAU", "depth_loss", "gasp_losses", "infonce_loss", "pool_token_depth"]
 
 
+def token_of_pixel(pixels: int, tokens: int, device: torch.device | str | None = None) -> Tensor:
+    """(pixels,) long: the token each pixel row (or column) falls in, floor((i + 0.5) * tokens / pixels), in
+    integers so it is exact for any size (the box convention of ``pool_token_depth``)."""
+    return (2 * torch.arange(pixels, device=device) + 1) * tokens // (2 * pixels)
+
+
 def pool_token_depth(depth: Tensor, grid: tuple[int, int]) -> Tensor:
     """(F, H, W) depth map -> (F, h*w) mean depth of each token's pixel box (the d_j^b of eq. 7).
 
@@ -68,8 +74,7 @@ def pool_token_depth(depth: Tensor, grid: tuple[int, int]) -> Tensor:
         raise ValueError(f"grid {grid} must be between 1x1 and the depth size {H}x{W}")
     dev = depth.device
     # Integer form of floor((i + 0.5) * h / H), exact for any size.
-    row = (2 * torch.arange(H, device=dev) + 1) * h // (2 * H)  # (H,)
-    col = (2 * torch.arange(W, device=dev) + 1) * w // (2 * W)  # (W,)
+    row, col = token_of_pixel(H, h, dev), token_of_pixel(W, w, dev)  # (H,), (W,)
     # Separable sums: the rows of each token row, then the columns of each token column. The first,
     # full-size step runs a few frames at a time (about 4 MB of float64 each), so its temporaries
     # stay small and are reused instead of being fresh 100 MB arrays (24 frames of

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Fill a folder with ``write(tmp)`` in a temporary folder beside ``path``, then put it in place: whole or not
+    at all. An existing ``path`` is moved aside first and removed only once the new folder stands; a failure
+    leaves ``path`` as it was. Like ``write_text_atomic``'s files, the result takes the umask's permissions
+    (mkdtemp alone would leave 0700)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        for p in [tmp, *tmp.rglob("*")]:
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+        old = None
+        if path.exists() or path.is_symlink():   # rename() cannot replace a non-empty folder: move it aside
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.rename(path, old / path.name)
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -20,16 +20,16 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from gasp.config import RUN_BLOCK
+from gasp.runinfo import write_dir_atomic
 from gasp.models.export import ExportError, adapter_base, copy_base_files, find_adapter
 from gasp.models.loading import VISION_FILE
-from probes.results import REFERENCE_LABELS, ProbeResults
+from probes.results import ProbeResults, references_text
 
 log = logging.getLogger("gasp.export")
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gasp export: error: {e}", file=sys.stderr)
         return 2
     card = model_card(src, base, adapter_only=a.adapter_only, name=out.name)
-    _write_atomically(out, lambda tmp: (write(tmp), (tmp / "README.md").write_text(card)))
+    write_dir_atomic(out, lambda tmp: (write(tmp), (tmp / "README.md").write_text(card)))
     print(f"exported {'adapter' if a.adapter_only else 'merged model'} to {out}")
     print(f"card:     {out / 'README.md'}")
     return 0
@@ -226,24 +226,6 @@ def _adapter_writer(src: Source):
     return write
 
 
-def _write_atomically(out: Path, write) -> None:
-    """Write into a temporary folder beside ``out`` and rename it into place: whole or not at all."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        for p in [tmp, *tmp.rglob("*")]:          # mkdtemp makes 0700; a model folder is meant to be shared
-            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def model_card(src: Source, base: str, adapter_only: bool, name: str) -> str:
     """README.md with Hugging Face front matter; every number is read from the checkpoint's results."""
     from gasp.models.loading import model_identity
@@ -287,8 +269,7 @@ def model_card(src: Source, base: str, adapter_only: bool, name: str) -> str:
             lines.append(f"- {dl}")
         lines += [f"- from `{src.results_from}`; tracks `{src.results.get('tracks', '?')}`", ""]
     elif (rec := src.eval_line) is not None:
-        refs = ", ".join(f"{REFERENCE_LABELS.get(k, k)} {v:.3f}" for k, v in (rec.get("references") or {}).items()
-                         if v is not None)
+        refs = references_text(rec.get("references"))
         lines += [f"- peak PCK@2 {rec['pck_peak']:.3f} at layer {rec['peak_layer']}" + (f" ({refs})" if refs else ""),
                   f"- from the trainer's evaluation at step {src.step} (`{src.results_from}`)", ""]
     else:

@@ -19,7 +19,7 @@ import yaml
 from tqdm import tqdm
 
 from gasp.inputs import INPUT_KEYS, ModelInput, check_input
-from probes.results import ProbeResults
+from probes.results import ProbeResults, references_text
 from probes.runner import ProbeConfig, ProbeError, run_probe
 from tracks.io import TrackFormatError
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sel)
     if fp := res.get("feature_pck"):
         names = {-2: "vision encoder before the projector (-2)", -1: "LLM input (-1)"}
-        refs = ", ".join(f"{n.replace('_', ' ')} {v:.3f}" for n, v in (res.get("references") or {}).items())
+        refs = references_text(res.get("references"))
         print(f"PCK@{res['delta']:g} of the features themselves: " + ", ".join(
             f"{names.get(layer, layer)} {'-' if v is None else f'{v:.3f}'}" for layer, v in zip(fp["layers"], fp["pck_mean"]))
             + (f" ({refs})" if refs else ""))
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         pk, e = ProbeResults(res).peak_index, vp["bins_deg"]
         cells = [f"{a:g}-{b:g} deg {'-' if v is None else f'{v:.3f}'} ({n})"
                  for a, b, v, n in zip(e, e[1:], vp["pck"][pk], vp["count"])]
-        refs = ", ".join(f"{n.replace('_', ' ')} {v:.3f}" for n, v in (res.get("references") or {}).items())
+        refs = references_text(res.get("references"))
         print(f"PCK@{res['delta']:g} by camera rotation at layer {res['layers'][pk]}: " + ", ".join(cells)
               + (f"; not binned: {sum(len(k) for k in vp['not_binned'].values())} sequence(s)" if vp.get("not_binned") else "")
               + (f" (over all bins: {refs})" if refs else ""))

@@ -48,6 +48,13 @@ def _held(scenes: int, holdout: float) -> int:
     return max(1, int(np.floor(holdout * scenes + 0.5)))
 
 
+def split_scenes(scenes: list[str], seed: int, holdout: float) -> tuple[list[str], list[str]]:
+    """(held out, probe-train) scenes, each in the seeded permutation's order (the module docstring's rule)."""
+    perm = [scenes[j] for j in np.random.default_rng(seed).permutation(len(scenes))]
+    n_hold = _held(len(perm), holdout)
+    return perm[:n_hold], perm[n_hold:]
+
+
 def min_scenes(folds: int, holdout: float) -> int:
     """The fewest scenes a split of one tracks file needs: ``folds`` probe-train scenes and one held out."""
     s = folds + 1
@@ -63,15 +70,12 @@ def plan(cfg: ProbeConfig, reader: TrackReader, n: int, tracks_path: Path) -> De
         raise DepthProbeError(f"--depth-folds must be at least 2 for cross-validation, got {K}")
     if not 0 < cfg.depth_holdout < 1:
         raise DepthProbeError(f"--depth-holdout must be in (0, 1), got {cfg.depth_holdout}")
-    rng = np.random.default_rng(cfg.seed)
     probed = list(range(n))
     probed_scenes = _scenes(reader, probed)
     _check_depth(reader, tracks_path, probed_scenes)
     if cfg.depth_train is None:
         train_reader, train_path = reader, tracks_path
-        perm = [probed_scenes[j] for j in rng.permutation(len(probed_scenes))]
-        n_hold = _held(len(perm), cfg.depth_holdout)
-        held, train_scenes = perm[:n_hold], perm[n_hold:]
+        held, train_scenes = split_scenes(probed_scenes, cfg.seed, cfg.depth_holdout)
         if len(train_scenes) < K:
             raise DepthProbeError(
                 f"--depth with {K}-fold cross-validation needs at least {min_scenes(K, cfg.depth_holdout)} scenes in "
@@ -92,7 +96,7 @@ def plan(cfg: ProbeConfig, reader: TrackReader, n: int, tracks_path: Path) -> De
         if shared:
             raise DepthProbeError(f"--depth-train {train_path} and --tracks {tracks_path} share scenes {shared[:5]}; "
                                   "the depth probe must be scored on scenes it was not fitted on")
-        train_scenes = [ts[j] for j in rng.permutation(len(ts))]
+        train_scenes = [ts[j] for j in np.random.default_rng(cfg.seed).permutation(len(ts))]
         held = probed_scenes
         train_idx, held_idx = list(range(len(train_reader))), probed
     fold_of = {s: j % K for j, s in enumerate(train_scenes)}

@@ -67,8 +67,7 @@ class ProbeResults(Mapping):
         if "layer" not in sel:
             return None
         k = sel["layer_index"]
-        refs = ", ".join(f"{REFERENCE_LABELS.get(n, n)} {v:.3f}" for n, v in (self._data.get("references") or {}).items()
-                         if v is not None)
+        refs = references_text(self._data.get("references"))
         delta = f"{float(self._data.get('delta', 2.0)):g}"
         line = (f"DiffTrack's selection: layer {sel['layer']} (harmonic mean {sel['harmonic_mean'][k]:.3f} of normalised "
                 f"PCK, confidence {sel['confidence'][k]:.3f}, attention score {sel['attention_score'][k]:.3f}); "
@@ -112,6 +111,11 @@ REFERENCE_LABELS = {"uniform": "uniform", "same_position": "same position", "app
                     "untrained": "untrained"}
 
 
+def references_text(refs: dict[str, float | None] | None) -> str:
+    """'uniform 0.026, same position 0.943': the references a number is read against, as every line prints them."""
+    return ", ".join(f"{REFERENCE_LABELS.get(name, name)} {v:.3f}" for name, v in (refs or {}).items() if v is not None)
+
+
 def summary_line(res: dict[str, Any], extra_references: dict[str, float] | None = None) -> str:
     """'peak PCK@2 0.371 at layer 0 over 8 sequences (rho +0.12; uniform 0.026, same position 0.943)'.
 
@@ -126,7 +130,7 @@ def summary_line(res: dict[str, Any], extra_references: dict[str, float] | None 
     delta = f"{float(res.get('delta', 2.0)):g}"
     rho = res["rho"][k]
     refs = {**(res.get("references") or {}), **(extra_references or {})}
-    ref_text = ", ".join(f"{REFERENCE_LABELS.get(name, name)} {v:.3f}" for name, v in refs.items() if v is not None)
+    ref_text = references_text(refs)
     inside = "; ".join(t for t in ((f"rho {rho:+.2f}" if rho is not None else ""), ref_text) if t)
     return (f"peak PCK@{delta} {pck[k]:.3f} at layer {res['layers'][k]} over {res['num_sequences']} sequence(s)"
             + (f" ({inside})" if inside else ""))

@@ -131,7 +131,7 @@ def occlusion_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, l
     """AJ and OA per layer under DiffTrack's all-visible rule (every video) and under the model's confidence
     (threshold per layer chosen on probe-train scenes, scored on held-out ones; probes/tapvid_metrics.py)."""
     from probes import tapvid_metrics as tv
-    from probes.depth_split import _held
+    from probes.depth_split import split_scenes
 
     if not all("occluded" in done[r]["arrays"] for recs in groups.values() for r in recs):
         return {"reason": "records written before occlusion metrics existed; probe into a fresh --out"}
@@ -148,13 +148,13 @@ def occlusion_block(cfg: ProbeConfig, done: dict[str, dict], groups: dict[str, l
     every = [np.ones_like(v["within"], dtype=bool) for v in videos]
     out: dict[str, Any] = {"all_visible": score(videos, every)}
     scenes = list(dict.fromkeys(v["scene"] for v in videos))         # order of first appearance
-    perm = [scenes[j] for j in np.random.default_rng(cfg.seed).permutation(len(scenes))]
-    held = set(perm[:_held(len(perm), cfg.depth_holdout)])
+    held_scenes, train_scenes = split_scenes(scenes, cfg.seed, cfg.depth_holdout)
+    held = set(held_scenes)
     train = [v for v in videos if v["scene"] not in held]
     test = [v for v in videos if v["scene"] in held]
     split = {"rule": "the depth probe's: a seeded permutation of the scenes, the first depth_holdout held out",
-             "seed": cfg.seed, "holdout": cfg.depth_holdout, "train_scenes": [s for s in perm if s not in held],
-             "held_out_scenes": [s for s in perm if s in held]}
+             "seed": cfg.seed, "holdout": cfg.depth_holdout, "train_scenes": train_scenes,
+             "held_out_scenes": held_scenes}
     if not train:
         out["confidence"] = {"reason": f"{len(scenes)} scene(s): none left to choose the threshold on", "split": split}
         return out

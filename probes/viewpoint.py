@@ -91,7 +91,7 @@ def bin_index(angles: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """Bin of each angle: [e0, e1), ..., [e_{B-1}, e_B] (the last closed); -1 outside."""
     e = np.asarray(edges, dtype=np.float64)
     idx = np.searchsorted(e, angles, side="right") - 1
-    idx = np.where(np.isclose(angles, e[-1]) | (angles == e[-1]), len(e) - 2, idx)
+    idx = np.where(np.isclose(angles, e[-1]), len(e) - 2, idx)                # the last bin is closed
     return np.where((angles < e[0]) | (angles > e[-1]) | ~np.isfinite(angles), -1, idx)
 
 

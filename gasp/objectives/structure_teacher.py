@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gasp.losses import token_of_pixel
+
 CODE_DIM = 256
 ROOM_SURFACES = 6                # room faces 0-5; box m is surface 6 + m
 
@@ -56,14 +58,12 @@ def surface_codes(num_surfaces: int, seed: int = 0, dim: int = CODE_DIM) -> np.n
 def pool_tokens(maps: np.ndarray | torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(F, H, W, C) per-pixel features -> (F, h*w, C) the mean over each token's pixel box.
 
-    Boxes as ``gasp.losses.pool_token_depth`` assigns pixels: pixel row i belongs to token row
-    floor((i + 0.5) * h / H), and likewise for columns.
+    Boxes as ``gasp.losses.pool_token_depth`` assigns pixels (``token_of_pixel``).
     """
     x = torch.as_tensor(maps, dtype=torch.float32)
     F, H, W, C = x.shape
     h, w = int(grid[0]), int(grid[1])
-    row = (2 * torch.arange(H) + 1) * h // (2 * H)                                  # (H,)
-    col = (2 * torch.arange(W) + 1) * w // (2 * W)                                  # (W,)
+    row, col = token_of_pixel(H, h), token_of_pixel(W, w)                          # (H,), (W,)
     token = (row[:, None] * w + col[None, :]).reshape(-1)                           # (H*W,)
     sums = torch.zeros(F, h * w, C).index_add_(1, token, x.reshape(F, H * W, C))
     counts = torch.bincount(token, minlength=h * w).clamp_min(1).to(torch.float32)

@@ -25,7 +25,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -101,10 +100,9 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
     gathered head weights. ``inputs`` (the model config's input settings) go to adapter/gasp_input.json, so
     that a probe of the adapter sees frames as training did.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    from gasp.runinfo import write_dir_atomic
+
+    def write(tmp: Path) -> None:
         # save_embedding_layers=False: the embeddings are not trained, and "auto" makes peft look the
         # base model up online.
         peft_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False, state_dict=adapter_state)
@@ -123,13 +121,8 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
                     "rng": rng_states or [rng_state()], "num_threads": torch.get_num_threads(),
                     "engine": engine or {}},
                    tmp / STATE_NAME)
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    return write_dir_atomic(path, write)
 
 
 def match_threads(saved: int | None, path: Path) -> None:
@@ -148,8 +141,9 @@ def match_threads(saved: int | None, path: Path) -> None:
 
 
 def remove_stale_temporaries(out: str | Path) -> list[Path]:
-    """Delete the half-written checkpoint folders a killed run left in ``out`` (they never held a checkpoint)."""
-    stale = sorted(Path(out).glob(".checkpoint-*.tmp-*"))
+    """Delete what a killed save left in ``out``: half-written checkpoint folders, and replaced ones moved aside
+    (``gasp.runinfo.write_dir_atomic``) but not yet removed."""
+    stale = sorted([*Path(out).glob(".checkpoint-*.tmp-*"), *Path(out).glob(".checkpoint-*.old-*")])
     for p in stale:
         logger.info("removing %s, left by an interrupted save", p)
         shutil.rmtree(p, ignore_errors=True)

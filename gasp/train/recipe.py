@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -121,8 +122,6 @@ def engine_info(acc, cfg: TrainConfig) -> dict[str, Any]:
 
 def check_engine(acc, cfg: TrainConfig, resume: str | Path | None) -> None:
     """Refuse, in one line and before anything is written, to train on another engine than the launch named."""
-    import os
-
     from accelerate.utils import DistributedType
 
     got = str(acc.distributed_type).split(".")[-1]
@@ -150,8 +149,6 @@ class EngineError(RuntimeError):
 
 def deepspeed_requested() -> bool:
     """Whether `accelerate launch` was given a DeepSpeed config (it says so in the environment)."""
-    import os
-
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 

@@ -74,10 +74,10 @@ def optimizer_state(acc, optimizer) -> list[dict]:
     and ``load_optimizer_state`` takes them from the engine it loads into, so the checkpoint loads with
     ``torch.load(weights_only=True)`` like the rest of trainer_state.pt.
     """
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object, send_to_device
 
     sd = _zero_optimizer(optimizer).state_dict()
-    mine = {k: _to_cpu(v) for k, v in sd.items() if _plain(v)}
+    mine = send_to_device({k: v for k, v in sd.items() if _plain(v)}, "cpu")
     return gather_object([mine])
 
 
@@ -123,18 +123,6 @@ def _plain(v) -> bool:
     if isinstance(v, (list, tuple)):
         return all(_plain(x) for x in v)
     return False
-
-
-def _to_cpu(obj):
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 _RECOMPUTE = -1                     # a submodule id no DeepSpeed module has: "in use by a checkpoint recompute"
