@@ -125,21 +125,40 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+BASE_KEY = "_base"  # a config file may name another (relative to itself) that it overrides, section by section
+
+
+def _read_yaml(p: Path) -> Any:
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+
+
+def _apply_file(cfg: Any, p: Path, chain: list[Path]) -> None:
+    """The file's ``_base`` first (recursively), then its own keys; a list (``objectives``) is replaced whole."""
+    if p.resolve() in chain:
+        raise ConfigError(f"{p}: {BASE_KEY} chain loops: {' -> '.join(map(str, [*chain, p]))}")
+    data = _read_yaml(p)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != RUN_BLOCK}   # a run folder's saved config
+        base = data.pop(BASE_KEY, None)
+        if base is not None:
+            if not isinstance(base, str):
+                raise ConfigError(f"{p}: {BASE_KEY} must be a path to another config file, got {base!r}")
+            _apply_file(cfg, (p.parent / base), [*chain, p.resolve()])
+    apply_mapping(cfg, data, str(p))
+
+
 def load_typed(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                validate: Callable[[T], None] | None = None) -> T:
-    """``cls()``'s defaults, then the YAML file at ``path`` (if any), then ``overrides`` ("a.b=value")."""
+    """``cls()``'s defaults, then the YAML file at ``path`` (if any; after the file its ``_base`` key names), then
+    ``overrides`` ("a.b=value")."""
     cfg = cls()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k != RUN_BLOCK}   # a run folder's saved config
-        apply_mapping(cfg, data, str(p))
+        _apply_file(cfg, Path(path), [])
     for item in overrides:
         key, value = parse_override(item)
         _set(cfg, key, value, "override")

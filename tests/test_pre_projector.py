@@ -33,6 +33,20 @@ def test_qwen_features_through_the_merger_are_the_models_visual_tokens(name):
         assert (wrong - want).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("name", ["tiny-qwen3-vl", "tiny-qwen3.5"])
+def test_qwen3_features_through_the_merger_are_the_models_visual_tokens(name):
+    """Qwen3-VL / Qwen3.5 inherit the hook (no window attention): their merger reads one patch a row."""
+    model, tok = build_tiny(name, seed=0)
+    adapter = get_adapter(model)
+    inputs, layout = adapter.prepare_inputs(_frames(), processor_or_tokenizer=tok, prompt="what", size=(224, 224))
+    feats = adapter.pre_projector_features(model, inputs)                         # (T, 4, d)
+    with torch.no_grad():
+        want = adapter.visual_tokens(model, inputs)
+        got = adapter.projector(model)(feats.reshape(-1, feats.shape[-1]))
+    assert feats.shape[:2] == (layout.num_grids * layout.grid[0] * layout.grid[1], 4)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 def test_qwen_features_carry_gradients_to_the_vision_tower():
     model, tok = build_tiny("tiny-qwen2.5-vl", seed=0)
     adapter = get_adapter(model)

@@ -171,6 +171,10 @@ class TrackReader:
         """T, the number of frames stored for scene ``name`` (without reading them)."""
         return int(self._scene_group(name)[1].attrs["num_frames"])
 
+    def scene_frame_index(self, name: str) -> np.ndarray:
+        """(T,) int64 source-video frame numbers of scene ``name`` (without reading its frames)."""
+        return np.asarray(self._scene_group(name)[1]["frame_index"][()], dtype=np.int64)
+
     def scene_metadata(self, name: str) -> dict:
         return json.loads(self._scene_group(name)[1].attrs["metadata"])
 

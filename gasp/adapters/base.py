@@ -235,6 +235,19 @@ class ModelAdapter:
         """``projector``'s input as ``pre_projector_features`` gives it: (T*h*w, k, d) in the LLM's token order."""
         raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no projector hook")
 
+    @classmethod
+    def objective_sites(cls) -> tuple[str, ...]:
+        """Where a training objective can read in this family (``gasp.objectives.base.SITES``): every family has
+        the projector's output (layer -1), the LLM's hidden states and Q/K; the encoder's output before the
+        projector only where the family maps it to the LLM's tokens (``pre_projector_from_input``)."""
+        own = cls.pre_projector_from_input is not ModelAdapter.pre_projector_from_input
+        return (("pre_projector",) if own else ()) + ("projector", "hidden", "qk")
+
+    def vision_lora_target_modules(self, model=None) -> str | None:
+        """Regex (peft full-match) for the vision blocks' attention projections, for a vision LoRA
+        (``lora.vision_r``); None where gasp does not know the family's vision blocks."""
+        return None
+
     def pre_projector_features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(T*h*w, k, d) the vision encoder's output before the projector, with grad: for each LLM visual
         token (grid-major then row-major, like ``VisualLayout``) the k encoder vectors the projector turns

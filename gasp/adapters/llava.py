@@ -63,6 +63,10 @@ class LlavaAdapter(LlavaNextVideoAdapter):
     def projector(self, model) -> torch.nn.Module:
         return self.inner_model(model).multi_modal_projector
 
+    def vision_lora_target_modules(self, model=None) -> str:
+        """The CLIP encoder layers' q, k, v and out projections (not the patch embedding, not the projector)."""
+        return r".*vision_tower\..*layers\.\d+\.self_attn\.(q|k|v|out)_proj"
+
     def pre_projector_from_input(self, x: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
         return x.reshape(-1, 1, x.shape[-1])                                     # (F, h*w, d): one vector a token
 

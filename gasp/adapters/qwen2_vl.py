@@ -92,6 +92,10 @@ class Qwen2VLAdapter(ModelAdapter):
     def projector(self, model) -> torch.nn.Module:
         return self.vision_tower(model).merger
 
+    def vision_lora_target_modules(self, model=None) -> str:
+        """Each vision block's fused qkv and its output proj (not the patch embedding, not the merger)."""
+        return r".*visual\.blocks\.\d+\.attn\.(qkv|proj)"
+
     def pre_projector_from_input(self, x: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
         grid = inputs["video_grid_thw"] if "video_grid_thw" in inputs else inputs["image_grid_thw"]
         h = x.reshape(-1, self.merge_size ** 2, x.shape[-1])                   # (T*h*w, m*m, d), merge units

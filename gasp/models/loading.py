@@ -303,6 +303,18 @@ def check_model(name_or_path: str, *, adapter: str | os.PathLike | None = None,
     return path
 
 
+def adapter_of(name_or_path: str, *, trust_remote_code: bool = False) -> ModelAdapter:
+    """The adapter of model ``name_or_path`` from its config alone (no weights): what preflight checks ask."""
+    path = check_model(name_or_path, trust_remote_code=trust_remote_code)
+    if path is None:
+        from gasp.models.tiny import build_tiny_config
+
+        return get_adapter(build_tiny_config(os.fspath(name_or_path).lower()))
+    from transformers import AutoConfig
+
+    return get_adapter(AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code))
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -344,5 +356,5 @@ def load_model(
 
 __all__ = [
     "ALIASES", "AdapterMismatchError", "ModelNotFoundError", "ProcessorBundle", "UnknownModelError",
-    "apply_lora", "check_adapter_fits", "check_model", "model_identity", "enable_activation_checkpointing", "peft_quietly", "load_model", "resolve_checkpoint",
+    "adapter_of", "apply_lora", "check_adapter_fits", "check_model", "model_identity", "enable_activation_checkpointing", "peft_quietly", "load_model", "resolve_checkpoint",
 ]

@@ -1,9 +1,13 @@
 """PseudoGD's geometric heads and losses on the vision encoder's output (seed paper 000, Sec. 3.1-3.2).
 
 The heads read ``adapter.pre_projector_features`` (the encoder's output before the projector, one row per
-LLM visual token) and are trained jointly with the LM loss. Here: the depth head and eq. 3, the
-structure loss eq. 4. The trainer's objective wiring, the stand-in structure teacher and the arms come
-with the rest of the PseudoGD issue.
+LLM visual token) and are trained jointly with the LM loss. Here: the heads (the paper's MLPs, and linear
+ones for the P-lin arm), eq. 3 and eq. 4. The objectives that use them are ``pgd_depth.py`` and
+``pgd_structure.py``; the structure targets come from ``structure_teacher.py``.
+
+The paper's structure head is an MLP d -> 2048 -> 256 followed by a transposed-conv decoder to 64 x 64
+(App. A.1). Here the targets are pooled to the token grid, so the head stops at the MLP: one 256-d vector
+per token, compared with the token's pooled teacher feature.
 
 Shapes: N tokens, d features, C structure channels (256 in the paper).
 """
@@ -26,6 +30,29 @@ class DepthHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(..., d) features -> (...,) depth."""
         return 7.0 * F_.softplus(self.fc2(F_.gelu(self.fc1(x))).squeeze(-1)) + DEPTH_MIN
+
+
+class LinearDepthHead(nn.Module):
+    """P-lin's depth head: one linear map d -> 1, then the same y_hat = 7 * softplus(x) + 0.1."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.fc = nn.Linear(d, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 7.0 * F_.softplus(self.fc(x).squeeze(-1)) + DEPTH_MIN
+
+
+class StructureHead(nn.Module):
+    """MLP d -> 2048 -> C with GELU (the paper's MLP, without its upsampling decoder: module docstring)."""
+
+    def __init__(self, d: int, out: int, hidden: int = 2048):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., d) -> (..., C)."""
+        return self.fc2(F_.gelu(self.fc1(x)))
 
 
 def depth_loss(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -106,3 +106,47 @@ class NpyTeacher:
 
     def _path(self, scene: str, frame: int) -> Path:
         return self.root / scene / f"{frame:06d}.npy"
+
+
+class StructureTargets:
+    """The per-token structure targets of a training sequence: the surface stand-in (``teacher`` None) or a
+    teacher folder (``NpyTeacher``). Called in the data workers with the scene's metadata."""
+
+    def __init__(self, teacher: str | os.PathLike | None = None, seed: int = 0):
+        self.npy = NpyTeacher(teacher) if teacher else None
+        self.seed = seed
+
+    @property
+    def name(self) -> str:
+        return f"teacher folder {self.npy.root}" if self.npy else "surface stand-in (not SAM: renderer surface ids)"
+
+    def dim(self, reader=None) -> int:
+        """C, the targets' channel count (a teacher folder's first feature map says)."""
+        if self.npy is None:
+            return CODE_DIM
+        first = next(iter(sorted(self.npy.root.glob("*/*.npy"))), None)
+        if first is None:
+            raise StructureTeacherError(f"structure teacher folder {self.npy.root} holds no <scene>/<frame>.npy")
+        return int(np.load(first, mmap_mode="r").shape[-1])
+
+    def check(self, reader) -> None:
+        """Refuse, before any work, data this teacher cannot serve (every scene of ``reader``, every frame)."""
+        for name in reader.scene_names:
+            if self.npy is not None:
+                self.npy.check(name, reader.scene_frame_index(name))
+                continue
+            gen = reader.scene_metadata(name).get("generator")
+            if gen != "gasp.synthetic":
+                raise StructureTeacherError(
+                    f"scene {name!r} was not rendered by gasp (its generator is {gen!r}), so the surface stand-in has "
+                    "no surfaces for it; give the objective a teacher folder (teacher: DIR of <scene>/<frame>.npy)")
+
+    def __call__(self, seq, layout, metadata: dict) -> torch.Tensor:
+        """(F', P, C) for the frames the layout's grids stand for."""
+        fids = layout.frame_ids.cpu().numpy()
+        if self.npy is not None:
+            return self.npy.targets(seq.scene, np.asarray(seq.frame_index)[fids], layout.grid)
+        if seq.K is None or seq.cam_from_world is None:
+            raise StructureTeacherError(f"sequence {seq.key}: the surface stand-in needs its cameras")
+        return standin_targets(metadata, seq.K[fids], seq.cam_from_world[fids], seq.image_size, layout.grid,
+                               self.seed)

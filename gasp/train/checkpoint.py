@@ -5,7 +5,11 @@
                       with model.freeze_vision: false also gasp_vision_tower.safetensors, the vision
                       tower trained in full, which peft does not carry (gasp's loader, resume and
                       `gasp export` load it; stock peft alone would not)
+                      with model.train_projector the projector too (peft's modules_to_save: stock peft
+                      loads and merges it)
     heads/            `CorrespondenceHeads.save_pretrained` (training only)
+    objective_heads.safetensors   the other objectives' heads (PseudoGD's), by objective name
+                      (training only: resume reads them, inference never)
     trainer_state.pt  step, optimizer, scheduler, the RNG states (torch, numpy, python) of every
                       process (a list indexed by rank) and the data position (the next global
                       micro-batch index; the streams are index-based)
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 
 STATE_NAME = "trainer_state.pt"
+OBJECTIVE_HEADS = "objective_heads.safetensors"
 logger = logging.getLogger(__name__)
 
 
@@ -92,7 +97,8 @@ def input_settings(adapter_dir: str | os.PathLike) -> dict | None:
 def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: int, micro: int,
                     rng_states: list[dict] | None = None, *, adapter_state: dict | None = None,
                     optimizer_state: dict | list | None = None, inputs: dict | None = None,
-                    engine: dict | None = None, vision_state: dict | None = None) -> Path:
+                    engine: dict | None = None, vision_state: dict | None = None,
+                    objective_heads: dict | None = None) -> Path:
     """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's).
 
     A sharded run passes what it gathered: ``adapter_state`` (the peft model's full state dict),
@@ -115,6 +121,10 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
             save_file({k: v.contiguous() for k, v in vision_state.items()}, str(tmp / "adapter" / VISION_FILE))
         if heads is not None:
             heads.save_pretrained(tmp / "heads")
+        if objective_heads:                              # {"pgd_depth.fc1.weight": tensor, ...}
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in objective_heads.items()}, str(tmp / OBJECTIVE_HEADS))
         opt_state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
         torch.save({"step": step, "micro": micro, "optimizer": opt_state,
                     "scheduler": scheduler.state_dict(),
@@ -150,8 +160,8 @@ def remove_stale_temporaries(out: str | Path) -> list[Path]:
     return stale
 
 
-def load_weights(path: str | Path, peft_model, heads) -> None:
-    """The LoRA adapter and heads of checkpoint `path` into (unsharded) modules."""
+def load_weights(path: str | Path, peft_model, heads, objective_heads=None) -> None:
+    """The LoRA adapter, heads and objective heads (an nn.ModuleDict) of checkpoint `path` into (unsharded) modules."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -174,6 +184,16 @@ def load_weights(path: str | Path, peft_model, heads) -> None:
             raise ValueError(f"--resume {path}: {type(saved).__name__} on layers {saved.layers}, the config asks for "
                              f"{type(heads).__name__} on {heads.layers}")
         heads.load_state_dict(saved.state_dict())
+    if objective_heads is not None and len(objective_heads):
+        if not (path / OBJECTIVE_HEADS).is_file():
+            raise ValueError(f"--resume {path}: no {OBJECTIVE_HEADS}, but the config trains objectives with heads "
+                             f"({', '.join(objective_heads)})")
+        saved = load_file(str(path / OBJECTIVE_HEADS))
+        want = set(objective_heads.state_dict())
+        if set(saved) != want:
+            raise ValueError(f"--resume {path}: its objective heads ({sorted({k.split('.')[0] for k in saved})}) are "
+                             f"not the config's ({sorted(objective_heads)})")
+        objective_heads.load_state_dict(saved)
 
 
 def load_training_state(path: str | Path, optimizer, scheduler, rank: int = 0, num_processes: int = 1,

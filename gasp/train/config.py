@@ -12,6 +12,7 @@ A run folder's config.yaml loads as a config file (its `_run` record block is sk
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import yaml
 
 from gasp.config import RUN_BLOCK, ConfigError, apply_mapping, load_typed  # noqa: F401  (ConfigError re-exported)
 from gasp.inputs import ModelInput, check_input
+from gasp.objectives.base import ObjectiveConfig
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ModelConfig(ModelInput):
     mixed_precision: str = "auto"        # "auto" (bf16 where supported, i.e. on an accelerator), "bf16", "no"
     grad_ckpt: bool = True
     freeze_vision: bool = True
+    train_projector: bool = False        # train the projector in full (peft modules_to_save: saved with the adapter)
 
 
 @dataclass
@@ -37,6 +40,8 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
+    vision_r: int = 0                   # > 0: a LoRA of this rank on the vision blocks' attention (PseudoGD: 4)
+    vision_alpha: int = 8
 
 
 @dataclass
@@ -87,8 +92,11 @@ class DataConfig:
 class OptimConfig:
     lr: float = 1e-4
     head_lr_mult: float = 4.0
+    vision_lr_mult: float = 1.0         # the vision LoRA's (or unfrozen tower's) lr / lr
+    projector_lr_mult: float = 1.0      # the projector's lr / lr (model.train_projector)
     weight_decay: float = 0.0
     warmup_steps: int = 10
+    warmup_ratio: float | None = None   # set: warm-up over this fraction of max_steps (rounded up), not warmup_steps
     max_steps: int = 100
     grad_clip: float = 1.0
     grad_accum: int = 1
@@ -114,6 +122,20 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # What the geometric batches train (gasp.objectives). Empty: the one loss.on names (heads, qk or qk_heads),
+    # when loss.corr or loss.depth is on, as before this list existed.
+    objectives: list[ObjectiveConfig] = field(default_factory=list)
+
+
+def objective_specs(cfg: TrainConfig) -> list[ObjectiveConfig]:
+    """The objectives a run trains: ``cfg.objectives``, or the one ``loss.on`` names (module docstring)."""
+    if cfg.objectives:
+        return list(cfg.objectives)
+    return [ObjectiveConfig(name=cfg.loss.on)] if (cfg.loss.corr or cfg.loss.depth) else []
+
+
+def warmup_steps(o: OptimConfig) -> int:
+    return o.warmup_steps if o.warmup_ratio is None else math.ceil(o.warmup_ratio * o.max_steps)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -128,8 +150,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"need 2 <= data.min_frames <= data.max_frames, got {d.min_frames}, {d.max_frames}")
     if not 0.0 <= d.lm_ratio <= 1.0:
         raise ConfigError(f"data.lm_ratio must be in [0, 1], got {d.lm_ratio}")
-    if not (cfg.loss.lm or cfg.loss.corr or cfg.loss.depth):
-        raise ConfigError("every loss term is off (loss.lm, loss.corr, loss.depth); nothing to train")
     for key, value in (("optim.max_steps", o.max_steps), ("optim.grad_accum", o.grad_accum),
                        ("data.prefetch", d.prefetch)):
         if value < 1:
@@ -142,12 +162,53 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.mixed_precision must be auto, bf16 or no, got {cfg.model.mixed_precision!r}")
     if cfg.loss.on not in ("heads", "qk", "qk_heads"):
         raise ConfigError(f"loss.on must be heads, qk or qk_heads, got {cfg.loss.on!r}")
+    specs = objective_specs(cfg)
+    if not (cfg.loss.lm or specs):
+        raise ConfigError("every loss term is off (loss.lm, and no objective: loss.corr, loss.depth, objectives); "
+                          "nothing to train")
+    _check_objectives(cfg, specs)
+    if o.warmup_ratio is not None and not 0.0 <= o.warmup_ratio < 1.0:
+        raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {o.warmup_ratio}")
+    if cfg.lora.vision_r < 0:
+        raise ConfigError(f"lora.vision_r must be >= 0 (0: no vision LoRA), got {cfg.lora.vision_r}")
+    if cfg.lora.vision_r and not cfg.model.freeze_vision:
+        raise ConfigError("lora.vision_r > 0 with model.freeze_vision=false: the tower is either trained in full "
+                          "or through a LoRA; choose one")
     if cfg.heads.init not in ("svd", "random"):
         raise ConfigError(f"heads.init must be svd or random, got {cfg.heads.init!r}")
     if isinstance(cfg.heads.layers, str) and cfg.heads.layers != "all":
         raise ConfigError(f"heads.layers must be 'all' or a list of layer indices, got {cfg.heads.layers!r}")
     if (bad := check_input(cfg.model, "model.")) is not None:
         raise ConfigError(bad)
+
+
+def _check_objectives(cfg: TrainConfig, specs: list[ObjectiveConfig]) -> None:
+    """Names registered and distinct, sites and heads each objective has, weights >= 0."""
+    from gasp import objectives
+
+    seen: set[str] = set()
+    slots = []
+    for i, spec in enumerate(specs):
+        where = f"objectives[{i}]"
+        try:
+            obj = objectives.get(spec.name)(spec, cfg)
+        except objectives.ObjectiveError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if spec.name in seen:
+            raise ConfigError(f"{where}: objective {spec.name} is listed twice")
+        seen.add(spec.name)
+        if obj.site_name not in obj.sites:
+            raise ConfigError(f"{where}: {spec.name} reads {', '.join(obj.sites)}, not site {spec.site!r}")
+        if obj.head_kind not in obj.heads:
+            raise ConfigError(f"{where}: {spec.name} takes heads {', '.join(obj.heads)}, not {spec.head!r}")
+        if spec.weight < 0:
+            raise ConfigError(f"{where}: weight must be >= 0, got {spec.weight}")
+        if spec.teacher is not None and "structure" not in obj.needs:
+            raise ConfigError(f"{where}: {spec.name} takes no teacher (only pgd_structure does)")
+        if obj.slot == "heads":
+            slots.append(spec.name)
+    if len(slots) > 1:
+        raise ConfigError(f"objectives {slots} both keep their heads in the checkpoint's heads/ folder; list one")
 
 
 def to_dict(cfg: TrainConfig) -> dict:

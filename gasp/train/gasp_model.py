@@ -1,23 +1,15 @@
-"""The trained module: a LoRA-wrapped VLM plus its correspondence heads, and the objective (eq. 9).
+"""The trained module: a LoRA-wrapped VLM plus its objectives' heads, and the objective (eq. 9 generalised).
 
-    L = L_LM + lambda_c L_corr + lambda_d L_depth
+    L = L_LM + sum_j w_j L_j          (GASP: L_j = lambda_c L_corr + lambda_d L_depth, eq. 9)
 
-Each term is switchable (the paper's ablation rows: LM only, +corr, +corr+depth). A batch
-is either an instruction batch (`kind="lm"`: the VLM's own next-token loss on the
-assistant tokens, `labels` = -100 elsewhere) or a geometric batch (`kind="geo"`: one
-forward with the heads' inputs captured at the visual tokens, `gasp.capture.q_inputs`, then
-`gasp.losses.gasp_losses`). Both live in one nn.Module so that one DDP wrapper syncs the
-LoRA weights and the heads.
-
-`loss.on="qk_heads"` keeps heads but moves them onto post-RoPE Q (anchor)
-and K (candidates), one head pair per layer (`gasp.qk_heads`).
-
-`loss.on="qk"` (not in the paper) puts the same losses on the attention
-itself, with no heads: the anchor is each layer's post-RoPE query, the candidates are the
-post-RoPE keys (`gasp.capture.qk.capture_qk`, grad mode). Per token, each head's vector is
-L2-normalised and the H heads are concatenated / sqrt(H) (keys repeated to the query heads
-under GQA), so <e_q, e_k> is the mean over heads of the per-head cosine: the probe's
-similarity (eq. 10, heads="mean").
+A batch is either an instruction batch (`kind="lm"`: the VLM's own next-token loss on the assistant
+tokens, `labels` = -100 elsewhere) or a geometric batch (`kind="geo"`: one forward with every
+objective's site captured at the visual tokens, then each objective's loss, `gasp.objectives`). The
+objectives are registered classes: GASP's heads on the hidden states (`heads`, the default, eq. 5-8),
+the same losses on post-RoPE Q/K (`qk`, arm D) or through a Q/K head pair (`qk_heads`, arm E), and
+PseudoGD's depth and structure distillation on the vision encoder (`pgd_depth`, `pgd_structure`).
+Objectives that read only the encoder's output before the projector run the vision tower alone.
+Everything lives in one nn.Module so that one DDP wrapper syncs the LoRA weights and the heads.
 
 Shapes: F' token grids, P = h*w tokens per grid, L head layers, d hidden, E embedding.
 """
@@ -29,26 +21,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from gasp.capture.q_inputs import capture_q_inputs
-from gasp.distributed import gathered
 from gasp.train.config import TrainConfig
-from gasp.heads import CorrespondenceHeads
-from gasp.qk_heads import flat_heads
-from gasp.losses import gasp_losses
 
 log = logging.getLogger(__name__)
 
 
 def build_lora_model(model, adapter, cfg: TrainConfig):
-    """peft LoRA on the LLM's projections only (the adapter's regex); everything else frozen."""
+    """peft LoRA on the LLM's projections (the adapter's regex); with ``lora.vision_r`` also a LoRA of that rank on
+    the vision blocks' attention, with ``model.train_projector`` the projector in full (peft's modules_to_save, so
+    it is saved, loaded and merged with the adapter); everything else frozen."""
     from peft import LoraConfig, get_peft_model
 
     from gasp.models.loading import enable_activation_checkpointing, peft_quietly
 
     for p in model.parameters():
         p.requires_grad_(False)
+    targets, extra = adapter.lora_target_modules(model), {}
+    if cfg.lora.vision_r:
+        vision = adapter.vision_lora_target_modules(model)
+        if vision is None:
+            raise ValueError(f"lora.vision_r={cfg.lora.vision_r}: gasp does not know the {adapter.model_type} "
+                             "family's vision blocks; families with a vision LoRA: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA")
+        targets = f"(?:{targets})|(?:{vision})"
+        extra.update(rank_pattern={vision: cfg.lora.vision_r}, alpha_pattern={vision: cfg.lora.vision_alpha})
+    if cfg.model.train_projector:
+        proj = adapter.projector(model)
+        if proj is None:
+            raise ValueError(f"model.train_projector: gasp does not know the {adapter.model_type} family's projector")
+        extra["modules_to_save"] = [next(n for n, m in model.named_modules() if m is proj)]
     lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=adapter.lora_target_modules(model), bias="none")
+                      target_modules=targets, bias="none", **extra)
     with peft_quietly():
         model = get_peft_model(model, lcfg)
     if not cfg.model.freeze_vision:
@@ -62,9 +64,14 @@ def build_lora_model(model, adapter, cfg: TrainConfig):
 
 
 class GaspModel(nn.Module):
-    """LoRA VLM + heads; `forward(batch)` returns the loss terms of one batch."""
+    """LoRA VLM + the objectives' heads; `forward(batch)` returns the loss terms of one batch.
 
-    def __init__(self, model, heads: CorrespondenceHeads | None, adapter, cfg: TrainConfig):
+    ``heads`` is the head of the objective whose slot is the checkpoint's heads/ folder (GASP's heads, arm E's
+    pairs; None otherwise), ``objective_heads`` the other objectives' heads by name.
+    """
+
+    def __init__(self, model, heads: nn.Module | None, adapter, cfg: TrainConfig,
+                 objectives: list | None = None, objective_heads: dict[str, nn.Module] | None = None):
         super().__init__()
         self.model = model
         self.heads = heads
@@ -72,6 +79,8 @@ class GaspModel(nn.Module):
         self.loss_cfg = cfg.loss
         self.checkpoint_heads = cfg.heads.checkpoint
         self.decoder_layers = adapter.decoder_layers(model)
+        self.objectives = objectives if objectives is not None else make_objectives(cfg)
+        self.objective_heads = nn.ModuleDict(objective_heads or {})
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = next(p for p in self.parameters() if p.requires_grad).device
@@ -81,83 +90,106 @@ class GaspModel(nn.Module):
             return {"loss": out.loss, "l_lm": out.loss.detach()}
         return self._geo(inputs, batch, dev)
 
-    def _head_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, None]:
-        nf, p = batch["grids"]
-        with capture_q_inputs(self.model, self.decoder_layers, layers=self.heads.layers,
-                              positions=batch["positions"].to(dev), require_grad=True) as rec:
-            self.model(**inputs, logits_to_keep=1)           # the LM head is not needed here
-        states = {i: x[0].unflatten(0, (nf, p)) for i, x in rec.states.items()}  # layer -> (F', P, d)
-        return self.heads(states, checkpoint=self.checkpoint_heads), None          # (L, F', P, E)
+    def head_of(self, obj) -> nn.Module | None:
+        return self.heads if obj.slot == "heads" else self.objective_heads[obj.name] if \
+            obj.name in self.objective_heads else None
 
-    def _qk_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
-        from gasp.capture.qk import capture_qk
-
-        nf, p = batch["grids"]
-        with capture_qk(self.model, self.decoder_layers, positions=batch["positions"].to(dev), grad=True) as rec:
-            self.model(**inputs, logits_to_keep=1)
-        q = torch.stack([qk_embedding(rec.q[i][0]) for i in rec.layers])      # (L, F'*P, H*D)
-        k = torch.stack([qk_embedding(rec.k[i][0], rec.q[i].shape[1]) for i in rec.layers])
-        return k.unflatten(1, (nf, p)), q.unflatten(1, (nf, p))              # (L, F', P, H*D) each
-
-    def _qk_head_embeddings(self, inputs, batch, dev) -> tuple[torch.Tensor, torch.Tensor]:
-        from gasp.capture.qk import capture_qk
-
-        nf, p = batch["grids"]
-        with capture_qk(self.model, self.decoder_layers, layers=self.heads.layers,
-                        positions=batch["positions"].to(dev), grad=True) as rec:
-            self.model(**inputs, logits_to_keep=1)
-        anchor, cand = self.heads.embed_record(rec)                             # (L, F'*P, E) each
-        return cand.unflatten(1, (nf, p)), anchor.unflatten(1, (nf, p))
+    def _capture_layers(self, obj) -> list[int] | None:
+        head = self.head_of(obj)
+        return list(head.layers) if obj.site_name in ("hidden", "qk") and hasattr(head, "layers") else obj.layers()
 
     def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
-        lc = self.loss_cfg
+        """One forward with every objective's site captured, then each objective's loss, weighted and summed."""
+        from contextlib import ExitStack
+
+        from gasp.objectives.base import VisionRecord, capture_site
+
         tg = batch["targets"].to(dev)
-        embed = {"qk": self._qk_embeddings, "qk_heads": self._qk_head_embeddings}.get(lc.on, self._head_embeddings)
-        emb, anchor_emb = embed(inputs, batch, dev)
-        res = gasp_losses(emb, tg.anchor_tok, tg.gt_tok, tg.valid, tg.gt_depth, tg.tok_depth,
-                          query_frame=tg.query_frame, tau=lc.tau, chunk_size=lc.chunk_size, anchor_emb=anchor_emb)
-        loss = emb.new_zeros(())
-        if lc.corr:
-            loss = loss + lc.lambda_corr * res["l_corr"]
-        if lc.depth:
-            loss = loss + lc.lambda_depth * res["l_depth"]
-        return {"loss": loss, "l_corr": res["l_corr"].detach(), "l_depth": res["l_depth"].detach(),
-                "n_valid": res["n_valid"]}
+        keys = {obj.name: (obj.site_name, tuple(self._capture_layers(obj) or ())) for obj in self.objectives}
+        recs: dict[tuple, Any] = {}
+        if {site for site, _ in keys.values()} == {"pre_projector"}:
+            # vision-only objectives: the encoder alone, no LLM forward
+            recs[("pre_projector", ())] = VisionRecord(self.adapter.pre_projector_features(self.model, inputs).flatten(1))
+        else:
+            with ExitStack() as stack:
+                for key in dict.fromkeys(keys.values()):
+                    recs[key] = stack.enter_context(capture_site(key[0], self.model, self.adapter, inputs, batch,
+                                                                 list(key[1]) or None, dev))
+                self.model(**inputs, logits_to_keep=1)           # the LM head is not needed here
+        loss, out = None, {}
+        for obj in self.objectives:
+            res = obj.loss(self.head_of(obj), recs[keys[obj.name]], batch, tg)
+            term = obj.spec.weight * res.pop("loss")
+            loss = term if loss is None else loss + term
+            out.update(res)
+        return {"loss": loss, **out}
+
+
+def make_objectives(cfg: TrainConfig) -> list:
+    """The objectives ``cfg`` trains (``gasp.train.config.objective_specs``), as registered classes' instances."""
+    from gasp import objectives
+    from gasp.train.config import objective_specs
+
+    return [objectives.get(spec.name)(spec, cfg) for spec in objective_specs(cfg)]
 
 
 def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
-    """(heads, N, D) Q or K -> (N, H*D): per-head unit vectors, heads concatenated / sqrt(H).
+    """(heads, N, D) Q or K -> (N, H*D); see ``gasp.objectives.gasp_heads.qk_embedding``."""
+    from gasp.objectives.gasp_heads import qk_embedding as embed
 
-    K (Hkv heads) is repeated to `num_heads` query heads like transformers' repeat_kv, so the
-    dot product of a query's and a key's embedding is the mean over heads of their cosines.
-    """
-    h = num_heads or x.shape[0]
-    return flat_heads(torch.nn.functional.normalize(x.float(), dim=-1), num_heads) / h ** 0.5   # (N, H*D)
+    return embed(x, num_heads)
 
 
-def build_heads(peft_model, adapter, cfg: TrainConfig):
-    """The geometric heads ``cfg.loss.on`` names, SVD-initialised on ``cfg.heads.layers``: GASP's correspondence
-    heads ("heads"), a head pair on Q and K ("qk_heads"), or None ("qk": the losses act on Q/K themselves)."""
-    from gasp.qk_heads import QKHeads
-
-    head_cls = {"heads": CorrespondenceHeads, "qk_heads": QKHeads}.get(cfg.loss.on)
-    if head_cls is None:
-        return None
-    h = cfg.heads
-    layers = adapter.decoder_layers(peft_model)
-    q_projs = [p for layer in layers if hasattr(getattr(layer, "self_attn", None), "q_proj")
-               for p in layer.self_attn.q_proj.parameters()]
-    with gathered(q_projs):                # ZeRO-3 builds the model partitioned; the SVD reads whole weights
-        return head_cls.from_model(peft_model, layers, layers=None if h.layers == "all" else h.layers,
-                                   hidden=h.hidden, d_emb=h.d_emb, init=h.init)
+def build_heads(peft_model, adapter, cfg: TrainConfig, objectives: list | None = None):
+    """The heads/ slot's head: GASP's correspondence heads ("heads") or a Q/K head pair ("qk_heads"),
+    SVD-initialised on ``cfg.heads.layers``; None when no objective keeps its head there ("qk": the losses act on
+    Q/K themselves)."""
+    objs = objectives if objectives is not None else make_objectives(cfg)
+    obj = next((o for o in objs if o.slot == "heads"), None)
+    return None if obj is None else obj.make_head(peft_model, adapter, 0)
 
 
-def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:
-    """AdamW groups: LoRA (and any unfrozen vision) weights at lr, the heads at head_lr_mult x lr."""
-    heads = [p for p in (gm.heads.parameters() if gm.heads is not None else []) if p.requires_grad]
-    ids = {id(p) for p in heads}
-    base = [p for p in gm.model.parameters() if p.requires_grad and id(p) not in ids]
+def build_objective_heads(peft_model, adapter, cfg: TrainConfig, objectives: list | None = None) -> dict[str, nn.Module]:
+    """{name: head} of the objectives whose heads are not the heads/ slot (PseudoGD's), sized to their site."""
+    from gasp.objectives.base import VISION_SITES, site_width
+
+    objs = objectives if objectives is not None else make_objectives(cfg)
+    out = {}
+    for obj in objs:
+        if obj.slot == "heads":
+            continue
+        width = site_width(obj.site_name, peft_model, adapter) if obj.site_name in VISION_SITES else 0
+        head = obj.make_head(peft_model, adapter, width)
+        if head is not None:
+            out[obj.name] = head
+    return out
+
+
+def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: float, *,
+                 vision_lr_mult: float = 1.0, projector_lr_mult: float = 1.0) -> list[dict]:
+    """AdamW groups, each named: "lora" (the LLM's LoRA) at lr; "vision" (the vision LoRA or an unfrozen tower) at
+    vision_lr_mult x lr and "projector" at projector_lr_mult x lr, each its own group only when its multiplier is
+    not 1 (else in "lora", the layout older checkpoints' optimizer state has); "heads" at head_lr_mult x lr; then
+    one group per objective head ("head:NAME") at its own ``head_lr_mult`` or head_lr_mult."""
+    def trainable(module) -> list:
+        return [p for p in (module.parameters() if module is not None else []) if p.requires_grad]
+
+    heads = trainable(gm.heads)
+    taken = {id(p) for p in heads} | {id(p) for p in trainable(gm.objective_heads)}
+    projector = trainable(gm.adapter.projector(gm.model)) if projector_lr_mult != 1.0 else []
+    taken |= {id(p) for p in projector}
+    vision = [p for p in trainable(gm.adapter.vision_tower(gm.model)) if id(p) not in taken] \
+        if vision_lr_mult != 1.0 else []
+    taken |= {id(p) for p in vision}
+    base = [p for p in gm.model.parameters() if p.requires_grad and id(p) not in taken]
     groups = [{"params": base, "lr": lr, "weight_decay": weight_decay, "name": "lora"}]
-    if heads:
-        groups.append({"params": heads, "lr": lr * head_lr_mult, "weight_decay": weight_decay, "name": "heads"})
+    for name, params, mult in (("vision", vision, vision_lr_mult), ("projector", projector, projector_lr_mult),
+                               ("heads", heads, head_lr_mult)):
+        if params:
+            groups.append({"params": params, "lr": lr * mult, "weight_decay": weight_decay, "name": name})
+    for obj in gm.objectives:
+        params = trainable(gm.objective_heads[obj.name]) if obj.name in gm.objective_heads else []
+        if params:
+            mult = head_lr_mult if obj.spec.head_lr_mult is None else obj.spec.head_lr_mult
+            groups.append({"params": params, "lr": lr * mult, "weight_decay": weight_decay, "name": f"head:{obj.name}"})
     return groups

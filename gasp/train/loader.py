@@ -38,6 +38,7 @@ class BatchMaker:
     processor: Any
     geo: Any                # GeoStream or None
     lm: Any                 # LMStream or None
+    structure: Any = None   # StructureTargets (gasp.objectives.structure_teacher) when an objective needs them
 
     def __call__(self, kind: str, index: int) -> dict[str, Any]:
         settings = self.model_cfg.input_settings()
@@ -47,8 +48,11 @@ class BatchMaker:
             return {"kind": "lm", "inputs": inputs}
         seq = self.geo[index]
         inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor, **settings)
-        return {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
-                "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+        batch = {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
+                 "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+        if self.structure is not None:                                   # (F', P, C) per-token teacher features
+            batch["structure"] = self.structure(seq, layout, self.geo.reader.scene_metadata(seq.scene))
+        return batch
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gasp.train.config import TrainConfig
+from gasp.train.config import TrainConfig, objective_specs
 
 
 class InputError(ValueError):
@@ -14,7 +14,8 @@ class InputError(ValueError):
 
 
 def geo_on(cfg: TrainConfig) -> bool:
-    return cfg.loss.corr or cfg.loss.depth
+    """Whether the run has geometric batches: some objective (``objectives``, or loss.on with corr/depth)."""
+    return bool(objective_specs(cfg))
 
 
 def lm_on(cfg: TrainConfig) -> bool:
@@ -59,11 +60,60 @@ def check_inputs(cfg: TrainConfig, resume: str | Path | None = None) -> None:
                 f"loss.lm=true needs instruction data: data.instruct is not set, and synthetic instruction data is "
                 f"made only from gasp's own synthetic scenes, not from data.tracks={d.tracks}. Set "
                 "data.instruct=PATH (LLaVA-Video-178K format), or loss.lm=false to train the geometric losses alone")
+    _check_objectives(cfg)
     if resume is not None:
         state = Path(resume)
         if not (state / "adapter").is_dir():
             raise InputError(f"--resume {resume}: not a checkpoint folder (OUT/checkpoint-STEP with adapter/ and "
                              "trainer_state.pt)")
+
+
+def _check_objectives(cfg: TrainConfig) -> None:
+    """Each objective's site on this family, the vision LoRA and projector asked for, and the data each one
+    needs (depth maps, a structure teacher for every frame), from configs and file headers."""
+    from gasp.adapters.base import ModelAdapter
+    from gasp.models.loading import adapter_of
+    from gasp.objectives import ObjectiveError
+    from gasp.objectives.structure_teacher import StructureTeacherError
+    from gasp.train.gasp_model import make_objectives
+
+    adapter = adapter_of(cfg.model.name)
+    if cfg.lora.vision_r and adapter.vision_lora_target_modules() is None:
+        raise InputError(f"lora.vision_r={cfg.lora.vision_r}: gasp does not know the {adapter.model_type} family's "
+                         "vision blocks; families with a vision LoRA: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA")
+    if cfg.model.train_projector and type(adapter).projector is ModelAdapter.projector:
+        raise InputError(f"model.train_projector: gasp does not know the {adapter.model_type} family's projector")
+    objectives = make_objectives(cfg) if geo_on(cfg) else []
+    for obj in objectives:
+        try:
+            obj.check(adapter)
+        except ObjectiveError as e:
+            raise InputError(f"model.name={cfg.model.name}: {e}") from None
+    tracks = cfg.data.tracks
+    if tracks is None:                      # gasp's synthetic scenes: depth, cameras and surfaces, every frame
+        for obj in objectives:
+            if obj.spec.teacher is not None:
+                try:
+                    obj.teacher.dim()
+                except StructureTeacherError as e:
+                    raise InputError(f"objective {obj.name}: {e}") from None
+        return
+    from tracks.io import TrackReader
+
+    with TrackReader(tracks) as reader:
+        for obj in objectives:
+            if "depth_maps" in obj.needs:
+                lacking = [s for s in reader.scene_names if not reader.scene_has(s)["depth"]]
+                if lacking:
+                    raise InputError(f"objective {obj.name} needs depth maps, but {len(lacking)} of "
+                                     f"{len(reader.scene_names)} scene(s) of data.tracks={tracks} have none (e.g. "
+                                     f"{lacking[0]!r}); bring depth (scripts/convert_colmap.py --depth-npy, "
+                                     "scripts/convert_vggt.py) or drop the objective")
+            if "structure" in obj.needs:
+                try:
+                    obj.teacher.check(reader)
+                except StructureTeacherError as e:
+                    raise InputError(f"objective {obj.name}: {e}") from None
 
 
 def describe_data(cfg: TrainConfig) -> list[str]:

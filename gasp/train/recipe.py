@@ -42,16 +42,25 @@ from gasp.heads import CorrespondenceHeads
 from gasp.runinfo import run_info, write_text_atomic
 from gasp.train import checkpoint as ckpt
 from gasp.train import fsdp, zero
-from gasp.train.config import TrainConfig, save_config, to_dict
+from gasp.train.config import TrainConfig, save_config, to_dict, warmup_steps
 from gasp.train.data import prepare_data
-from gasp.train.gasp_model import GaspModel, build_heads, build_lora_model, param_groups
+from gasp.train.gasp_model import (GaspModel, build_heads, build_lora_model, build_objective_heads, make_objectives,
+                                   param_groups)
 from gasp.train.geo_stream import GeoStream
 from gasp.train.lm_stream import LMStream, batch_kind
 from gasp.train.preflight import check_inputs, describe_data
 from gasp.train.loader import BatchMaker, MicroBatches, TimedBatches
 
 log = logging.getLogger(__name__)
-TERMS = ("l_lm", "l_corr", "l_depth")
+TERMS = ("l_lm", "l_corr", "l_depth")          # always in metrics.jsonl (null when not computed); objectives add theirs
+
+
+def run_terms(cfg: TrainConfig, objectives: list) -> dict[str, bool]:
+    """{metrics.jsonl term: whether this run computes it}: TERMS first, then the objectives' own terms."""
+    on = {"l_lm": cfg.loss.lm, "l_corr": False, "l_depth": False}
+    for obj in objectives:
+        on.update({t: True for t in obj.terms()})
+    return on
 
 
 @dataclass
@@ -176,20 +185,26 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     lm = LMStream(instruct, d.video_root, num_frames=d.num_frames_lm, seed=cfg.run.seed) if instruct else None
 
     model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
+    objectives = make_objectives(cfg) if geo is not None else []
+    for obj in objectives:
+        if "structure" in obj.needs and obj.spec.teacher is not None and cfg.data.tracks is None:
+            obj.teacher.check(geo.reader)                 # the synthetic data exists only now; before any training
     torch.manual_seed(cfg.run.seed)                       # LoRA init is identical on every process
     peft_model = build_lora_model(model, adapter, cfg)
-    heads = build_heads(peft_model, adapter, cfg) if geo is not None else None   # loss.on=qk: none
-    gm = GaspModel(peft_model, heads, adapter, cfg)
+    heads = build_heads(peft_model, adapter, cfg, objectives)                # loss.on=qk, PseudoGD: none
+    objective_heads = build_objective_heads(peft_model, adapter, cfg, objectives)
+    gm = GaspModel(peft_model, heads, adapter, cfg, objectives, objective_heads)
     if resume is not None:
-        ckpt.load_weights(resume, peft_model, heads)         # into the whole model, before any sharding
+        ckpt.load_weights(resume, peft_model, heads, gm.objective_heads)   # into the whole model, before any sharding
     heads_copy = None
     if cfg.run.fsdp or zero3(accelerator):
         heads_copy = copy.deepcopy(heads)                  # unsharded, CPU: receives gathered weights to save them
     if cfg.run.fsdp:
         fsdp.shard(gm, adapter.decoder_layers(peft_model), accelerator.device)
     o = cfg.optim
-    optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay), lr=o.lr)
-    scheduler = cosine_with_warmup(optimizer, o.warmup_steps, o.max_steps)
+    optimizer = torch.optim.AdamW(param_groups(gm, o.lr, o.head_lr_mult, o.weight_decay, vision_lr_mult=o.vision_lr_mult,
+                                               projector_lr_mult=o.projector_lr_mult), lr=o.lr)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps(o), o.max_steps)
     position = {"step": 0, "micro": 0}
     zero_states: list = []                                # a ZeRO run's optimizer partitions, loaded once prepared
     if resume is not None:
@@ -237,7 +252,9 @@ def make_batch(run: Run, kind: str, index: int) -> dict[str, Any]:
 
 
 def batch_maker(run: Run) -> BatchMaker:
-    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm)
+    gm = run.accelerator.unwrap_model(run.gm)
+    structure = next((o.teacher for o in gm.objectives if "structure" in o.needs), None)
+    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm, structure)
 
 
 def micro_batches(run: Run, start_step: int, stop_step: int) -> TimedBatches:
@@ -257,8 +274,9 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
     ``batches`` yields this step's micro-batches in order (``micro_batches``); without it they
     are built here with ``make_batch``.
     """
-    acc, o, lc = run.accelerator, run.cfg.optim, run.cfg.loss
-    sums = {k: [] for k in ("loss", *TERMS)}
+    acc, o = run.accelerator, run.cfg.optim
+    terms = run_terms(run.cfg, acc.unwrap_model(run.gm).objectives)
+    sums = {k: [] for k in ("loss", *terms)}
     if run.deepspeed:
         zero.clear_stale_gradients(run.optimizer)        # ZeRO-3 keeps the last step's gradient partitions
     for j in range(o.grad_accum):
@@ -280,7 +298,7 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
                 res = run.gm(batch)
                 acc.backward(res["loss"] / o.grad_accum)
         sums["loss"].append(res["loss"].detach().float())
-        for k, on in zip(TERMS, (lc.lm, lc.corr, lc.depth)):
+        for k, on in terms.items():
             if on and k in res:                  # only the terms that are part of the objective
                 sums[k].append(res[k].float())
     params = [p for p in run.gm.parameters() if p.requires_grad]
@@ -291,7 +309,13 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
     run.optimizer.zero_grad(set_to_none=True)
     rec = {"step": step + 1, "lr": lr}
     for k, vals in sums.items():  # every process ran the same kinds, so the mean is over the same terms
-        rec[k] = float(acc.reduce(torch.stack(vals).mean(), "mean")) if vals else None
+        # nanmean: a sample with nothing for a term (pgd_depth on a frame without depth) reports NaN, not 0
+        # (a diverged step still shows: its "loss" is the plain mean)
+        v = None
+        if vals:
+            mean = torch.stack(vals).mean() if k == "loss" else torch.stack(vals).nanmean()
+            v = float(acc.reduce(mean, "mean"))
+        rec[k] = None if v is None or (k != "loss" and math.isnan(v)) else v
     rec["grad_norm"] = float(grad_norm)
     return rec
 
@@ -393,6 +417,20 @@ def _vision_state(run: Run, full: dict | None) -> dict:
         return {k: v.detach().cpu().clone() for k, v in tower.state_dict().items()}
 
 
+def _objective_heads_state(run: Run, full: dict | None) -> dict:
+    """The objective heads' weights, whole: from ZeRO-3's gathered parameters (``full``), gathered from FSDP2's
+    shards (a collective), or from the module."""
+    gm = run.accelerator.unwrap_model(run.gm)
+    if not len(gm.objective_heads):
+        return {}
+    prefix = "objective_heads."
+    if full is not None:
+        return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    if run.sharded:
+        return fsdp.full_state_dict(gm.objective_heads)
+    return {k: v.detach().cpu().clone() for k, v in gm.objective_heads.state_dict().items()}
+
+
 def zero3(acc) -> bool:
     """Whether accelerate runs DeepSpeed ZeRO stage 3 (weights partitioned over processes)."""
     return zero.stage(acc) == 3
@@ -423,10 +461,13 @@ def save(run: Run, step: int) -> None:
         with gathered(trained.values()):
             full = {n: p.detach().cpu().clone() for n, p in trained.items()} if acc.is_main_process else {}
         extra["adapter_state"] = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
+        extra["_gathered"] = full
         if run.heads is not None and acc.is_main_process:
             run.heads_copy.load_state_dict({k.removeprefix("heads."): v for k, v in full.items()
                                             if k.startswith("heads.")})
             heads = run.heads_copy
+    extra["objective_heads"] = _objective_heads_state(run, extra.get("_gathered"))
+    extra.pop("_gathered", None)
     if not run.cfg.model.freeze_vision:                # trained in full: peft's adapter does not carry it
         extra["vision_state"] = _vision_state(run, extra.get("adapter_state"))
     if acc.is_main_process:
