@@ -51,6 +51,7 @@ class ObjectiveConfig:
     site: str = "default"               # where it reads (SITES) | default (the objective's own)
     teacher: str | None = None          # pgd_structure: a folder of .npy feature maps; None: the stated stand-in
     head_lr_mult: float | None = None   # its head's lr / optim.lr; None: optim.head_lr_mult
+    head_hidden: int | None = None      # an MLP head's inner width; None: the paper's (pgd: 1024 depth, 2048 structure)
 
 
 class ObjectiveError(ValueError):

@@ -28,7 +28,9 @@ class PseudoGDDepth(Objective):
     paper = "PseudoGD (seed 000), eq. 3"
 
     def make_head(self, peft_model, adapter, width: int) -> nn.Module:
-        return DepthHead(width) if self.head_kind == "mlp" else LinearDepthHead(width)
+        if self.head_kind == "linear":
+            return LinearDepthHead(width)
+        return DepthHead(width) if self.spec.head_hidden is None else DepthHead(width, self.spec.head_hidden)
 
     def loss(self, head, feats, batch, targets) -> dict[str, Tensor]:
         pred = head(feats.x).float()                                  # (F'*P,) depth

@@ -35,7 +35,9 @@ class PseudoGDStructure(Objective):
 
     def make_head(self, peft_model, adapter, width: int) -> nn.Module:
         out = self.teacher.dim()
-        return StructureHead(width, out) if self.head_kind == "mlp" else nn.Linear(width, out)
+        if self.head_kind == "linear":
+            return nn.Linear(width, out)
+        return StructureHead(width, out) if self.spec.head_hidden is None else StructureHead(width, out, self.spec.head_hidden)
 
     def loss(self, head, feats, batch, targets) -> dict[str, Tensor]:
         teacher = batch["structure"].to(feats.x.device).reshape(feats.x.shape[0], -1)   # (F'*P, C)

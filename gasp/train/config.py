@@ -205,6 +205,9 @@ def _check_objectives(cfg: TrainConfig, specs: list[ObjectiveConfig]) -> None:
             raise ConfigError(f"{where}: weight must be >= 0, got {spec.weight}")
         if spec.teacher is not None and "structure" not in obj.needs:
             raise ConfigError(f"{where}: {spec.name} takes no teacher (only pgd_structure does)")
+        if spec.head_hidden is not None and (obj.slot == "heads" or obj.head_kind != "mlp" or spec.head_hidden < 1):
+            raise ConfigError(f"{where}: head_hidden sets the width of a PseudoGD objective's MLP head (>= 1); "
+                              f"{spec.name} with head {obj.head_kind} has none (GASP's heads: heads.hidden)")
         if obj.slot == "heads":
             slots.append(spec.name)
     if len(slots) > 1:
