@@ -113,14 +113,31 @@ def _run_results(src: Source) -> None:
 
 
 def objectives(cfg: dict) -> str:
-    """The run's losses in words, from its config.yaml."""
-    loss, lora = cfg.get("loss", {}), cfg.get("lora", {})
-    where = {"heads": "on correspondence heads (GASP eq. 5-8)", "qk": "on post-RoPE Q/K, no heads",
-             "qk_heads": "on head pairs over post-RoPE Q and K"}.get(loss.get("on", "heads"), loss.get("on"))
-    geo = [f"{name} (lambda {loss.get('lambda_' + key)})" for key, name in
-           (("corr", "InfoNCE correspondence"), ("depth", "soft-argmax depth")) if loss.get(key)]
-    parts = (["LM loss"] if loss.get("lm") else []) + ([" and ".join(geo) + " " + where] if geo else [])
-    return "; ".join(parts) + f"; LoRA r {lora.get('r')}, alpha {lora.get('alpha')}"
+    """The run's losses and trained parts in words, from its config.yaml."""
+    loss, lora, model = cfg.get("loss", {}), cfg.get("lora", {}), cfg.get("model", {})
+    listed = cfg.get("objectives") or []
+    if listed:                                   # the registry's objectives (gasp/objectives), each with its weight
+        from gasp import objectives as registry
+
+        geo = []
+        for o in listed:
+            name = o.get("name")
+            paper = registry.get(name).paper if name in registry.names() else "not registered in this gasp"
+            head = "" if o.get("head", "default") == "default" else f", {o['head']} head"
+            geo.append(f"{name} (weight {o.get('weight', 1.0)}{head}; {paper})")
+        parts = (["LM loss"] if loss.get("lm") else []) + [" and ".join(geo)]
+    else:
+        where = {"heads": "on correspondence heads (GASP eq. 5-8)", "qk": "on post-RoPE Q/K, no heads",
+                 "qk_heads": "on head pairs over post-RoPE Q and K"}.get(loss.get("on", "heads"), loss.get("on"))
+        geo = [f"{name} (lambda {loss.get('lambda_' + key)})" for key, name in
+               (("corr", "InfoNCE correspondence"), ("depth", "soft-argmax depth")) if loss.get(key)]
+        parts = (["LM loss"] if loss.get("lm") else []) + ([" and ".join(geo) + " " + where] if geo else [])
+    trained = f"; LoRA r {lora.get('r')}, alpha {lora.get('alpha')}"
+    if lora.get("vision_r"):
+        trained += f"; vision LoRA r {lora['vision_r']}, alpha {lora.get('vision_alpha')}"
+    if model.get("train_projector"):
+        trained += "; projector trained"
+    return "; ".join(parts) + trained
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -192,7 +209,7 @@ def _merged_writer(src: Source, base: str, base_folder: str | None, dtype: str):
     model, processor, _ = load_model(base, adapter=src.adapter, dtype="fp32")
     model = merged_model(model, getattr(torch, want))
     model.config.dtype = want
-    log.info("merged %s into %s (%s); the correspondence heads are training-only and not exported",
+    log.info("merged %s into %s (%s); the objectives' heads are training-only and not exported",
              src.adapter, base, want)
 
     if base_folder is None:                     # a tiny-* base is built; it has a tokenizer, no processor files
@@ -240,7 +257,7 @@ def model_card(src: Source, base: str, adapter_only: bool, name: str) -> str:
     made = cfg.pop(RUN_BLOCK, None) or src.made
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", "",
              f"{'A LoRA adapter' if adapter_only else 'A LoRA adapter merged into its base model'}, trained with "
-             "gasp. Any correspondence heads were training-only (as in GASP) and are not included.",
+             "gasp. The objectives' heads (GASP's correspondence heads, PseudoGD's depth and structure heads) were training-only and are not included.",
              "", "| | |", "|---|---|", f"| base model | `{base}` |",
              f"| objectives | {src.trained or '(not recorded)'} |",
              f"| checkpoint | `{src.adapter}`{f' (step {src.step})' if src.step is not None else ''} |",

@@ -307,3 +307,33 @@ def test_a_teacher_folder_serves_its_own_features(tracks, tmp_path):
     n = batch["structure"].shape[0]
     maps = np.stack([np.load(teacher / seq.scene / f"{int(f):06d}.npy") for f in seq.frame_index[:n]])
     torch.testing.assert_close(batch["structure"], pool_tokens(maps, (4, 4)))
+
+
+def test_a_pseudogd_checkpoint_exports_with_its_vision_lora_and_projector_merged(tracks, tmp_path):
+    """`gasp export` merges the vision LoRA and the trained projector too: the merged model's logits are base +
+    adapter's, its merger and vision qkv differ from the base's, and the card names the objectives."""
+    import numpy as np
+
+    from gasp.models import load_model
+    from gasp.train.recipe import train
+    from gasp_cli.export import main as export
+    from transformers import AutoModelForImageTextToText
+
+    train(_pgd(tracks, tmp_path / "run", "optim.max_steps=2", "run.eval_sequences=0"))
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    assert export([str(ckpt), "--out", str(tmp_path / "merged")]) == 0
+    base, tok, adapter = load_model("tiny-qwen2.5-vl")
+    tuned, _, _ = load_model("tiny-qwen2.5-vl", adapter=ckpt / "adapter")
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
+    frames = np.random.default_rng(0).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+    inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt="what", size=(112, 112))
+    with torch.no_grad():
+        lb, lt, lm = base(**inputs).logits, tuned(**inputs).logits, merged(**inputs).logits
+    assert (lt - lb).abs().max() > 1e-3                                         # the adapter moved the model
+    torch.testing.assert_close(lm, lt, atol=1e-4, rtol=0)
+    sd, bsd = merged.state_dict(), base.state_dict()
+    for key in ("model.visual.merger.mlp.0.weight", "model.visual.blocks.0.attn.qkv.weight"):
+        assert (sd[key] - bsd[key]).abs().max() > 0, key
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert "pgd_depth (weight 1.0; PseudoGD (seed 000), eq. 3)" in card and "vision LoRA r 4, alpha 8" in card
+    assert "projector trained" in card

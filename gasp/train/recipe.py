@@ -176,7 +176,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     d = cfg.data
     geo = GeoStream(tracks, grid=d.grid, min_frames=d.min_frames, max_frames=d.max_frames, radius=d.radius,
                     seed=cfg.run.seed, mode=d.source) if tracks else None
-    if geo is not None and cfg.loss.depth and geo.depthless:
+    objectives = make_objectives(cfg) if geo is not None else []
+    if geo is not None and any("l_depth" in o.terms() for o in objectives) and geo.depthless:
         what = "stored sequences" if geo.mode == "sequences" else "scenes"
         log.info("L_depth: %d of %d %s in %s have no depth (depth maps and track_depth), so L_depth has no term in "
                  "their samples%s; set loss.depth=false to turn it off, or bring depth (scripts/convert_colmap.py "
@@ -185,7 +186,6 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     lm = LMStream(instruct, d.video_root, num_frames=d.num_frames_lm, seed=cfg.run.seed) if instruct else None
 
     model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
-    objectives = make_objectives(cfg) if geo is not None else []
     for obj in objectives:
         if "structure" in obj.needs and obj.spec.teacher is not None and cfg.data.tracks is None:
             obj.teacher.check(geo.reader)                 # the synthetic data exists only now; before any training
