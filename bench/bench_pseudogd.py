@@ -16,6 +16,9 @@ tower sized so that its share of the work per visual token is about Qwen2.5-VL-7
     pgd_s as pgd with the heads' inner widths scaled by this model's width / 7B's (384 / 5120): the paper's
           heads are ~0.25 % of a 7B step's weights a token but ~38 % of this tiny model's, so pgd overstates
           their cost at scale; pgd_s shows the step without that distortion.
+    joint, joint_s  the paper's one-forward step: one instruction micro-batch that also carries the depth and
+          structure targets, so one forward gives the LM loss and the encoder features eq. 3 and eq. 4 read
+          (GaspModel's joint path); the same sample count as lm. joint_s with the scaled heads.
 
 Each variant runs in fresh processes, alternating over --rounds: a timing process (default malloc; median of
 --reps steps after one warm-up) and a memory process (MALLOC_MMAP_THRESHOLD_=65536, MALLOC_TRIM_THRESHOLD_=0,
@@ -42,7 +45,7 @@ WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8, "n
         "vision_num_heads": 4, "vision_fullatt_block_indexes": [3]}
 PROMPT = "describe the video."
 ANSWER = "the camera moves left and the red box is near the blue object ."
-VARIANTS = ("lm", "pgd", "pgd_s")
+VARIANTS = ("lm", "pgd", "pgd_s", "joint", "joint_s")
 SCALE = 384 / 5120                       # this model's pre-projector width / Qwen2.5-VL-7B's
 
 
@@ -94,11 +97,11 @@ def _run(variant: str, batch_path: str, reps: int, out_dir: str) -> dict:
     if variant == "lm":
         cfg.loss.corr = cfg.loss.depth = False                     # no objective: LM batches only
     else:
-        hidden = (None, None) if variant == "pgd" else (round(1024 * SCALE), round(2048 * SCALE))
+        hidden = (None, None) if variant in ("pgd", "joint") else (round(1024 * SCALE), round(2048 * SCALE))
         cfg.objectives = [ObjectiveConfig(name="pgd_depth", head_hidden=hidden[0]),
                           ObjectiveConfig(name="pgd_structure", head_hidden=hidden[1])]
         cfg.lora.vision_r, cfg.lora.vision_alpha, cfg.model.train_projector = 4, 8, True
-        cfg.optim.grad_accum, cfg.data.lm_ratio = 2, 0.5
+        cfg.optim.grad_accum, cfg.data.lm_ratio = (2, 0.5) if variant.startswith("pgd") else (1, 1.0)
     torch.manual_seed(0)
     model, _tok = build_tiny(MODEL, seed=0, **WIDE)
     adapter = get_adapter(model)
@@ -123,6 +126,8 @@ def _run(variant: str, batch_path: str, reps: int, out_dir: str) -> dict:
     batches = {"lm": {"kind": "lm", "inputs": {**inputs, "labels": labels}},
                "geo": {"kind": "geo", "inputs": inputs, "targets": targets, "positions": saved["positions"],
                        "grids": (nf, p), "structure": saved["structure"]}}
+    if variant.startswith("joint"):                             # the instruction batch carries the targets too
+        batches["lm"] = {**batches["geo"], "kind": "lm", "inputs": {**inputs, "labels": labels}}
     recipe.make_batch = lambda run_, kind, index: batches[kind]
     n_train = sum(x.numel() for x in gm.parameters() if x.requires_grad)
     import gc
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)   # lm first: the ratios' base
     ap.add_argument("--out", type=Path)
     ap.add_argument("--_step", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_batch", nargs=3, help=argparse.SUPPRESS)
@@ -187,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(r[key] for r in rows if r["variant"] == v and r["mode"] == mode)
 
     names = {"lm": "LoRA LM step", "pgd": "PseudoGD step (paper's head widths)",
-             "pgd_s": "PseudoGD step (head widths scaled to this model)"}
+             "pgd_s": "PseudoGD step (head widths scaled to this model)",
+             "joint": "PseudoGD one-forward step (paper's head widths)",
+             "joint_s": "PseudoGD one-forward step (scaled heads)"}
     print(f"tiny-qwen2.5-vl wide, vision/LLM weights per visual token {info['vision_to_llm_weights_per_token']}; "
           f"{a.frames} frames at {a.size}x{a.size} ({info['visual_tokens']} visual tokens, sequence {info['seq_len']}); "
           f"fp32 CPU, 1 thread; {a.rounds} rounds x {a.reps} timed steps")

@@ -337,3 +337,47 @@ def test_a_pseudogd_checkpoint_exports_with_its_vision_lora_and_projector_merged
     card = (tmp_path / "merged" / "README.md").read_text()
     assert "pgd_depth (weight 1.0; PseudoGD (seed 000), eq. 3)" in card and "vision LoRA r 4, alpha 8" in card
     assert "projector trained" in card
+
+
+def test_the_one_forward_joint_step_is_the_lm_loss_plus_the_geometric_losses(tracks, tmp_path):
+    """An instruction batch carrying geometric targets (the paper's per-sample joint step): one forward gives the LM
+    loss and, through the projector hook, the same encoder features the vision-only path reads."""
+    from gasp.train.recipe import make_batch
+
+    run = _setup(_pgd(tracks, tmp_path, "loss.lm=false"))
+    gm = run.gm
+    geo = make_batch(run, "geo", 2)
+    labels = geo["inputs"]["input_ids"].clone()
+    labels[:, :-3] = -100
+    joint = {**geo, "kind": "lm", "inputs": {**geo["inputs"], "labels": labels}}
+    with torch.no_grad():
+        alone = gm(geo)
+        both = gm(joint)
+        lm = gm.model(**joint["inputs"]).loss
+    for term in ("l_pgd_depth", "l_pgd_structure"):
+        torch.testing.assert_close(both[term], alone[term], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(both["l_lm"], lm)
+    torch.testing.assert_close(both["loss"], lm + both["l_pgd_depth"] + both["l_pgd_structure"], rtol=1e-6, atol=1e-6)
+
+
+def test_instruction_batches_carry_their_scenes_targets_for_the_joint_step(tracks, tmp_path):
+    """gasp's synthetic instruction records name their scene and frames; with PseudoGD objectives each instruction
+    batch carries that scene's per-token depth (those frames' depth maps, pooled) and structure targets."""
+    from gasp.losses import pool_token_depth
+    from gasp.train.recipe import joint_step, make_batch
+
+    cfg = _pgd(tracks, tmp_path)
+    assert joint_step(cfg, __import__("gasp.train.gasp_model", fromlist=["x"]).make_objectives(cfg))
+    run = _setup(cfg)
+    batch = make_batch(run, "lm", 5)
+    ex = run.lm[5]
+    assert batch["kind"] == "lm" and "labels" in batch["inputs"] and ex.source_frames is not None
+    scene = run.geo.reader.scene(ex.geometry["scene"], frames=ex.source_frames)
+    nf = batch["grids"][0]
+    want = pool_token_depth(torch.from_numpy(scene.depth[:nf]), (4, 4))
+    torch.testing.assert_close(batch["targets"].tok_depth, want)
+    assert batch["structure"].shape == (nf, 16, 256)
+    out = run.gm(batch)
+    assert {"l_lm", "l_pgd_depth", "l_pgd_structure"} <= set(out)
+    # GASP's heads need tracks: their instruction batches stay plain
+    assert not joint_step(_gasp(tracks, tmp_path, "loss.lm=true"), [])

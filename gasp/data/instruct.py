@@ -49,6 +49,15 @@ class InstructionExample:
     turns: list[tuple[str, str]] = field(default_factory=list)  # further (human, gpt) rounds
     id: str = ""
     frame_indices: np.ndarray | None = None  # (F,) int64 indices of the sampled frames in the clip
+    geometry: dict | None = None  # gasp's synthetic records: {"scene": name, "frames": the clip's frames in that
+                                  # scene of the tracks file the record was made from}; None for other data
+
+    @property
+    def source_frames(self) -> np.ndarray | None:
+        """(F,) the sampled frames' numbers in the record's scene (``geometry``), or None."""
+        if self.geometry is None or self.frame_indices is None:
+            return None
+        return np.asarray(self.geometry["frames"], dtype=np.int64)[self.frame_indices]
 
     def adapter_inputs(self, adapter, processor_or_tokenizer, **kwargs):
         """`adapter.prepare_inputs` with this example's frames and dialogue -> (inputs with labels, layout)."""
@@ -198,11 +207,12 @@ class InstructionDataset:
         self.path = Path(path)
         self.video_root = Path(video_root)
         self.num_frames = None if num_frames is None else int(num_frames)
-        self.records = []  # (id, video path, prompt, answer, turns)
+        self.records = []  # (id, video path, prompt, answer, turns, geometry)
         for k, rec in enumerate(load_records(self.path)):
             rid = str(rec.get("id", f"#{k}"))
             video, prompt, answer, turns = parse_record(rec, f"{self.path}, record {k} (id {rid!r})")
-            self.records.append((rid, self.video_root / video, prompt, answer, turns))
+            geometry = rec.get("geometry") if isinstance(rec.get("geometry"), dict) else None
+            self.records.append((rid, self.video_root / video, prompt, answer, turns, geometry))
         self.missing = 0
         self.unreadable = 0
         self.skipped_ids: list[str] = []
@@ -219,7 +229,7 @@ class InstructionDataset:
             self.skipped_ids.append(rid)
 
     def __getitem__(self, i: int) -> InstructionExample | None:
-        rid, video, prompt, answer, turns = self.records[i]
+        rid, video, prompt, answer, turns, geometry = self.records[i]
         if not video.exists():
             self.missing += 1
             self._skip(rid)
@@ -238,4 +248,4 @@ class InstructionDataset:
             logger.warning("skipping record %r: cannot read %s: %s", rid, video, e)
             return None
         return InstructionExample(frames=frames, prompt=prompt, answer=answer, turns=list(turns), id=rid,
-                                  frame_indices=idx)
+                                  frame_indices=idx, geometry=geometry)

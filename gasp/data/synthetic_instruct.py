@@ -10,10 +10,13 @@ of `instruct.json`:
     {"id": "<scene>/<kind>", "video": "videos/<scene>",
      "conversations": [{"from": "human", "value": "<video>\\n<question>\\noptions: a, b, c."},
                        {"from": "gpt", "value": "<option text>"}],
-     "qa": {"kind": ..., "options": [...], "answer_index": ...}}
+     "qa": {"kind": ..., "options": [...], "answer_index": ...},
+     "geometry": {"scene": "<scene>", "frames": [the written frames' numbers in the scene]}}
 
 One record per question (or, with `multi_turn`, one per scene with the questions as rounds).
-The extra "qa" key is ignored by LLaVA-format loaders; option log-likelihood scoring reads it.
+The extra "qa" key is ignored by LLaVA-format loaders; option log-likelihood scoring reads it. "geometry"
+ties the record to its scene in the tracks file it was made from, so the trainer can attach that scene's
+depth and cameras to an instruction batch (PseudoGD's one-forward joint step).
 The loader's uniform sampling keeps the first and the last frame for any frame count, so the
 camera-motion (first -> last) and first-frame questions stay correct if it reads fewer frames.
 """
@@ -80,15 +83,17 @@ def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike
         rel = f"videos/{scene.name}"
         write_frame_folder(scene.frames[idx], out / rel)
         items = questions_for_scene(scene.metadata, np.random.default_rng([seed, i]), frames=idx.tolist())
+        geometry = {"scene": scene.name, "frames": [int(f) for f in idx]}
         n_scenes += 1
         if multi_turn and items:
             conv = [t for k, it in enumerate(items) for t in _turn(prompt_text(it), it.answer, k == 0)]
             records.append({"id": scene.name, "video": rel, "conversations": conv,
-                            "qa": [_qa(it) for it in items]})
+                            "qa": [_qa(it) for it in items], "geometry": geometry})
             continue
         for it in items:
             records.append({"id": f"{scene.name}/{it.kind}", "video": rel,
-                            "conversations": _turn(prompt_text(it), it.answer, True), "qa": _qa(it)})
+                            "conversations": _turn(prompt_text(it), it.answer, True), "qa": _qa(it),
+                            "geometry": geometry})
     path = out / "instruct.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=1))

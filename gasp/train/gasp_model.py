@@ -85,10 +85,10 @@ class GaspModel(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = next(p for p in self.parameters() if p.requires_grad).device
         inputs = {k: v.to(dev) for k, v in batch["inputs"].items()}
-        if batch["kind"] == "lm":
+        if batch["kind"] == "lm" and not ("targets" in batch and self.objectives):
             out = self.model(**inputs)
             return {"loss": out.loss, "l_lm": out.loss.detach()}
-        return self._geo(inputs, batch, dev)
+        return self._geo(inputs, batch, dev, lm=batch["kind"] == "lm")
 
     def head_of(self, obj) -> nn.Module | None:
         return self.heads if obj.slot == "heads" else self.objective_heads[obj.name] if \
@@ -98,8 +98,11 @@ class GaspModel(nn.Module):
         head = self.head_of(obj)
         return list(head.layers) if obj.site_name in ("hidden", "qk") and hasattr(head, "layers") else obj.layers()
 
-    def _geo(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
-        """One forward with every objective's site captured, then each objective's loss, weighted and summed."""
+    def _geo(self, inputs, batch, dev, lm: bool = False) -> dict[str, torch.Tensor]:
+        """One forward with every objective's site captured, then each objective's loss, weighted and summed.
+
+        ``lm``: an instruction batch that also carries geometric targets (PseudoGD's one-forward joint step, as the
+        paper trains): the same forward gives the LM loss, added to the objectives' weighted losses."""
         from contextlib import ExitStack
 
         from gasp.objectives.base import VisionRecord, capture_site
@@ -107,7 +110,8 @@ class GaspModel(nn.Module):
         tg = batch["targets"].to(dev)
         keys = {obj.name: (obj.site_name, tuple(self._capture_layers(obj) or ())) for obj in self.objectives}
         recs: dict[tuple, Any] = {}
-        if {site for site, _ in keys.values()} == {"pre_projector"}:
+        lm_out = None
+        if not lm and {site for site, _ in keys.values()} == {"pre_projector"}:
             # vision-only objectives: the encoder alone, no LLM forward
             recs[("pre_projector", ())] = VisionRecord(self.adapter.pre_projector_features(self.model, inputs).flatten(1))
         else:
@@ -115,8 +119,10 @@ class GaspModel(nn.Module):
                 for key in dict.fromkeys(keys.values()):
                     recs[key] = stack.enter_context(capture_site(key[0], self.model, self.adapter, inputs, batch,
                                                                  list(key[1]) or None, dev))
-                self.model(**inputs, logits_to_keep=1)           # the LM head is not needed here
+                lm_out = self.model(**inputs) if lm else self.model(**inputs, logits_to_keep=1)   # LM head: if needed
         loss, out = None, {}
+        if lm:
+            loss, out = lm_out.loss, {"l_lm": lm_out.loss.detach()}
         for obj in self.objectives:
             res = obj.loss(self.head_of(obj), recs[keys[obj.name]], batch, tg)
             term = obj.spec.weight * res.pop("loss")

@@ -23,9 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from gasp.train.geo_batch import geo_targets
+from tracks.types import TrackSequence
 from gasp.train.lm_stream import batch_kind
 
 
@@ -39,20 +41,39 @@ class BatchMaker:
     geo: Any                # GeoStream or None
     lm: Any                 # LMStream or None
     structure: Any = None   # StructureTargets (gasp.objectives.structure_teacher) when an objective needs them
+    joint: bool = False     # instruction batches carry their scene's geometric targets (PseudoGD's joint step)
 
     def __call__(self, kind: str, index: int) -> dict[str, Any]:
         settings = self.model_cfg.input_settings()
         if kind == "lm":                  # an instruct sample brings its own prompt
-            inputs, _ = self.lm[index].adapter_inputs(self.adapter, self.processor,
-                                                      **{k: v for k, v in settings.items() if k != "prompt"})
-            return {"kind": "lm", "inputs": inputs}
+            ex = self.lm[index]
+            inputs, layout = ex.adapter_inputs(self.adapter, self.processor,
+                                               **{k: v for k, v in settings.items() if k != "prompt"})
+            batch = {"kind": "lm", "inputs": inputs}
+            if self.joint and ex.source_frames is not None:
+                batch.update(self._targets(self._scene_sequence(ex), layout))
+            return batch
         seq = self.geo[index]
         inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor, **settings)
-        batch = {"kind": "geo", "inputs": inputs, "targets": geo_targets(seq, layout),
-                 "positions": layout.flat_positions, "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
+        return {"kind": "geo", "inputs": inputs, **self._targets(seq, layout)}
+
+    def _targets(self, seq, layout) -> dict[str, Any]:
+        """The geometric part of a batch: loss targets, visual-token positions, grids, structure targets."""
+        out = {"targets": geo_targets(seq, layout), "positions": layout.flat_positions,
+               "grids": (layout.num_grids, layout.grid[0] * layout.grid[1])}
         if self.structure is not None:                                   # (F', P, C) per-token teacher features
-            batch["structure"] = self.structure(seq, layout, self.geo.reader.scene_metadata(seq.scene))
-        return batch
+            out["structure"] = self.structure(seq, layout, self.geo.reader.scene_metadata(seq.scene))
+        return out
+
+    def _scene_sequence(self, ex) -> TrackSequence:
+        """An instruction example's frames as a sequence of its scene (depth, cameras; no points), read from the
+        training tracks file its record was made from (``ex.geometry``)."""
+        name = ex.geometry["scene"]
+        scene = self.geo.reader.scene(name, frames=ex.source_frames)
+        f = len(scene.frame_index)
+        return TrackSequence(frames=scene.frames, depth=scene.depth, K=scene.K, cam_from_world=scene.cam_from_world,
+                             frame_index=scene.frame_index, tracks=np.zeros((f, 0, 2), np.float32),
+                             visible=np.zeros((f, 0), bool), track_depth=None, scene=name, key=f"{ex.id}")
 
 
 @dataclass

@@ -186,6 +186,10 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     lm = LMStream(instruct, d.video_root, num_frames=d.num_frames_lm, seed=cfg.run.seed) if instruct else None
 
     model, processor, adapter = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu", seed=cfg.run.seed)
+    if joint_step(cfg, objectives):
+        log.info("objectives %s ride on the instruction batches too: one forward gives L_LM and their losses (the "
+                 "paper's joint step); data.lm_ratio=%g of the micro-batches are such joint batches, the rest geometric "
+                 "only", ", ".join(o.name for o in objectives), cfg.data.lm_ratio)
     for obj in objectives:
         if "structure" in obj.needs and obj.spec.teacher is not None and cfg.data.tracks is None:
             obj.teacher.check(geo.reader)                 # the synthetic data exists only now; before any training
@@ -254,7 +258,16 @@ def make_batch(run: Run, kind: str, index: int) -> dict[str, Any]:
 def batch_maker(run: Run) -> BatchMaker:
     gm = run.accelerator.unwrap_model(run.gm)
     structure = next((o.teacher for o in gm.objectives if "structure" in o.needs), None)
-    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm, structure)
+    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm, structure, joint_step(run.cfg, gm.objectives))
+
+
+def joint_step(cfg: TrainConfig, objectives: list) -> bool:
+    """Whether instruction batches also carry the objectives' targets, so that one forward gives L_LM and the
+    objectives' losses (PseudoGD's one stage, the paper's joint step): objectives that need per-token depth or
+    structure only (not tracks), the LM loss on, and instruction data gasp made from the training tracks (its
+    records name their scene and frames there)."""
+    return bool(objectives) and cfg.loss.lm and not cfg.data.instruct and \
+        all(set(o.needs) <= {"depth_maps", "structure"} for o in objectives)
 
 
 def micro_batches(run: Run, start_step: int, stop_step: int) -> TimedBatches:
