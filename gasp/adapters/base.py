@@ -235,6 +235,23 @@ class ModelAdapter:
         """``projector``'s input as ``pre_projector_features`` gives it: (T*h*w, k, d) in the LLM's token order."""
         raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no projector hook")
 
+    # HiSpatial's point-map input (gasp.pointmap): the projector's first linear layer, by its name inside the
+    # projector, where the point half joins; None: the family has no point-map input
+    pointmap_first_linear: str | None = None
+
+    def pointmap_patch_merge(self) -> tuple[int, int]:
+        """(vision patch px, patches merged per token side) for the point map's patchify."""
+        raise NotImplementedError(f"{type(self).__name__} has no point-map input")
+
+    def pointmap_size(self, layout) -> tuple[int, int]:
+        """(H', W') px of the vision input the point map is resized to: the token grid x patch x merge."""
+        p, m = self.pointmap_patch_merge()
+        return layout.grid[0] * p * m, layout.grid[1] * p * m
+
+    def pointmap_rows(self, feats: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        """(F', h*m, w*m, C) point patch features -> the rows of the projector's first linear layer, in its order."""
+        raise NotImplementedError(f"{type(self).__name__} has no point-map input")
+
     @classmethod
     def objective_sites(cls) -> tuple[str, ...]:
         """Where a training objective can read in this family (``gasp.objectives.base.SITES``): every family has

@@ -64,6 +64,18 @@ class PaliGemmaAdapter(ModelAdapter):
         n = self.image_size // int(self._vision("patch_size", 14))
         return n, n
 
+    pointmap_first_linear = "linear"      # PaliGemmaMultiModalProjector is one linear layer (HiSpatial's family)
+
+    def projector(self, model) -> torch.nn.Module:
+        return self.inner_model(model).multi_modal_projector
+
+    def pointmap_patch_merge(self) -> tuple[int, int]:
+        return int(self._vision("patch_size", 14)), 1
+
+    def pointmap_rows(self, feats: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        """(F, n, n, C) -> (F*n*n, C): one SigLIP patch a token, row-major, frames in order."""
+        return feats.reshape(-1, feats.shape[-1])
+
     def attn_implementation(self):
         text = self.config.get_text_config() if self.config is not None else None
         if text is None or getattr(text, "attn_logit_softcapping", None) is not None:

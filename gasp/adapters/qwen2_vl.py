@@ -92,6 +92,21 @@ class Qwen2VLAdapter(ModelAdapter):
     def projector(self, model) -> torch.nn.Module:
         return self.vision_tower(model).merger
 
+    pointmap_first_linear = "mlp.0"           # the merger: ln_q, mlp.0 (4d -> 4d), GELU, mlp.2
+
+    def pointmap_patch_merge(self) -> tuple[int, int]:
+        return self.patch_size, self.merge_size
+
+    def pointmap_rows(self, feats: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        """(F', h*m, w*m, C) -> (F'*h*w, m*m*C): each token's m x m patches (row-major, the processor's order),
+        tokens in the merger's input order (Qwen2.5-VL: window order)."""
+        F, H, W, C = feats.shape
+        m = self.merge_size
+        rows = feats.reshape(F, H // m, m, W // m, m, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, m * m * C)
+        grid = inputs["video_grid_thw"] if "video_grid_thw" in inputs else inputs["image_grid_thw"]
+        order = self._window_order(self.vision_tower(model), grid)
+        return rows if order is None else rows[order.to(rows.device)]
+
     def vision_lora_target_modules(self, model=None) -> str:
         """Each vision block's fused qkv and its output proj (not the patch embedding, not the merger)."""
         return r".*visual\.blocks\.\d+\.attn\.(qkv|proj)"

@@ -20,6 +20,7 @@ from gasp.adapters.qwen2_vl import IMAGE, VIDEO, Qwen2VLAdapter, _Sequence
 @register_adapter
 class Qwen3VLAdapter(Qwen2VLAdapter):
     model_type = "qwen3_vl"
+    pointmap_first_linear = None          # its merger (norm, linear_fc1) is not wired for the point-map input
     default_patch_size = 16
     default_mean_std = (HALF_MEAN_STD, HALF_MEAN_STD)
     system_prompt = ""
