@@ -244,7 +244,8 @@ def branch_for(model, adapter) -> PointMapBranch:
         raise PointMapError(f"the {adapter.model_type} adapter has no point-map input; families with one: "
                             f"{', '.join(families_with_pointmap())}")
     projector = adapter.projector(model)
-    first = next(m for n, m in projector.named_modules() if n == adapter.pointmap_first_linear)
+    suffix = adapter.pointmap_first_linear
+    first = next(m for n, m in projector.named_modules() if n == suffix or n.endswith("." + suffix))
     patch, merge = adapter.pointmap_patch_merge()
     return PointMapBranch(first.in_features // (merge * merge), patch, merge, first.out_features)
 
@@ -253,3 +254,67 @@ def families_with_pointmap() -> list[str]:
     from gasp.adapters import _REGISTRY
 
     return sorted(t for t, c in _REGISTRY.items() if c.pointmap_first_linear is not None)
+
+
+# ---- in a checkpoint's adapter folder ------------------------------------------------------------------------
+WEIGHTS_FILE = "gasp_pointmap.safetensors"      # beside the peft files: the branch (peft does not carry it)
+CONFIG_FILE = "gasp_pointmap.json"
+
+
+def save_branch(branch: PointMapBranch, source: str, adapter_dir, state: dict | None = None) -> None:
+    """Write the branch's weights (``state``: gathered ones, else the module's) and its config."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    d = Path(adapter_dir)
+    state = state if state is not None else branch.state_dict()
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(d / WEIGHTS_FILE))
+    (d / CONFIG_FILE).write_text(json.dumps(pointmap_config(branch, source), indent=1) + "\n")
+
+
+def saved_source(adapter_dir) -> str | None:
+    """The point-map source an adapter was trained with, or None when it has no point-map branch."""
+    import json
+    from pathlib import Path
+
+    p = Path(adapter_dir) / CONFIG_FILE
+    return json.loads(p.read_text())["source"] if p.is_file() else None
+
+
+def load_branch(model, adapter, adapter_dir) -> PointMapInput | None:
+    """The branch saved in ``adapter_dir`` joined to ``model`` (``model.gasp_pointmap``), or None without one."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    d = Path(adapter_dir)
+    if not (d / CONFIG_FILE).is_file():
+        return None
+    cfg = json.loads((d / CONFIG_FILE).read_text())
+    branch = branch_for(model, adapter)
+    if (cfg["clip"], cfg["freqs"]) != (CLIP, FREQS):
+        raise PointMapError(f"{d}: its point map was encoded with clip {cfg['clip']}, {cfg['freqs']} frequencies; "
+                            f"this gasp encodes with {CLIP}, {FREQS}")
+    branch.load_state_dict(load_file(str(d / WEIGHTS_FILE)))
+    dev = next(model.parameters()).device
+    branch.to(dev).eval()
+    fusion = PointMapInput.install(model, adapter, branch)
+    fusion.source = cfg["source"]
+    model.gasp_pointmap = fusion
+    return fusion
+
+
+def batch_pointmap(source: str, seq, layout, adapter, seed: int = 0) -> Tensor:
+    """(F', H', W', 4) the point map of a sequence's frames the layout's grids stand for, at the vision input's
+    size (``adapter.pointmap_size``)."""
+    fids = layout.frame_ids.cpu().numpy()
+    depth = None if seq.depth is None else np.asarray(seq.depth)[fids]
+    K = None if seq.K is None else np.asarray(seq.K)[fids]
+    if source != "none" and depth is None:
+        raise PointMapError(f"sequence {seq.key or seq.scene}: a {source} point map needs depth maps, and it has none "
+                            "(use tracks with depth: rendered, DL3DV, COLMAP or VGGT with depth; or source none)")
+    pm = make_pointmap(source, depth, K, seed=seed, shape=(len(fids), *seq.image_size))
+    return torch.from_numpy(resize_pointmap(pm, adapter.pointmap_size(layout)))

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                    help="fraction of --tracks' scenes held out for the depth probe (default %(default)s)")
     p.add_argument("--depth-folds", type=int, default=d.depth_folds,
                    help="cross-validation folds (by scene) for its ridge lambda (default %(default)s)")
+    p.add_argument("--pointmap", choices=("gt", "reldepth", "noisy", "none"),
+                   help="feed an adapter trained with HiSpatial's point-map input this point map (gt: from depth and "
+                        "K; none: every pixel invalid); required for such an adapter, refused for others")
     p.add_argument("--viewpoint-bins", default=",".join(f"{e:g}" for e in d.viewpoint_bins),
                    help="camera rotation bin edges in degrees for PCK by viewpoint (default %(default)s)")
     p.add_argument("--preset", choices=PRESETS, help="a preset from configs/probe/ (difftrack: DiffTrack's "
@@ -113,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> ProbeConfig:
                  synthetic_scenes=a.synthetic_scenes, synthetic_size=a.synthetic_size, refine=a.refine,
                  depth=a.depth or a.depth_train is not None, depth_train=a.depth_train,
                  depth_holdout=a.depth_holdout, depth_folds=a.depth_folds, frames_mode=a.frames_mode,
-                 size=tuple(a.size) if a.size else None, fps=a.fps)
+                 size=tuple(a.size) if a.size else None, fps=a.fps, pointmap=a.pointmap)
     # one loader for every config (gasp/config.py): defaults, the YAML, KEY=VALUE; then the flags given. The flags'
     # defaults are ProbeConfig's, so without --config this is the flags alone.
     from gasp.config import ConfigError, load_typed, parse_override
@@ -163,6 +166,8 @@ def check_probe_config(cfg: ProbeConfig) -> None:
         raise ConfigError("batch_size and max_sequences must be >= 1")
     if (bad := check_input(cfg)) is not None:
         raise ConfigError(bad)
+    if cfg.pointmap is not None and cfg.pointmap not in ("gt", "reldepth", "noisy", "none"):
+        raise ConfigError(f"pointmap must be gt, reldepth, noisy or none, got {cfg.pointmap!r}")
     if cfg.pck_px is not None and (not cfg.pck_px > 0 or len(cfg.pck_px_size) != 2 or min(cfg.pck_px_size) < 1):
         raise ConfigError(f"pck_px must be > 0 px and pck_px_size [H, W], got {cfg.pck_px} at {list(cfg.pck_px_size)}")
     e = list(cfg.viewpoint_bins)

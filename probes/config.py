@@ -48,6 +48,7 @@ class ProbeConfig(ModelInput):
     viewpoint_bins: tuple[float, ...] = (0.0, 15.0, 30.0, 60.0, 180.0)  # camera rotation bin edges, deg (viewpoint.py)
     pck_px: float | None = None        # also PCK at this many pixels (strict <) with positions scaled to pck_px_size
     pck_px_size: tuple[int, int] = (480, 720)  # (H, W) frame the pixel PCK is measured in (DiffTrack's 480 x 720)
+    pointmap: str | None = None        # HiSpatial's point map fed to an adapter trained with one (gasp.pointmap.SOURCES)
 
 
 class ProbeError(ValueError):

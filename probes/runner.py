@@ -159,6 +159,16 @@ class Probe:
             if pck:
                 stack.enter_context(capture_qk(self.model, self.adapter.decoder_layers(self.model), layers=self.layers,
                                                positions=positions, rope=self.cfg.rope, on_layer=on_layer))
+            fusion = getattr(self.model, "gasp_pointmap", None)
+            if fusion is not None:                        # HiSpatial's point map, each sequence's, batch-major
+                from gasp.pointmap import PointMapError, batch_pointmap
+
+                try:
+                    pm = torch.cat([batch_pointmap(self.cfg.pointmap or "none", s, layout, self.adapter, self.cfg.seed)
+                                    for s in seqs])
+                except PointMapError as e:
+                    raise ProbeError(str(e)) from None
+                stack.enter_context(fusion.feeding(pm, inputs))
             feats: dict[int, torch.Tensor] = {}           # --depth: -2 / -1 features, for their own PCK too
             if depth is not None:
                 self._feed_depth(stack, depth, seqs, layout, folds or [None] * len(seqs), positions, inputs,
@@ -284,7 +294,7 @@ def batches(indices: list[int], reader: TrackReader, batch_size: int) -> Iterabl
 # ProbeConfig fields that do not change the numbers: a resumed probe may differ in these only
 _RESUME_FREE = ("out", "device", "batch_size", "max_sequences", "explore_sequences", "explore_points")
 _ADDED_FIELDS = ("extra_deltas", "match", "bidirectional", "refine", "depth", "depth_train", "depth_holdout",
-                 "viewpoint_bins", "pck_px", "pck_px_size",
+                 "viewpoint_bins", "pck_px", "pck_px_size", "pointmap",
                  "depth_folds")
 
 
@@ -312,6 +322,19 @@ def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
         write_json_atomic(path, want)
 
 
+def check_pointmap(cfg: ProbeConfig) -> None:
+    """An adapter trained with a point map is probed with one, and only such an adapter (one line, before work)."""
+    from gasp.pointmap import saved_source
+
+    saved = saved_source(cfg.adapter) if cfg.adapter else None
+    if saved is not None and cfg.pointmap is None:
+        raise ProbeError(f"--adapter {cfg.adapter} was trained with a {saved} point map (HiSpatial's input, "
+                         "model.pointmap); pass --pointmap gt|reldepth|noisy|none (none: every pixel invalid)")
+    if cfg.pointmap is not None and saved is None:
+        raise ProbeError(f"--pointmap {cfg.pointmap}: {'--adapter ' + cfg.adapter if cfg.adapter else 'the model'} "
+                         "has no point-map branch; only an adapter trained with model.pointmap takes one")
+
+
 def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any] | None:
     """Probe every sequence (sharded over accelerate processes); return results on process 0."""
     from gasp.models.loading import AdapterMismatchError, ModelNotFoundError, UnknownModelError, check_model
@@ -320,6 +343,7 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
         check_model(cfg.model, adapter=cfg.adapter, trust_remote_code=cfg.trust_remote_code)
     except (ModelNotFoundError, UnknownModelError, AdapterMismatchError) as e:
         raise ProbeError(str(e)) from None
+    check_pointmap(cfg)
     state = process_state(cfg.device)
     out = Path(cfg.out)
     if cfg.tracks is None:
@@ -332,6 +356,12 @@ def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> d
     if n == 0:
         raise ProbeError(f"{tracks_path} holds no sequences")
     keys = reader.sequence_keys[:n]
+    if cfg.pointmap not in (None, "none"):
+        lacking = sorted({reader.sequence_scene(i) for i in range(n)
+                          if not reader.scene_has(reader.sequence_scene(i))["depth"]})
+        if lacking:
+            raise ProbeError(f"--pointmap {cfg.pointmap} needs depth maps, and {len(lacking)} scene(s) of {tracks_path} "
+                             f"have none (e.g. {lacking[0]!r}); use tracks with depth, or --pointmap none")
     split = None                                    # checked before OUT is made
     if cfg.depth:
         if state.num_processes > 1:

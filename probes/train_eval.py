@@ -59,7 +59,7 @@ def evaluate(run: Run, step: int, final: bool = False) -> dict | None:
 def probe_config(cfg: TrainConfig, tracks: Path, out: Path) -> ProbeConfig:
     """The probe of the model being trained: its model, fed as in training (the shared ``ModelInput`` fields)."""
     return ProbeConfig(model=cfg.model.name, adapter=None, tracks=str(tracks), out=str(out), seed=cfg.run.seed,
-                       max_sequences=cfg.run.eval_sequences, **cfg.model.input_settings())
+                       max_sequences=cfg.run.eval_sequences, pointmap=cfg.model.pointmap, **cfg.model.input_settings())
 
 
 def _untrained(evals: Path) -> dict[str, float]:

@@ -272,7 +272,7 @@ def test_bad_pseudogd_settings_are_refused_in_one_line_before_any_work(tracks, t
     args, want = {
         "site": (["model.name=tiny-smolvlm", "lora.vision_r=0", "model.train_projector=false"],
                  "the vision encoder's output before the projector (pre_projector), which the smolvlm adapter does "
-                 "not expose; families that do: llava, qwen2_5_vl, qwen2_vl, qwen3_5, qwen3_vl"),
+                 "not expose; families that do: llava, paligemma, qwen2_5_vl, qwen2_vl, qwen3_5, qwen3_vl"),
         "depthless": ([f"data.tracks={own}", "loss.lm=false", "objectives=[{name: pgd_depth}]"],
                       "objective pgd_depth needs depth maps, but 1 of 1 scene(s)"),
         "teacher frames": ([f"data.tracks={tracks / 'train.h5'}",

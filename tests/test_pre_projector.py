@@ -73,7 +73,20 @@ def test_llava_features_through_the_projector_are_the_image_features():
     torch.testing.assert_close(got, want.reshape(got.shape), atol=1e-5, rtol=0)
 
 
+def test_paligemma_features_through_the_projector_are_the_image_features():
+    model, tok = build_tiny("tiny-paligemma", seed=0)
+    adapter = get_adapter(model)
+    inputs, layout = adapter.prepare_inputs(_frames(2, 112), processor_or_tokenizer=tok, prompt="what")
+    feats = adapter.pre_projector_features(model, inputs)                         # (F*n*n, 1, d)
+    inner = adapter.inner_model(model)
+    with torch.no_grad():
+        want = inner.get_image_features(inputs["pixel_values"]).pooler_output.reshape(-1, inner.config.text_config.hidden_size)
+        got = adapter.projector(model)(feats[:, 0])
+    assert feats.shape[0] == layout.num_grids * layout.grid[0] * layout.grid[1]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 def test_a_family_without_it_says_which_have_it():
     model, _ = build_tiny("tiny-smolvlm", seed=0)
-    with pytest.raises(NotImplementedError, match="supported: Qwen2-VL, Qwen2.5-VL, LLaVA"):
+    with pytest.raises(NotImplementedError, match="supported: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, LLaVA, PaliGemma"):
         get_adapter(model).pre_projector_features(model, {})

@@ -270,7 +270,7 @@ class ModelAdapter:
         token (grid-major then row-major, like ``VisualLayout``) the k encoder vectors the projector turns
         into it. What a vision-tower objective (PseudoGD) reads."""
         raise NotImplementedError(f"{type(self).__name__} ({self.model_type}) has no pre_projector_features; "
-                                  "supported: Qwen2-VL, Qwen2.5-VL, LLaVA")
+                                  "supported: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, LLaVA, PaliGemma")
 
     def text_config(self, model):
         cfg = getattr(self.unwrap(model), "config", model)

@@ -69,6 +69,15 @@ class PaliGemmaAdapter(ModelAdapter):
     def projector(self, model) -> torch.nn.Module:
         return self.inner_model(model).multi_modal_projector
 
+    def pre_projector_from_input(self, x: torch.Tensor, inputs: dict[str, torch.Tensor], model) -> torch.Tensor:
+        return x.reshape(-1, 1, x.shape[-1])                                     # (F, n*n, d): one vector a token
+
+    def pre_projector_features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(F*n*n, 1, d): SigLIP's last hidden state, what the projector reads; differentiable."""
+        tower = self.vision_tower(model)
+        out = tower(inputs["pixel_values"].type(tower.dtype))
+        return self.pre_projector_from_input(out.last_hidden_state, inputs, model)
+
     def pointmap_patch_merge(self) -> tuple[int, int]:
         return int(self._vision("patch_size", 14)), 1
 

@@ -235,6 +235,10 @@ def apply_lora(model, adapter_dir: str, model_name: str):
     with peft_quietly():
         wrapped = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
     load_vision_tower(adapter_dir, wrapped)
+    from gasp.pointmap import load_branch
+
+    if load_branch(wrapped, get_adapter(wrapped), adapter_dir) is not None:     # HiSpatial's point-map input
+        logger.info("joined the point-map branch saved in %s to the projector", adapter_dir)
     return wrapped
 
 

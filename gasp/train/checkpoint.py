@@ -98,7 +98,7 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
                     rng_states: list[dict] | None = None, *, adapter_state: dict | None = None,
                     optimizer_state: dict | list | None = None, inputs: dict | None = None,
                     engine: dict | None = None, vision_state: dict | None = None,
-                    objective_heads: dict | None = None) -> Path:
+                    objective_heads: dict | None = None, pointmap: tuple | None = None) -> Path:
     """Write the checkpoint; `rng_states` holds every process's `rng_state()` in rank order (default: this one's).
 
     A sharded run passes what it gathered: ``adapter_state`` (the peft model's full state dict),
@@ -119,6 +119,10 @@ def save_checkpoint(path: Path, peft_model, heads, optimizer, scheduler, step: i
 
             from gasp.models.loading import VISION_FILE
             save_file({k: v.contiguous() for k, v in vision_state.items()}, str(tmp / "adapter" / VISION_FILE))
+        if pointmap is not None:                         # (PointMapBranch, source): gasp.pointmap's files
+            from gasp.pointmap import save_branch
+
+            save_branch(pointmap[0], pointmap[1], tmp / "adapter")
         if heads is not None:
             heads.save_pretrained(tmp / "heads")
         if objective_heads:                              # {"pgd_depth.fc1.weight": tensor, ...}
@@ -160,7 +164,7 @@ def remove_stale_temporaries(out: str | Path) -> list[Path]:
     return stale
 
 
-def load_weights(path: str | Path, peft_model, heads, objective_heads=None) -> None:
+def load_weights(path: str | Path, peft_model, heads, objective_heads=None, pointmap=None) -> None:
     """The LoRA adapter, heads and objective heads (an nn.ModuleDict) of checkpoint `path` into (unsharded) modules."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -184,6 +188,12 @@ def load_weights(path: str | Path, peft_model, heads, objective_heads=None) -> N
             raise ValueError(f"--resume {path}: {type(saved).__name__} on layers {saved.layers}, the config asks for "
                              f"{type(heads).__name__} on {heads.layers}")
         heads.load_state_dict(saved.state_dict())
+    if pointmap is not None:
+        from gasp.pointmap import WEIGHTS_FILE
+
+        if not (path / "adapter" / WEIGHTS_FILE).is_file():
+            raise ValueError(f"--resume {path}: no point-map branch ({WEIGHTS_FILE}), but the config has model.pointmap")
+        pointmap.load_state_dict(load_file(str(path / "adapter" / WEIGHTS_FILE)))
     if objective_heads is not None and len(objective_heads):
         if not (path / OBJECTIVE_HEADS).is_file():
             raise ValueError(f"--resume {path}: no {OBJECTIVE_HEADS}, but the config trains objectives with heads "

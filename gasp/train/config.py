@@ -33,6 +33,7 @@ class ModelConfig(ModelInput):
     grad_ckpt: bool = True
     freeze_vision: bool = True
     train_projector: bool = False        # train the projector in full (peft modules_to_save: saved with the adapter)
+    pointmap: str | None = None          # HiSpatial's point-map input (gasp.pointmap): gt, reldepth, noisy, none; None: off
 
 
 @dataclass
@@ -174,6 +175,14 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.lora.vision_r and not cfg.model.freeze_vision:
         raise ConfigError("lora.vision_r > 0 with model.freeze_vision=false: the tower is either trained in full "
                           "or through a LoRA; choose one")
+    if cfg.model.pointmap is not None:
+        from gasp.pointmap import SOURCES
+
+        if cfg.model.pointmap not in SOURCES:
+            raise ConfigError(f"model.pointmap must be one of {', '.join(SOURCES)} (or null: no point-map input), "
+                              f"got {cfg.model.pointmap!r}")
+        if not cfg.model.freeze_vision:
+            raise ConfigError("model.pointmap: HiSpatial keeps the vision tower frozen; set model.freeze_vision=true")
     if cfg.heads.init not in ("svd", "random"):
         raise ConfigError(f"heads.init must be svd or random, got {cfg.heads.init!r}")
     if isinstance(cfg.heads.layers, str) and cfg.heads.layers != "all":

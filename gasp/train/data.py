@@ -23,6 +23,7 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
     d = cfg.data
     cache = Path(d.cache) if d.cache else out / "data"
     geo, lm = geo_on(cfg), lm_on(cfg)
+    scenes = geo or (lm and cfg.model.pointmap is not None)   # point maps read the instruction records' scenes
     tracks = Path(d.tracks) if d.tracks else cache / "synthetic_train.h5"
     tracks_eval = Path(d.tracks_eval) if d.tracks_eval else cache / "synthetic_eval.h5"
     instruct = Path(d.instruct) if d.instruct else cache / "instruct" / "instruct.json"
@@ -31,7 +32,7 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
             from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
 
             size = d.synthetic_size
-            if not d.tracks and (geo or (lm and not d.instruct)) and not tracks.exists():
+            if not d.tracks and (scenes or (lm and not d.instruct)) and not tracks.exists():
                 log.info("no data.tracks: rendering %d synthetic training scenes into %s", d.synthetic_scenes, tracks)
                 make_synthetic_file(tracks, d.synthetic_scenes, seed=cfg.run.seed, grid=d.grid, split="train",
                                     config=SyntheticSceneConfig(height=size, width=size, num_frames=d.synthetic_frames))
@@ -55,5 +56,5 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
                         f"data.instruct is not set, and instruction data cannot be made from {tracks}: {e}. Set "
                         "data.instruct=PATH (LLaVA-Video-178K format, see gasp/data/instruct.py), or train without "
                         "the LM loss (loss.lm=false)") from e
-    return (tracks if geo else None, tracks_eval if cfg.run.eval_sequences > 0 else None,
+    return (tracks if scenes else None, tracks_eval if cfg.run.eval_sequences > 0 else None,
             instruct if lm else None)

@@ -71,7 +71,8 @@ class GaspModel(nn.Module):
     """
 
     def __init__(self, model, heads: nn.Module | None, adapter, cfg: TrainConfig,
-                 objectives: list | None = None, objective_heads: dict[str, nn.Module] | None = None):
+                 objectives: list | None = None, objective_heads: dict[str, nn.Module] | None = None,
+                 pointmap=None):
         super().__init__()
         self.model = model
         self.heads = heads
@@ -81,10 +82,20 @@ class GaspModel(nn.Module):
         self.decoder_layers = adapter.decoder_layers(model)
         self.objectives = objectives if objectives is not None else make_objectives(cfg)
         self.objective_heads = nn.ModuleDict(objective_heads or {})
+        # HiSpatial's point-map input (gasp.pointmap.PointMapInput): its branch trains with the model, and every
+        # forward is fed the batch's point map
+        self.fusion = pointmap
+        self.pointmap = pointmap.branch if pointmap is not None else None
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = next(p for p in self.parameters() if p.requires_grad).device
         inputs = {k: v.to(dev) for k, v in batch["inputs"].items()}
+        if self.fusion is not None:
+            with self.fusion.feeding(batch["pointmap"].to(dev), inputs):
+                return self._forward(inputs, batch, dev)
+        return self._forward(inputs, batch, dev)
+
+    def _forward(self, inputs, batch, dev) -> dict[str, torch.Tensor]:
         if batch["kind"] == "lm" and not ("targets" in batch and self.objectives):
             out = self.model(**inputs)
             return {"loss": out.loss, "l_lm": out.loss.detach()}
@@ -182,12 +193,16 @@ def param_groups(gm: GaspModel, lr: float, head_lr_mult: float, weight_decay: fl
 
     heads = trainable(gm.heads)
     taken = {id(p) for p in heads} | {id(p) for p in trainable(gm.objective_heads)}
-    projector = trainable(gm.adapter.projector(gm.model)) if projector_lr_mult != 1.0 else []
+    # the point-map branch (not inside the VLM) belongs to the fused projector: with it, or at lr
+    projector = (trainable(gm.adapter.projector(gm.model)) if projector_lr_mult != 1.0 else []) + \
+        (trainable(gm.pointmap) if projector_lr_mult != 1.0 else [])
     taken |= {id(p) for p in projector}
     vision = [p for p in trainable(gm.adapter.vision_tower(gm.model)) if id(p) not in taken] \
         if vision_lr_mult != 1.0 else []
     taken |= {id(p) for p in vision}
     base = [p for p in gm.model.parameters() if p.requires_grad and id(p) not in taken]
+    if projector_lr_mult == 1.0:
+        base += trainable(gm.pointmap)
     groups = [{"params": base, "lr": lr, "weight_decay": weight_decay, "name": "lora"}]
     for name, params, mult in (("vision", vision, vision_lr_mult), ("projector", projector, projector_lr_mult),
                                ("heads", heads, head_lr_mult)):

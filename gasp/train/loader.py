@@ -42,6 +42,7 @@ class BatchMaker:
     lm: Any                 # LMStream or None
     structure: Any = None   # StructureTargets (gasp.objectives.structure_teacher) when an objective needs them
     joint: bool = False     # instruction batches carry their scene's geometric targets (PseudoGD's joint step)
+    pointmap: str | None = None   # model.pointmap: every batch carries its frames' point map (gasp.pointmap)
 
     def __call__(self, kind: str, index: int) -> dict[str, Any]:
         settings = self.model_cfg.input_settings()
@@ -50,12 +51,27 @@ class BatchMaker:
             inputs, layout = ex.adapter_inputs(self.adapter, self.processor,
                                                **{k: v for k, v in settings.items() if k != "prompt"})
             batch = {"kind": "lm", "inputs": inputs}
-            if self.joint and ex.source_frames is not None:
-                batch.update(self._targets(self._scene_sequence(ex), layout))
+            seq = self._scene_sequence(ex) if (self.joint or self.pointmap) and ex.source_frames is not None else None
+            if self.joint and seq is not None:
+                batch.update(self._targets(seq, layout))
+            if self.pointmap:
+                batch["pointmap"] = self._pointmap(seq, layout, index, ex.id)
             return batch
         seq = self.geo[index]
         inputs, layout = self.adapter.prepare_inputs(seq.frames, processor_or_tokenizer=self.processor, **settings)
-        return {"kind": "geo", "inputs": inputs, **self._targets(seq, layout)}
+        batch = {"kind": "geo", "inputs": inputs, **self._targets(seq, layout)}
+        if self.pointmap:
+            batch["pointmap"] = self._pointmap(seq, layout, index, seq.key)
+        return batch
+
+    def _pointmap(self, seq, layout, index: int, what: str) -> torch.Tensor:
+        """(F', H', W', 4) the batch's point map (``model.pointmap``), seeded by the batch index (the noisy source)."""
+        from gasp.pointmap import PointMapError, batch_pointmap
+
+        if seq is None:
+            raise PointMapError(f"instruction record {what!r} names no scene of the training tracks, so it has no point "
+                                "map; point maps need gasp's synthetic instruction data")
+        return batch_pointmap(self.pointmap, seq, layout, self.adapter, seed=index)
 
     def _targets(self, seq, layout) -> dict[str, Any]:
         """The geometric part of a batch: loss targets, visual-token positions, grids, structure targets."""

@@ -83,6 +83,7 @@ def _check_objectives(cfg: TrainConfig) -> None:
                          "vision blocks; families with a vision LoRA: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA")
     if cfg.model.train_projector and type(adapter).projector is ModelAdapter.projector:
         raise InputError(f"model.train_projector: gasp does not know the {adapter.model_type} family's projector")
+    _check_pointmap(cfg, adapter)
     objectives = make_objectives(cfg) if geo_on(cfg) else []
     for obj in objectives:
         try:
@@ -114,6 +115,38 @@ def _check_objectives(cfg: TrainConfig) -> None:
                     obj.teacher.check(reader)
                 except StructureTeacherError as e:
                     raise InputError(f"objective {obj.name}: {e}") from None
+
+
+def _check_pointmap(cfg: TrainConfig, adapter) -> None:
+    """model.pointmap: a family with the input, gasp's own instruction data (its records name their scene, whose
+    depth and cameras make the point map), depth in the tracks, one process engine."""
+    import os
+
+    source = cfg.model.pointmap
+    if source is None:
+        return
+    from gasp.pointmap import families_with_pointmap
+
+    if adapter.pointmap_first_linear is None:
+        raise InputError(f"model.pointmap={source}: the {adapter.model_type} adapter has no point-map input; families "
+                         f"with one: {', '.join(families_with_pointmap())}")
+    if lm_on(cfg) and cfg.data.instruct:
+        raise InputError(f"model.pointmap={source} with data.instruct={cfg.data.instruct}: its records carry no "
+                         "depth or cameras for a point map; leave data.instruct unset (gasp makes instruction data from "
+                         "the training tracks, each record naming its scene) or loss.lm=false")
+    if cfg.run.fsdp or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise InputError(f"model.pointmap={source} is not wired for sharded training (run.fsdp, DeepSpeed) yet; "
+                         "train on one process or DDP")
+    if source != "none" and cfg.data.tracks:
+        from tracks.io import TrackReader
+
+        with TrackReader(cfg.data.tracks) as reader:
+            names = list(reader.scene_names)
+            lacking = [s for s in names if not (reader.scene_has(s)["depth"] and reader.scene_has(s)["cameras"])]
+        if lacking:
+            raise InputError(f"model.pointmap={source} needs depth and cameras, but {len(lacking)} of "
+                             f"{len(names)} scene(s) of data.tracks={cfg.data.tracks} lack them (e.g. "
+                             f"{lacking[0]!r}); use tracks with depth, or model.pointmap=none")
 
 
 def describe_data(cfg: TrainConfig) -> list[str]:

@@ -48,7 +48,7 @@ from gasp.train.gasp_model import (GaspModel, build_heads, build_lora_model, bui
                                    param_groups)
 from gasp.train.geo_stream import GeoStream
 from gasp.train.lm_stream import LMStream, batch_kind
-from gasp.train.preflight import check_inputs, describe_data
+from gasp.train.preflight import check_inputs, describe_data, geo_on
 from gasp.train.loader import BatchMaker, MicroBatches, TimedBatches
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,11 @@ class Run:
     lm: LMStream | None
     eval_path: Path | None
     heads_copy: Any = None   # run.fsdp: an unsharded copy of the heads, to save gathered weights from
+
+    @property
+    def geo_on(self) -> bool:
+        """Whether geometric batches are drawn: some objective (the stream may be open for point maps alone)."""
+        return bool(self.accelerator.unwrap_model(self.gm).objectives)
 
     @property
     def sharded(self) -> bool:
@@ -176,7 +181,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     d = cfg.data
     geo = GeoStream(tracks, grid=d.grid, min_frames=d.min_frames, max_frames=d.max_frames, radius=d.radius,
                     seed=cfg.run.seed, mode=d.source) if tracks else None
-    objectives = make_objectives(cfg) if geo is not None else []
+    objectives = make_objectives(cfg) if geo_on(cfg) else []
     if geo is not None and any("l_depth" in o.terms() for o in objectives) and geo.depthless:
         what = "stored sequences" if geo.mode == "sequences" else "scenes"
         log.info("L_depth: %d of %d %s in %s have no depth (depth maps and track_depth), so L_depth has no term in "
@@ -197,9 +202,16 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
     peft_model = build_lora_model(model, adapter, cfg)
     heads = build_heads(peft_model, adapter, cfg, objectives)                # loss.on=qk, PseudoGD: none
     objective_heads = build_objective_heads(peft_model, adapter, cfg, objectives)
-    gm = GaspModel(peft_model, heads, adapter, cfg, objectives, objective_heads)
+    fusion = None
+    if cfg.model.pointmap is not None:                   # HiSpatial's point-map input joined to the projector
+        from gasp.pointmap import PointMapInput, branch_for
+
+        fusion = PointMapInput.install(peft_model, adapter, branch_for(peft_model, adapter))
+        fusion.source = cfg.model.pointmap
+        peft_model.gasp_pointmap = fusion                 # the in-training probe feeds it as the probe does
+    gm = GaspModel(peft_model, heads, adapter, cfg, objectives, objective_heads, fusion)
     if resume is not None:
-        ckpt.load_weights(resume, peft_model, heads, gm.objective_heads)   # into the whole model, before any sharding
+        ckpt.load_weights(resume, peft_model, heads, gm.objective_heads, gm.pointmap)   # whole model, before sharding
     heads_copy = None
     if cfg.run.fsdp or zero3(accelerator):
         heads_copy = copy.deepcopy(heads)                  # unsharded, CPU: receives gathered weights to save them
@@ -258,7 +270,8 @@ def make_batch(run: Run, kind: str, index: int) -> dict[str, Any]:
 def batch_maker(run: Run) -> BatchMaker:
     gm = run.accelerator.unwrap_model(run.gm)
     structure = next((o.teacher for o in gm.objectives if "structure" in o.needs), None)
-    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm, structure, joint_step(run.cfg, gm.objectives))
+    return BatchMaker(run.cfg.model, run.adapter, run.processor, run.geo, run.lm, structure,
+                      joint_step(run.cfg, gm.objectives), run.cfg.model.pointmap)
 
 
 def joint_step(cfg: TrainConfig, objectives: list) -> bool:
@@ -276,7 +289,7 @@ def micro_batches(run: Run, start_step: int, stop_step: int) -> TimedBatches:
     acc, cfg = run.accelerator, run.cfg
     ga = cfg.optim.grad_accum
     ds = MicroBatches(batch_maker(run), start_step * ga, stop_step * ga, acc.process_index, acc.num_processes,
-                      cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
+                      cfg.data.lm_ratio, run.lm is not None, run.geo_on)
     return TimedBatches(ds, cfg.data.num_workers, cfg.data.prefetch)
 
 
@@ -297,7 +310,7 @@ def train_step(run: Run, step: int, batches: TimedBatches | None = None) -> dict
         if batches is not None:
             batch = next(batches)
         else:
-            kind = batch_kind(micro, run.cfg.data.lm_ratio, run.lm is not None, run.geo is not None)
+            kind = batch_kind(micro, run.cfg.data.lm_ratio, run.lm is not None, run.geo_on)
             batch = make_batch(run, kind, micro * acc.num_processes + acc.process_index)
         sync = j == o.grad_accum - 1
         if run.deepspeed:
@@ -481,6 +494,8 @@ def save(run: Run, step: int) -> None:
             heads = run.heads_copy
     extra["objective_heads"] = _objective_heads_state(run, extra.get("_gathered"))
     extra.pop("_gathered", None)
+    if run.cfg.model.pointmap is not None:             # the point-map branch: peft's adapter does not carry it
+        extra["pointmap"] = (acc.unwrap_model(run.gm).pointmap, run.cfg.model.pointmap)
     if not run.cfg.model.freeze_vision:                # trained in full: peft's adapter does not carry it
         extra["vision_state"] = _vision_state(run, extra.get("adapter_state"))
     if acc.is_main_process:
