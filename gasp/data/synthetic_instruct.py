@@ -61,12 +61,13 @@ def _turn(human: str, gpt: str, first: bool) -> list[dict[str, str]]:
 
 
 def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike, num_frames: int = 8,
-                             seed: int = 0, multi_turn: bool = False,
+                             seed: int = 0, multi_turn: bool = False, metric: bool = False,
                              progress: Callable[[Iterable], Iterable] | None = None) -> Path:
     """Write frame folders and `out_dir/instruct.json`; returns the JSON path.
 
     Option order comes from `np.random.default_rng([seed, scene number])`, so it is
-    reproducible and independent of how many scenes come before.
+    reproducible and independent of how many scenes come before. ``metric`` adds the questions with metric
+    answers (``gasp.data.metric_qa``, HiSpatial's Levels 0-2), one record each (their rng: [seed, scene, 1]).
     """
     if num_frames < 2:
         raise ValueError(f"num_frames must be >= 2 (the motion question needs two frames), got {num_frames}")
@@ -94,6 +95,16 @@ def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike
             records.append({"id": f"{scene.name}/{it.kind}", "video": rel,
                             "conversations": _turn(prompt_text(it), it.answer, True), "qa": _qa(it),
                             "geometry": geometry})
+        if metric:
+            from gasp.data import metric_qa
+
+            for it in metric_qa.metric_questions_for_scene(scene.metadata, np.random.default_rng([seed, i, 1]),
+                                                           frames=idx.tolist()):
+                qa = {"kind": it.kind, "question": it.question, "value": it.value, "options": list(it.options),
+                      "answer_index": it.answer_index}
+                records.append({"id": f"{scene.name}/{it.kind}", "video": rel,
+                                "conversations": _turn(metric_qa.prompt_text(it), it.answer, True), "qa": qa,
+                                "geometry": geometry})
     path = out / "instruct.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=1))
