@@ -162,8 +162,11 @@ class PointMapBranch(nn.Module):
 
     def patches(self, pm: Tensor) -> Tensor:
         """(F, H', W', 4) point map at the vision input's size -> (F, H'/p, W'/p, C) patch features."""
-        x = encode(pm.float()).permute(0, 3, 1, 2)                                             # (F, 193, H', W')
-        return self.conv(x.to(self.conv.weight.dtype)).permute(0, 2, 3, 1)
+        out = []
+        for f in range(pm.shape[0]):            # frame by frame: one (193, H', W') encoding alive at a time
+            x = encode(pm[f:f + 1].float()).permute(0, 3, 1, 2)                              # (1, 193, H', W')
+            out.append(self.conv(x.to(self.conv.weight.dtype)).permute(0, 2, 3, 1))
+        return torch.cat(out)                                                                 # (F, h*m, w*m, C)
 
 
 def pointmap_config(branch: PointMapBranch, source: str) -> dict:
