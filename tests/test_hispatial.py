@@ -190,3 +190,33 @@ def test_config_checks():
         load_config(None, ["model.pointmap=moge"])
     with pytest.raises(ConfigError, match="keeps the vision tower frozen"):
         load_config(None, ["model.pointmap=gt", "model.freeze_vision=false"])
+
+
+def test_qwen2_5_vl_trains_with_a_point_map_too(tracks, tmp_path):
+    """The paper's family is PaliGemma; Qwen2.5-VL's merger takes the point half as well (window order, 2x2 merge)."""
+    from gasp.train.recipe import setup, train_step
+
+    run, _ = setup(_cfg(tracks, tmp_path / "run", "H", "model.name=tiny-qwen2.5-vl", "model.size=[112,112]"))
+    before = run.gm.pointmap.proj.weight.detach().clone()
+    rec = train_step(run, 0)
+    assert rec["l_lm"] is not None and not torch.equal(before, run.gm.pointmap.proj.weight.detach())
+
+
+def test_the_probe_refuses_a_point_map_on_tracks_without_depth(tmp_path, capsys):
+    from gasp_cli.probe import main as probe
+    from gasp.train.recipe import train
+    from tests.test_objectives import _depthless
+
+    from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+    scenes = tmp_path / "scenes.h5"
+    make_synthetic_file(scenes, 2, seed=1, config=SyntheticSceneConfig(height=112, width=112, num_frames=10), grid=4)
+    train(_cfg(tmp_path.parent / tmp_path.name, tmp_path / "run", "H", f"data.tracks={scenes}",
+               f"data.tracks_eval={scenes}", "optim.max_steps=1"))
+    own = _depthless(tmp_path / "own.h5")
+    capsys.readouterr()
+    assert probe(["--model", "tiny-paligemma", "--adapter", str(tmp_path / "run" / "checkpoint-1" / "adapter"),
+                  "--pointmap", "gt", "--tracks", str(own), "--out", str(tmp_path / "p")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--pointmap gt needs depth maps, and 1 scene(s)" in err[0], err
+    assert not (tmp_path / "p").exists()
