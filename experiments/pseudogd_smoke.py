@@ -36,7 +36,9 @@ def probe(out: Path, adapter: Path | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     args = ["probes/pck.py", "--model", "tiny-qwen2.5-vl", "--depth", "--out", str(out)]
     if adapter is not None:
-        args += ["--adapter", str(adapter)]
+        args += ["--adapter", str(adapter)]            # the probe takes the adapter's input settings (112 px)
+    else:
+        args += ["--size", "112", "112"]              # the untrained model at the arms' input size
     if not (out / "results.json").is_file():
         _sh(args, out / "probe.log")
     r = json.loads((out / "results.json").read_text())

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "geometry": ("plots.pck_depth", "PCK and depth delta<1.25 per layer (probes run with --depth)"),
         "compare": ("gasp_cli.compare", "probe one base model under several adapters, one overlaid figure"),
     },
+    "rl": ("gasp_cli.rl", "VST's RL stage: rollouts, rule rewards, DAPO updates from an SFT adapter"),
     "export": ("gasp_cli.export", "a trained checkpoint -> a merged HF model folder (or --adapter-only) + card"),
     "demo": ("gasp_cli.demo", "probe the shipped v3 checkpoints and check them against RESULTS.md"),
     "gpu-check": ("gasp_cli.gpu_check", "probe and training-step check at Qwen2.5-VL-7B's shape (one CUDA GPU)"),

@@ -126,3 +126,99 @@ def test_group_advantages_and_online_filtering():
     want = (g - g.mean()) / (g.std(unbiased=False) + 1e-6)
     torch.testing.assert_close(adv[:5], want)
     assert adv[5:].abs().max() == 0
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory):
+    """A 2-step SFT run of configs/vst_sft_tiny.yaml (its data: gasp's VST-style questions)."""
+    from gasp.train.config import load_config
+    from gasp.train.recipe import train
+
+    out = tmp_path_factory.mktemp("sft")
+    train(load_config(ROOT / "configs" / "vst_sft_tiny.yaml", [f"run.out={out}", "optim.max_steps=2",
+                                                                "run.eval_sequences=0", "data.synthetic_scenes=3",
+                                                                "data.num_workers=0"]))
+    return out / "checkpoint-2"
+
+
+def _rl_cfg(sft, out, *extra):
+    from gasp.rl.loop import load_rl_config
+
+    return load_rl_config(ROOT / "configs" / "vst_rl_tiny.yaml", [f"sft_adapter={sft}", f"out={out}", "max_steps=2",
+                                                                   "max_new_tokens=6", "synthetic_scenes=3", *extra])
+
+
+def test_the_loop_updates_with_the_ratio_and_clip_acting_from_the_second_iteration(sft, tmp_path, monkeypatch):
+    """A reward that varies within every group (the completion's first token id, odd or even) so that no group is
+    dropped; with a large learning rate the second iteration's ratio leaves 1 and the clip acts."""
+    import json
+
+    from gasp.models import load_model
+    from gasp.rl import loop, rewards
+
+    class Parity:
+        kind = "choice"
+        calls = [0]
+
+        def score(self, text, item):
+            Parity.calls[0] += 1
+            return {"acc": float(Parity.calls[0] % 2), "format": 0.0}
+
+    real_get = rewards.get
+    monkeypatch.setattr(rewards, "get", lambda k: Parity if k == "choice" else real_get(k))
+    summary = loop.train_rl(_rl_cfg(sft, tmp_path / "rl", "kinds=[choice]", "lr=0.05"))
+    recs = [json.loads(ln) for ln in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and all(r["dropped_frac"] == 0 for r in recs)
+    for r in recs:
+        assert r["ratio_mean_it1"] == pytest.approx(1.0, abs=1e-5)              # pi_theta = pi_old at first
+        assert abs(r["ratio_mean_it2"] - 1.0) > 1e-3                            # one step later it is not
+    assert any(r["clip_frac_it2"] > 0 for r in recs) and all(r["clip_frac_it1"] == 0 for r in recs)
+    assert {"reward", "dropped_frac", "completion_len", "clip_frac", "reward_choice"} <= set(recs[0])
+    model, _, _ = load_model("tiny-qwen2.5-vl", adapter=summary["adapter"])          # the adapter loads
+    assert (Path(summary["adapter"]) / "gasp_vision_tower.safetensors").is_file()      # with SFT's trained tower
+
+
+def test_flat_groups_are_dropped_and_nothing_updates(sft, tmp_path, monkeypatch):
+    import json
+
+    import torch as _t
+
+    from gasp.rl import loop, rewards
+
+    class Zero:
+        kind = "choice"
+
+        def score(self, text, item):
+            return {"acc": 0.0, "format": 0.0}
+
+    monkeypatch.setattr(rewards, "get", lambda k: Zero)
+    loop.train_rl(_rl_cfg(sft, tmp_path / "rl", "kinds=[choice]"))
+    recs = [json.loads(ln) for ln in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["dropped_frac"] == 1.0 and "loss_it1" not in r for r in recs)
+    from safetensors.torch import load_file
+
+    a = load_file(str(sft / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "rl" / "checkpoint-2" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(_t.equal(a[k], b[k]) for k in a)           # no update, no change
+
+
+def test_bad_rl_settings_are_refused_in_one_line_before_any_work(sft, tmp_path, capsys):
+    from gasp.rl.loop import Prompt, RLError, check, load_rl_config
+    from gasp_cli.rl import main
+
+    out = tmp_path / "rl"
+    assert main(["--config", str(ROOT / "configs" / "vst_rl_tiny.yaml"), "sft_adapter=null", f"out={out}"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "VST's RL starts from the SFT stage's adapter" in err[0] and not out.exists()
+    assert main(["--config", str(ROOT / "configs" / "vst_rl_tiny.yaml"), f"sft_adapter={sft}", "kinds=[caption]",
+                 f"out={out}"]) == 2
+    assert "no reward scores task kind 'caption'" in capsys.readouterr().err and not out.exists()
+    cfg = load_rl_config(None, [f"sft_adapter={sft}", "kinds=[choice, box3d]"])
+    with pytest.raises(RLError, match=r"the data has no question scored by \['box3d'\]"):
+        check(cfg, [Prompt(np.zeros((2, 8, 8, 3), np.uint8), "q", "relative_depth", "choice", {})])

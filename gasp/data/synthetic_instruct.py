@@ -61,13 +61,15 @@ def _turn(human: str, gpt: str, first: bool) -> list[dict[str, str]]:
 
 
 def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike, num_frames: int = 8,
-                             seed: int = 0, multi_turn: bool = False, metric: bool = False,
+                             seed: int = 0, multi_turn: bool = False, metric: bool = False, vst: bool = False,
                              progress: Callable[[Iterable], Iterable] | None = None) -> Path:
     """Write frame folders and `out_dir/instruct.json`; returns the JSON path.
 
     Option order comes from `np.random.default_rng([seed, scene number])`, so it is
     reproducible and independent of how many scenes come before. ``metric`` adds the questions with metric
-    answers (``gasp.data.metric_qa``, HiSpatial's Levels 0-2), one record each (their rng: [seed, scene, 1]).
+    answers (``gasp.data.metric_qa``, HiSpatial's Levels 0-2), one record each (their rng: [seed, scene, 1]);
+    ``vst`` adds VST's appearance order and 3D boxes (``gasp.data.vst_qa``; rng [seed, scene, 2]). Every record's
+    "qa" names the reward kind that scores it ("reward", ``gasp.rl.rewards``) and what it reads ("target").
     """
     if num_frames < 2:
         raise ValueError(f"num_frames must be >= 2 (the motion question needs two frames), got {num_frames}")
@@ -102,9 +104,21 @@ def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike
                                                            frames=idx.tolist()):
                 qa = {"kind": it.kind, "question": it.question, "value": it.value, "options": list(it.options),
                       "answer_index": it.answer_index}
+                qa.update(reward="numeric" if it.numeric else "choice",
+                          target={"value": it.value} if it.numeric else
+                          {"options": list(it.options), "answer_index": it.answer_index})
                 records.append({"id": f"{scene.name}/{it.kind}", "video": rel,
                                 "conversations": _turn(metric_qa.prompt_text(it), it.answer, True), "qa": qa,
                                 "geometry": geometry})
+        if vst:
+            from gasp.data.vst_qa import vst_questions_for_scene
+
+            for it in vst_questions_for_scene(scene.metadata, scene.cam_from_world, np.random.default_rng([seed, i, 2]),
+                                              frames=idx.tolist()):
+                records.append({"id": f"{scene.name}/{it.kind}", "video": rel,
+                                "conversations": _turn(it.prompt(), it.answer, True),
+                                "qa": {"kind": it.kind, "question": it.question, "reward": it.reward,
+                                       "target": it.target}, "geometry": geometry})
     path = out / "instruct.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=1))
@@ -114,4 +128,5 @@ def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike
 
 def _qa(item) -> dict:
     return {"kind": item.kind, "question": item.question, "options": list(item.options),
-            "answer_index": item.answer_index}
+            "answer_index": item.answer_index, "reward": "choice",
+            "target": {"options": list(item.options), "answer_index": item.answer_index}}

@@ -82,6 +82,7 @@ class DataConfig:
     num_frames_lm: int = 8
     lm_ratio: float = 0.5               # fraction of steps that are LM (instruction) batches
     metric_qa: bool = False             # the synthetic instruction data adds questions with metric answers (HiSpatial)
+    vst_qa: bool = False                # ... and VST's appearance order and 3D boxes (gasp/data/vst_qa.py)
     cache: str | None = None            # where synthetic data is made (default OUT/data)
     num_workers: int = 2                # DataLoader workers preparing micro-batches (0: in the training process)
     prefetch: int = 2                   # micro-batches each worker prepares ahead

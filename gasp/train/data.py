@@ -26,7 +26,8 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
     scenes = geo or (lm and cfg.model.pointmap is not None)   # point maps read the instruction records' scenes
     tracks = Path(d.tracks) if d.tracks else cache / "synthetic_train.h5"
     tracks_eval = Path(d.tracks_eval) if d.tracks_eval else cache / "synthetic_eval.h5"
-    instruct = Path(d.instruct) if d.instruct else cache / ("instruct_metric" if d.metric_qa else "instruct") / "instruct.json"
+    name = "instruct" + ("_metric" if d.metric_qa else "") + ("_vst" if d.vst_qa else "")
+    instruct = Path(d.instruct) if d.instruct else cache / name / "instruct.json"
     with accelerator.main_process_first():
         if accelerator.is_main_process:
             from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
@@ -50,7 +51,7 @@ def prepare_data(cfg: TrainConfig, out: Path, accelerator) -> tuple[Path | None,
 
                 try:
                     write_synthetic_instruct(scenes_from_tracks(tracks), instruct.parent, num_frames=d.num_frames_lm,
-                                             seed=cfg.run.seed, metric=d.metric_qa)
+                                             seed=cfg.run.seed, metric=d.metric_qa, vst=d.vst_qa)
                 except ValueError as e:
                     raise InstructionDataError(
                         f"data.instruct is not set, and instruction data cannot be made from {tracks}: {e}. Set "
