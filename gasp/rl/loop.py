@@ -14,7 +14,7 @@ completions each (``model.generate``, temperature ``temperature``), rewards R = 
 log-probs (no grad), then ``iterations`` (>= 2) AdamW steps on -J, so that from the second one the ratio differs
 from 1 and the clip acts. The run starts from the SFT stage's adapter (``sft_adapter``; its trained vision tower
 too) and trains its LoRA. OUT gets metrics.jsonl (reward per kind, the share of groups dropped, clip fraction,
-completion length, loss), config.yaml and checkpoint-STEP/adapter (a peft adapter the probe reads).
+completion length, loss, and the step's time split into generation and update), config.yaml and checkpoint-STEP/adapter (a peft adapter the probe reads).
 """
 from __future__ import annotations
 
@@ -225,7 +225,10 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
     metrics = out / "metrics.jsonl"
     metrics.write_text("")
     bar = progress(total=cfg.max_steps, desc="rl") if progress else None
+    import time
+
     for step in range(cfg.max_steps):
+        t0 = time.perf_counter()
         batch = [prompts[i] for i in rng.choice(len(prompts), min(cfg.prompts_per_step, len(prompts)), replace=False)]
         model.eval()
         groups = []
@@ -235,6 +238,7 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
             texts = [tok.decode(c, skip_special_tokens=True) for c in comps]
             scored = [rewards.get(p.reward)().score(t, p.target) for t in texts]
             groups.append((p, inputs, comps, scored))
+        t_gen = time.perf_counter() - t0
         r = torch.tensor([s["acc"] + s["format"] for _, _, _, sc in groups for s in sc])
         adv, keep = group_advantages(r, cfg.rollouts)
         rec: dict[str, Any] = {"step": step + 1, "reward": float(r.mean()),
@@ -267,6 +271,8 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
                 rec[f"clip_frac_it{it + 1}"] = float(stats["clip_frac"])
                 rec[f"ratio_mean_it{it + 1}"] = float(stats["ratio_mean"])
             rec["clip_frac"] = rec[f"clip_frac_it{cfg.iterations}"]
+        rec.update(gen_s=round(t_gen, 4), update_s=round(time.perf_counter() - t0 - t_gen, 4),
+                   step_s=round(time.perf_counter() - t0, 4))       # rollouts (and rewards) / log-probs and updates
         with metrics.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         if bar:

@@ -1,0 +1,120 @@
+"""Spatial QA per task kind, scored by VST's rule rewards, with frames and with grey frames (seed 004).
+
+    python probes/vst_qa.py --model tiny-qwen2.5-vl --adapter RUN/checkpoint-N/adapter --out OUT
+
+Every question gasp asks of held-out rendered scenes (``gasp.rl.loop.scene_prompts``: camera motion, counting,
+relative depth, a box's depth, distance and height, depth order, appearance order, 3D boxes), answered greedily
+(``model.generate``, at most ``--max-new-tokens``), scored by its task kind's reward's R_acc (``gasp.rl.rewards``:
+exact match, within 25 %, 0.5 R_IoU + 0.5 R_F1). Each question is asked with its frames and with constant grey
+frames of the same size. Per question kind: the mean R_acc, its standard error, and chance (1/#options for a
+choice; 0 for numbers and boxes, where guessing has no floor), so that a stage's gain can be read against chance
+± 2 SE (a gain inside it is no gain). OUT/vst_qa.json holds every answer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GREY = 128
+
+
+def greedy(model, adapter, tok, inputs: dict, max_new_tokens: int) -> str:
+    stop = adapter._end_of_turn(tok)
+    banned = sorted(set(tok.all_special_ids) - set(stop))
+    with torch.no_grad():
+        seq = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
+                             suppress_tokens=banned,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stop[0])
+    return tok.decode(seq[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def evaluate(model, tok, adapter, prompts: list, settings: dict, max_new_tokens: int = 48,
+             progress=None) -> dict[str, Any]:
+    from gasp.rl import rewards
+
+    rows = []
+    for p in (progress(prompts, desc="vst qa", unit="q") if progress else prompts):
+        for view in ("frames", "grey"):
+            frames = p.frames if view == "frames" else np.full_like(p.frames, GREY)
+            inputs, _ = adapter.prepare_inputs(frames, processor_or_tokenizer=tok, prompt=p.text, **settings)
+            text = greedy(model, adapter, tok, inputs, max_new_tokens)
+            score = rewards.get(p.reward)().score(text, p.target)
+            rows.append({"kind": p.kind, "reward": p.reward, "view": view, "question": p.text, "answer": text,
+                         "acc": score["acc"], "format": score["format"],
+                         "chance": 1 / len(p.target["options"]) if p.reward == "choice" else 0.0})
+    summary: dict[str, Any] = {}
+    for view in ("frames", "grey"):
+        for kind in sorted({r["kind"] for r in rows}):
+            rs = [r for r in rows if r["view"] == view and r["kind"] == kind]
+            acc = np.array([r["acc"] for r in rs])
+            summary.setdefault(view, {})[kind] = {
+                "n": len(rs), "acc": float(acc.mean()), "se": float(acc.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1
+                else None, "chance": float(np.mean([r["chance"] for r in rs])),
+                "format": float(np.mean([r["format"] for r in rs]))}
+    return {"rows": rows, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gasp.runinfo import run_info, write_text_atomic
+
+    p = argparse.ArgumentParser(prog="vst_qa", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny-qwen2.5-vl")
+    p.add_argument("--adapter")
+    p.add_argument("--tracks", help="gasp-rendered scenes (default: --scenes rendered here with seed 30000 + --seed)")
+    p.add_argument("--scenes", type=int, default=4)
+    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/vst_qa"))
+    a = p.parse_args(argv)
+    from gasp.models import load_model
+    from gasp.models.loading import ModelNotFoundError, UnknownModelError, check_model
+    from gasp.rl.loop import scene_prompts
+    from tracks.io import TrackReader
+
+    try:
+        check_model(a.model, adapter=a.adapter)
+    except (ModelNotFoundError, UnknownModelError) as e:
+        p.error(str(e))
+    a.out.mkdir(parents=True, exist_ok=True)
+    tracks = Path(a.tracks) if a.tracks else a.out / "scenes.h5"
+    if not a.tracks and not tracks.exists():
+        from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+        make_synthetic_file(tracks, a.scenes, seed=30_000 + a.seed, grid=4, split="eval",
+                            config=SyntheticSceneConfig(height=112, width=112, num_frames=26))
+    with TrackReader(tracks) as reader:
+        scenes = [reader.scene(n) for n in reader.scene_names]
+    model, tok, adapter = load_model(a.model, adapter=a.adapter, seed=a.seed)
+    settings = {}
+    if a.adapter:
+        from gasp.train.checkpoint import input_settings
+
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (input_settings(a.adapter) or {}).items()
+                    if k not in ("model", "prompt")}
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        tqdm = None
+    res = evaluate(model, tok, adapter, scene_prompts(scenes, a.frames, a.seed), settings, a.max_new_tokens, tqdm)
+    res["config"] = {**vars(a), "out": str(a.out), "tracks": str(tracks), "input_settings": settings}
+    res.update(run_info())
+    write_text_atomic(a.out / "vst_qa.json", json.dumps(res, indent=1, default=str) + "\n")
+    for view, kinds in res["summary"].items():
+        print(f"{view}: " + "; ".join(f"{k} {e['acc']:.2f} (chance {e['chance']:.2f}, n {e['n']})"
+                                      for k, e in kinds.items()))
+    print(f"results: {a.out / 'vst_qa.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
