@@ -21,15 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-if __package__ in (None, ""):                              # run as a script: the project root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("probes.metric_qa")
 GREY = 128
