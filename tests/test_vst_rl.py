@@ -222,3 +222,32 @@ def test_bad_rl_settings_are_refused_in_one_line_before_any_work(sft, tmp_path, 
     cfg = load_rl_config(None, [f"sft_adapter={sft}", "kinds=[choice, box3d]"])
     with pytest.raises(RLError, match=r"the data has no question scored by \['box3d'\]"):
         check(cfg, [Prompt(np.zeros((2, 8, 8, 3), np.uint8), "q", "relative_depth", "choice", {})])
+
+
+def test_vst_questions_read_the_cameras(tmp_path):
+    """A rendered scene: each 3D box's corners in camera coordinates are the world corners seen by that camera, and
+    the SFT data holds every VST kind with the reward that scores it (correspondence as a 2-image video)."""
+    import json
+
+    from gasp.data.spatial_qa import box_corners
+    from gasp.data.synthetic_instruct import write_synthetic_instruct
+    from gasp.data.vst_qa import camera_box, vst_questions_for_scene
+    from tracks.synthetic import render_scene
+
+    scene = render_scene(5, None, name="s")
+    boxes = [o for o in scene.metadata["objects"] if o["kind"] == "box"]
+    for o in boxes:
+        T = scene.cam_from_world[3]
+        world = box_corners(o) @ T[:3, :3].T + T[:3, 3]
+        np.testing.assert_allclose(box3d.corners(camera_box(o, T)), world, atol=1e-6)
+    items = {it.kind: it for it in vst_questions_for_scene(scene.metadata, scene.cam_from_world,
+                                                           np.random.default_rng(0), [0, 8, 16, 23])}
+    truth = items["box3d"]
+    assert rewards.get("box3d")().score(truth.answer, truth.target)["acc"] > 0.95      # two decimals cost a little
+    path = write_synthetic_instruct([scene], tmp_path, num_frames=4, metric=True, vst=True)
+    recs = json.loads(path.read_text())
+    kinds = {r["qa"]["kind"]: r for r in recs}
+    assert {"box3d", "correspondence", "point_depth", "camera_motion"} <= set(kinds)
+    assert {r["qa"]["reward"] for r in recs} == {"choice", "numeric", "box3d"}
+    corr = kinds["correspondence"]
+    assert len(list((tmp_path / corr["video"]).glob("*.png"))) == 2 and len(corr["geometry"]["frames"]) == 2

@@ -119,6 +119,17 @@ def write_synthetic_instruct(scenes: Iterable[Scene], out_dir: str | os.PathLike
                                 "conversations": _turn(it.prompt(), it.answer, True),
                                 "qa": {"kind": it.kind, "question": it.question, "reward": it.reward,
                                        "target": it.target}, "geometry": geometry})
+            from gasp.data.vst_qa import correspondence_item
+
+            corr = correspondence_item(scene, idx, np.random.default_rng([seed, i, 3]))
+            if corr is not None:                        # a 2-image "video" of its own, drawn on
+                images, it, pair = corr
+                crel = f"videos/{scene.name}_corr"
+                write_frame_folder(images, out / crel)
+                records.append({"id": f"{scene.name}/{it.kind}", "video": crel,
+                                "conversations": _turn(it.prompt(), it.answer, True),
+                                "qa": {"kind": it.kind, "question": it.question, "reward": it.reward,
+                                       "target": it.target}, "geometry": {"scene": scene.name, "frames": pair}})
     path = out / "instruct.json"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=1))

@@ -82,3 +82,29 @@ def vst_questions_for_scene(metadata: dict[str, Any], cam_from_world: np.ndarray
                              " ".join(format_box(b) for b in boxes), "box3d",
                              {"boxes": [b.tolist() for b in boxes]}))
     return items
+
+
+def correspondence_item(scene, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, VSTItem, list[int]] | None:
+    """VST's multi-view correspondence as VQA (``gasp.data.correspondence_vqa``'s "choice" kind): a marked point in
+    the first shown frame, four lettered candidates in another. Returns (the 2 images, the item, their positions in
+    the scene), or None for a scene without depth and cameras (its tracks come from them) or no usable point."""
+    from gasp.data.correspondence_vqa import LETTERS, make_samples
+    from tracks.geometry import build_tracks
+    from tracks.types import TrackSequence
+
+    if scene.depth is None or scene.K is None or scene.cam_from_world is None:
+        return None
+    idx = np.asarray(idx)
+    tracks, visible, track_depth = build_tracks(scene.depth[idx], scene.K[idx], scene.cam_from_world[idx],
+                                                query_frame=0, grid=4)
+    seq = TrackSequence(frames=scene.frames[idx], depth=scene.depth[idx], K=scene.K[idx],
+                        cam_from_world=scene.cam_from_world[idx], frame_index=scene.frame_index[idx], tracks=tracks,
+                        visible=visible, track_depth=track_depth, query_frame=0, scene=scene.name, key=scene.name)
+    samples = make_samples(seq, rng, "choice", 1, name=f"{scene.name}_corr")
+    if not samples:
+        return None
+    s = samples[0]
+    b = int(np.flatnonzero(scene.frame_index[idx] == s.info["frames"][1])[0])
+    item = VSTItem(s.question.split("\noptions:")[0], "correspondence", s.answer, "choice",
+                   {"options": list(LETTERS), "answer_index": int(s.info["answer_index"])})
+    return s.images, item, [int(idx[0]), int(idx[b])]

@@ -82,7 +82,7 @@ def scene_prompts(scenes, num_frames: int, seed: int) -> list[Prompt]:
     """Every question gasp asks of these scenes (spatial, metric, VST kinds), with the frames it is about."""
     from gasp.data import metric_qa, spatial_qa
     from gasp.data.instruct import sample_indices
-    from gasp.data.vst_qa import vst_questions_for_scene
+    from gasp.data.vst_qa import correspondence_item, vst_questions_for_scene
 
     out = []
     for i, sc in enumerate(scenes):
@@ -97,6 +97,10 @@ def scene_prompts(scenes, num_frames: int, seed: int) -> list[Prompt]:
         for it in vst_questions_for_scene(sc.metadata, sc.cam_from_world, np.random.default_rng([seed, i, 2]),
                                           idx.tolist()):
             out.append(Prompt(frames, it.prompt(), it.kind, it.reward, it.target))
+        corr = correspondence_item(sc, idx, np.random.default_rng([seed, i, 3]))
+        if corr is not None:
+            images, it, _ = corr
+            out.append(Prompt(images, it.prompt(), it.kind, it.reward, it.target))
     return out
 
 
@@ -188,17 +192,27 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
     check(cfg)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    tracks = Path(cfg.tracks) if cfg.tracks else out / "data" / "rl_scenes.h5"
-    if not cfg.tracks and not tracks.exists():
-        from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+    import shutil
+    import tempfile
 
-        s = cfg.synthetic_size
-        make_synthetic_file(tracks, cfg.synthetic_scenes, seed=cfg.seed, grid=4, split="train",
-                            config=SyntheticSceneConfig(height=s, width=s, num_frames=cfg.synthetic_frames))
-    with TrackReader(tracks) as reader:
-        scenes = [reader.scene(n) for n in reader.scene_names]
-    prompts = [p for p in scene_prompts(scenes, cfg.num_frames, cfg.seed) if p.reward in cfg.kinds]
-    check(cfg, scene_prompts(scenes, cfg.num_frames, cfg.seed))
+    tracks = Path(cfg.tracks) if cfg.tracks else out / "data" / "rl_scenes.h5"
+    with tempfile.TemporaryDirectory() as tmp:
+        made = None
+        if not cfg.tracks and not tracks.exists():       # rendered aside, moved into OUT once the data passes
+            from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+            s = cfg.synthetic_size
+            made = Path(tmp) / tracks.name
+            make_synthetic_file(made, cfg.synthetic_scenes, seed=cfg.seed, grid=4, split="train",
+                                config=SyntheticSceneConfig(height=s, width=s, num_frames=cfg.synthetic_frames))
+        with TrackReader(made or tracks) as reader:
+            scenes = [reader.scene(n) for n in reader.scene_names]
+        every = scene_prompts(scenes, cfg.num_frames, cfg.seed)
+        check(cfg, every)                                 # a kind the data lacks: refused, nothing written
+        if made is not None:
+            tracks.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(made), tracks)
+    prompts = [p for p in every if p.reward in cfg.kinds]
     model, tok, adapter = load_model(cfg.name, seed=cfg.seed)
     settings = cfg.input_settings()
     if cfg.sft_adapter:
