@@ -68,7 +68,7 @@ def evaluate(model, processor, adapter, scenes: list, settings: dict, num_frames
 
     fusion = getattr(model, "gasp_pointmap", None)
     conds = [("frames", pointmap), ("grey", pointmap)]
-    if fusion is not None:
+    if fusion is not None and pointmap != "none":          # and without it (an H0 adapter's main condition is none)
         conds += [("frames", "none"), ("grey", "none")]
     rows = []
     items_all = []
