@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         if a.adapter_only and src.vision:
             raise ExportError(f"{src.adapter} carries a vision tower trained in full ({VISION_FILE}), which a peft "
                               "adapter cannot hold; export the merged model (leave out --adapter-only)")
+        from gasp.pointmap import CONFIG_FILE as POINTMAP_FILE
+
+        if (src.adapter / POINTMAP_FILE).is_file():
+            raise ExportError(f"{src.adapter} carries HiSpatial's point-map branch ({POINTMAP_FILE}), which neither a "
+                              "merged HF model nor a peft adapter can hold, and which needs a point map at every "
+                              "forward; use the adapter folder with gasp's loaders (load_model(..., adapter=...), "
+                              "probes/pck.py --pointmap)")
         if a.adapter_only:
             write = _adapter_writer(src)
         else:

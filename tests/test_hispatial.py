@@ -220,3 +220,14 @@ def test_the_probe_refuses_a_point_map_on_tracks_without_depth(tmp_path, capsys)
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "--pointmap gt needs depth maps, and 1 scene(s)" in err[0], err
     assert not (tmp_path / "p").exists()
+
+
+def test_export_refuses_a_point_map_adapter(tracks, tmp_path, capsys):
+    from gasp.train.recipe import train
+    from gasp_cli.export import main as export
+
+    train(_cfg(tracks, tmp_path / "run", "H", "optim.max_steps=1"))
+    for extra in ([], ["--adapter-only"]):
+        out = tmp_path / ("o" + "".join(extra))
+        assert export([str(tmp_path / "run" / "checkpoint-1"), "--out", str(out), *extra]) == 2
+        assert "point-map branch" in capsys.readouterr().err and not out.exists()
