@@ -132,6 +132,37 @@ def lines(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def held_out_scenes(tracks: str | None, out: Path, n: int, seed: int) -> tuple[Path, list]:
+    """The question scenes: ``tracks`` (gasp-rendered), or ``n`` scenes rendered once into OUT/scenes.h5 with
+    ``seed`` (never a training seed). ValueError for a scene gasp did not render (its questions need the metadata)."""
+    from tracks.io import TrackReader
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = Path(tracks) if tracks else out / "scenes.h5"
+    if not tracks and not path.exists():
+        from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+
+        make_synthetic_file(path, n, seed=seed, grid=4, split="eval",
+                            config=SyntheticSceneConfig(height=112, width=112, num_frames=26))
+    with TrackReader(path) as reader:
+        scenes = [reader.scene(name) for name in reader.scene_names]
+    foreign = [s.name for s in scenes if s.metadata.get("generator") != "gasp.synthetic"]
+    if foreign:
+        raise ValueError(f"--tracks {path}: scene {foreign[0]!r} was not rendered by gasp; its questions need the "
+                         "renderer's metadata")
+    return path, scenes
+
+
+def adapter_settings(adapter: str | None) -> dict:
+    """The input settings an adapter was trained with (its gasp_input.json; the prompt is the question's)."""
+    if not adapter:
+        return {}
+    from gasp.train.checkpoint import input_settings
+
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in (input_settings(adapter) or {}).items()
+            if k not in ("model", "prompt")}
+
+
 def main(argv: list[str] | None = None) -> int:
     from gasp.runinfo import run_info, write_text_atomic
 
@@ -161,27 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.pointmap is not None and saved is None:
         p.error(f"--pointmap {a.pointmap}: the model has no point-map branch (only an adapter trained with "
                 "model.pointmap takes one)")
-    from tracks.io import TrackReader
-
-    a.out.mkdir(parents=True, exist_ok=True)
-    tracks = Path(a.tracks) if a.tracks else a.out / "scenes.h5"
-    if not a.tracks and not tracks.exists():
-        from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
-
-        make_synthetic_file(tracks, a.scenes, seed=20_000 + a.seed, grid=4, split="eval",
-                            config=SyntheticSceneConfig(height=112, width=112, num_frames=26))
-    with TrackReader(tracks) as reader:
-        scenes = [reader.scene(n) for n in reader.scene_names]
-    foreign = [s.name for s in scenes if s.metadata.get("generator") != "gasp.synthetic"]
-    if foreign:
-        p.error(f"--tracks {tracks}: scene {foreign[0]!r} was not rendered by gasp; metric questions need its metadata")
+    try:
+        tracks, scenes = held_out_scenes(a.tracks, a.out, a.scenes, 20_000 + a.seed)
+    except ValueError as e:
+        p.error(str(e))
     model, processor, adapter = load_model(a.model, adapter=a.adapter, seed=a.seed)
-    settings = {}
-    if a.adapter:
-        from gasp.train.checkpoint import input_settings
-
-        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (input_settings(a.adapter) or {}).items()
-                    if k not in ("model", "prompt")}
+    settings = adapter_settings(a.adapter)
     try:
         from tqdm.auto import tqdm
     except ImportError:                                  # progress is optional

@@ -75,28 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     from gasp.models import load_model
     from gasp.models.loading import ModelNotFoundError, UnknownModelError, check_model
     from gasp.rl.loop import scene_prompts
-    from tracks.io import TrackReader
 
     try:
         check_model(a.model, adapter=a.adapter)
     except (ModelNotFoundError, UnknownModelError) as e:
         p.error(str(e))
-    a.out.mkdir(parents=True, exist_ok=True)
-    tracks = Path(a.tracks) if a.tracks else a.out / "scenes.h5"
-    if not a.tracks and not tracks.exists():
-        from tracks.synthetic import SyntheticSceneConfig, make_synthetic_file
+    from probes.metric_qa import adapter_settings, held_out_scenes
 
-        make_synthetic_file(tracks, a.scenes, seed=30_000 + a.seed, grid=4, split="eval",
-                            config=SyntheticSceneConfig(height=112, width=112, num_frames=26))
-    with TrackReader(tracks) as reader:
-        scenes = [reader.scene(n) for n in reader.scene_names]
+    try:
+        tracks, scenes = held_out_scenes(a.tracks, a.out, a.scenes, 30_000 + a.seed)
+    except ValueError as e:
+        p.error(str(e))
     model, tok, adapter = load_model(a.model, adapter=a.adapter, seed=a.seed)
-    settings = {}
-    if a.adapter:
-        from gasp.train.checkpoint import input_settings
-
-        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (input_settings(a.adapter) or {}).items()
-                    if k not in ("model", "prompt")}
+    settings = adapter_settings(a.adapter)
     try:
         from tqdm.auto import tqdm
     except ImportError:

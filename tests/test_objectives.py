@@ -247,17 +247,10 @@ def test_a_pseudogd_run_resumes_exactly_with_its_heads(tracks, tmp_path):
 
 # ---- refusals: one line, before any work ----------------------------------------------------------------
 def _depthless(path):
-    from tracks.types import Scene
-    from tracks.writer import TrackWriter
+    """A converter's tracks file: no depth, no cameras, not gasp's renderer."""
+    from tests.test_first_run import _own_tracks
 
-    rng = np.random.default_rng(0)
-    with TrackWriter(path) as w:
-        w.add_scene(Scene(name="clip", frames=rng.integers(0, 255, (6, 56, 56, 3), dtype=np.uint8), depth=None,
-                          K=None, cam_from_world=None, frame_index=np.arange(6)))
-        pts = rng.uniform(5, 50, (6, 16, 2)).astype(np.float32)
-        vis = np.ones((6, 16), bool)
-        w.add_tracks("clip", range(6), pts, vis, ~vis, np.zeros(16, np.int64))
-    return path
+    return _own_tracks(path)
 
 
 @pytest.mark.parametrize("case", ["site", "depthless", "teacher frames", "stand-in on foreign data"])
