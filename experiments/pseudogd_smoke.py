@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("P", "P0")
+EXPLORATORY = ("P-lin",)     # added after P against P0 was seen (heads absorbed the signal): reported as exploratory
 
 
 def _sh(args: list[str], log: Path) -> None:
@@ -53,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "pseudogd_smoke")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--exploratory", action="store_true", help=f"also the arms {EXPLORATORY} (not pre-registered)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     rows = [{"arm": "untrained", "seed": None, **probe(a.out / "untrained" / "probe", None)}]
-    for arm in ARMS:
+    for arm in ARMS + (EXPLORATORY if a.exploratory else ()):
         for seed in a.seeds:
             run = a.out / f"{arm}-s{seed}"
             if not (run / "train_summary.json").is_file():
