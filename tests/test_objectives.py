@@ -374,3 +374,16 @@ def test_instruction_batches_carry_their_scenes_targets_for_the_joint_step(track
     assert {"l_lm", "l_pgd_depth", "l_pgd_structure"} <= set(out)
     # GASP's heads need tracks: their instruction batches stay plain
     assert not joint_step(_gasp(tracks, tmp_path, "loss.lm=true"), [])
+
+
+def test_an_objective_can_read_after_the_projector(tracks, tmp_path):
+    """site: projector reads the visual tokens as the LLM's first layer receives them (the probe's layer -1): the
+    head's width is the LLM's, and the loss reaches the projector, which the pre-projector site cannot."""
+    from gasp.train.recipe import make_batch
+
+    run = _setup(_pgd(tracks, tmp_path, "loss.lm=false", "objectives=[{name: pgd_depth, site: projector}]"))
+    gm = run.gm
+    assert gm.objective_heads["pgd_depth"].fc1.in_features == gm.adapter.text_config(gm.model).hidden_size
+    gm(make_batch(run, "geo", 0))["loss"].backward()
+    merger = [p for n, p in gm.named_parameters() if "merger.modules_to_save" in n]
+    assert merger and any(p.grad is not None and p.grad.abs().max() > 0 for p in merger)
