@@ -17,19 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from experiments.smoke import last_checkpoint, run_script
+
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"H": "gt", "H0": "none"}
-
-
-def _sh(args: list[str], log: Path) -> None:
-    with log.open("w") as f:
-        r = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=False)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(args)} failed (exit {r.returncode}); see {log}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,18 +39,18 @@ def main(argv: list[str] | None = None) -> int:
             run = a.out / f"{arm}-s{seed}"
             if not (run / "train_summary.json").is_file():
                 run.mkdir(parents=True, exist_ok=True)
-                _sh(["scripts/train_gasp.py", "--config", f"configs/hispatial/{arm}.yaml", f"run.seed={seed}",
+                run_script(["scripts/train_gasp.py", "--config", f"configs/hispatial/{arm}.yaml", f"run.seed={seed}",
                      f"run.out={run}", "run.eval_sequences=0"], run / "train.log")
             steps = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-            ckpt = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1] / "adapter"
+            ckpt = last_checkpoint(run) / "adapter"
             qa_out = run / "metric_qa"
             if not (qa_out / "metric_qa.json").is_file():
-                _sh(["probes/metric_qa.py", "--model", "tiny-paligemma", "--adapter", str(ckpt), "--pointmap", source,
+                run_script(["probes/metric_qa.py", "--model", "tiny-paligemma", "--adapter", str(ckpt), "--pointmap", source,
                      "--scenes", str(a.qa_scenes), "--out", str(qa_out)], run / "metric_qa.log")
             qa = json.loads((qa_out / "metric_qa.json").read_text())["summary"]
             probe_out = run / "probe"
             if not (probe_out / "results.json").is_file():
-                _sh(["probes/pck.py", "--model", "tiny-paligemma", "--adapter", str(ckpt), "--pointmap", source,
+                run_script(["probes/pck.py", "--model", "tiny-paligemma", "--adapter", str(ckpt), "--pointmap", source,
                      "--depth", "--out", str(probe_out)], run / "probe.log")
             res = json.loads((probe_out / "results.json").read_text())
             d = res["depth"]

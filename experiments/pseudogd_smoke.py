@@ -17,20 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from experiments.smoke import last_checkpoint, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("P", "P0")
 EXPLORATORY = ("P-lin",)     # added after P against P0 was seen (heads absorbed the signal): reported as exploratory
-
-
-def _sh(args: list[str], log: Path) -> None:
-    with log.open("w") as f:
-        r = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=False)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(args)} failed (exit {r.returncode}); see {log}")
 
 
 def probe(out: Path, adapter: Path | None) -> dict:
@@ -41,7 +35,7 @@ def probe(out: Path, adapter: Path | None) -> dict:
     else:
         args += ["--size", "112", "112"]              # the untrained model at the arms' input size
     if not (out / "results.json").is_file():
-        _sh(args, out / "probe.log")
+        run_script(args, out / "probe.log")
     r = json.loads((out / "results.json").read_text())
     d = r["depth"]
     at = {layer: i for i, layer in enumerate(d["layers"])}
@@ -63,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             run = a.out / f"{arm}-s{seed}"
             if not (run / "train_summary.json").is_file():
                 run.mkdir(parents=True, exist_ok=True)
-                _sh(["scripts/train_gasp.py", "--config", f"configs/pseudogd/{arm}.yaml", f"run.seed={seed}",
+                run_script(["scripts/train_gasp.py", "--config", f"configs/pseudogd/{arm}.yaml", f"run.seed={seed}",
                      f"run.out={run}", "run.eval_sequences=0"], run / "train.log")
             steps = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
             last = steps[-5:]
@@ -72,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 vals = [s[k] for s in last if s.get(k) is not None]
                 return statistics.fmean(vals) if vals else None
 
-            ckpt = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+            ckpt = last_checkpoint(run)
             rows.append({"arm": arm, "seed": seed, "l_lm_last5": mean("l_lm"), "l_pgd_depth_last5": mean("l_pgd_depth"),
                          "l_pgd_structure_last5": mean("l_pgd_structure"), "steps": len(steps),
                          **probe(run / "probe", ckpt / "adapter")})

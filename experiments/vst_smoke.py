@@ -17,25 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from experiments.smoke import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sh(args: list[str], log: Path) -> None:
-    with log.open("w") as f:
-        r = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=False)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(args)} failed (exit {r.returncode}); see {log}")
-
-
 def read(adapter: Path, out: Path) -> dict:
     if not (out / "vst_qa" / "vst_qa.json").is_file():
-        _sh(["probes/vst_qa.py", "--adapter", str(adapter), "--out", str(out / "vst_qa")], out / "vst_qa.log")
+        run_script(["probes/vst_qa.py", "--adapter", str(adapter), "--out", str(out / "vst_qa")], out / "vst_qa.log")
     if not (out / "probe" / "results.json").is_file():
-        _sh(["probes/pck.py", "--model", "tiny-qwen2.5-vl", "--adapter", str(adapter), "--depth",
+        run_script(["probes/pck.py", "--model", "tiny-qwen2.5-vl", "--adapter", str(adapter), "--depth",
              "--out", str(out / "probe")], out / "probe.log")
     qa = json.loads((out / "vst_qa" / "vst_qa.json").read_text())["summary"]
     res = json.loads((out / "probe" / "results.json").read_text())
@@ -56,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         sft, rl = a.out / f"sft-s{seed}", a.out / f"rl-s{seed}"
         if not (sft / "train_summary.json").is_file():
             sft.mkdir(parents=True, exist_ok=True)
-            _sh(["scripts/train_gasp.py", "--config", "configs/vst_sft_tiny.yaml", f"run.seed={seed}", f"run.out={sft}",
+            run_script(["scripts/train_gasp.py", "--config", "configs/vst_sft_tiny.yaml", f"run.seed={seed}", f"run.out={sft}",
                  "run.eval_sequences=0"], sft / "train.log")
         if not (rl / "rl_summary.json").is_file():
             rl.mkdir(parents=True, exist_ok=True)
-            _sh(["scripts/train_vst_rl.py", "--config", "configs/vst_rl_tiny.yaml", f"seed={seed}",
+            run_script(["scripts/train_vst_rl.py", "--config", "configs/vst_rl_tiny.yaml", f"seed={seed}",
                  f"sft_adapter={sft / 'checkpoint-60'}", f"out={rl}"], rl / "train.log")
         recs = [json.loads(ln) for ln in (rl / "metrics.jsonl").read_text().splitlines()]
         rows.append({"stage": "SFT", "seed": seed, **read(sft / "checkpoint-60" / "adapter", sft)})

@@ -26,7 +26,11 @@ Shapes: F frames, H x W pixels, h x w tokens, m merge (Qwen 2, PaliGemma 1), p p
 """
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -181,10 +185,6 @@ def fused_output(out: Tensor, rows: Tensor, proj: nn.Linear) -> Tensor:
     return out + proj(rows.to(proj.weight.dtype)).reshape(out.shape).to(out.dtype)
 
 
-__all__ = ["CLIP", "ENC_CHANNELS", "FREQS", "PointMapBranch", "PointMapError", "SOURCES", "encode", "frequencies",
-           "fused_output", "make_pointmap", "noisy_depth", "pointmap_config", "relative_depth", "resize_pointmap",
-           "unproject_depth"]
-
 
 # ---- installing the branch in a model -------------------------------------------------------------------
 class PointMapInput:
@@ -221,19 +221,15 @@ class PointMapInput:
         rows, self._rows = self._rows, None
         return fused_output(out, rows, self.branch.proj)
 
-    def feeding(self, pointmaps: Tensor, inputs: dict):
+    @contextmanager
+    def feeding(self, pointmaps: Tensor, inputs: dict) -> Iterator[PointMapInput]:
         """Context: the point rows of ``pointmaps`` (F', H', W', 4), in the projector's row order, for one forward."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def ctx():
-            feats = self.branch.patches(pointmaps.to(self.branch.conv.weight.device))    # (F', H'/p, W'/p, C)
-            self._rows = self.adapter.pointmap_rows(feats, inputs, self.model)
-            try:
-                yield self
-            finally:
-                self._rows = None
-        return ctx()
+        feats = self.branch.patches(pointmaps.to(self.branch.conv.weight.device))        # (F', H'/p, W'/p, C)
+        self._rows = self.adapter.pointmap_rows(feats, inputs, self.model)
+        try:
+            yield self
+        finally:
+            self._rows = None
 
     def remove(self) -> None:
         for h in self._handles:
@@ -243,14 +239,21 @@ class PointMapInput:
 
 def branch_for(model, adapter) -> PointMapBranch:
     """A fresh branch sized to ``model``'s projector (its first linear layer's input and output widths)."""
-    if adapter.pointmap_first_linear is None:
-        raise PointMapError(f"the {adapter.model_type} adapter has no point-map input; families with one: "
-                            f"{', '.join(families_with_pointmap())}")
+    if (why := unsupported(adapter)) is not None:
+        raise PointMapError(why)
     projector = adapter.projector(model)
     suffix = adapter.pointmap_first_linear
     first = next(m for n, m in projector.named_modules() if n == suffix or n.endswith("." + suffix))
     patch, merge = adapter.pointmap_patch_merge()
     return PointMapBranch(first.in_features // (merge * merge), patch, merge, first.out_features)
+
+
+def unsupported(adapter) -> str | None:
+    """Why the family has no point-map input (naming those that have one), or None."""
+    if adapter.pointmap_first_linear is not None:
+        return None
+    return (f"the {adapter.model_type} adapter has no point-map input; families with one: "
+            f"{', '.join(families_with_pointmap())}")
 
 
 def families_with_pointmap() -> list[str]:
@@ -264,33 +267,36 @@ WEIGHTS_FILE = "gasp_pointmap.safetensors"      # beside the peft files: the bra
 CONFIG_FILE = "gasp_pointmap.json"
 
 
-def save_branch(branch: PointMapBranch, source: str, adapter_dir, state: dict | None = None) -> None:
-    """Write the branch's weights (``state``: gathered ones, else the module's) and its config."""
-    import json
-    from pathlib import Path
-
+def save_branch(branch: PointMapBranch, source: str, adapter_dir) -> None:
+    """Write the branch's weights and its config into an adapter folder."""
     from safetensors.torch import save_file
 
     d = Path(adapter_dir)
-    state = state if state is not None else branch.state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(d / WEIGHTS_FILE))
+    save_file({k: v.detach().cpu().contiguous() for k, v in branch.state_dict().items()}, str(d / WEIGHTS_FILE))
     (d / CONFIG_FILE).write_text(json.dumps(pointmap_config(branch, source), indent=1) + "\n")
 
 
 def saved_source(adapter_dir) -> str | None:
     """The point-map source an adapter was trained with, or None when it has no point-map branch."""
-    import json
-    from pathlib import Path
-
     p = Path(adapter_dir) / CONFIG_FILE
     return json.loads(p.read_text())["source"] if p.is_file() else None
 
 
+def pairing_error(adapter_dir, pointmap: str | None) -> str | None:
+    """Why ``pointmap`` cannot be fed to the adapter in ``adapter_dir`` (None: it can): an adapter trained with a
+    point map needs one, and only such an adapter takes one."""
+    saved = saved_source(adapter_dir) if adapter_dir else None
+    if saved is not None and pointmap is None:
+        return (f"--adapter {adapter_dir} was trained with a {saved} point map (HiSpatial's input, model.pointmap); "
+                "pass --pointmap gt|reldepth|noisy|none (none: every pixel invalid)")
+    if pointmap is not None and saved is None:
+        return (f"--pointmap {pointmap}: {'--adapter ' + str(adapter_dir) if adapter_dir else 'the model'} has no "
+                "point-map branch; only an adapter trained with model.pointmap takes one")
+    return None
+
+
 def load_branch(model, adapter, adapter_dir) -> PointMapInput | None:
     """The branch saved in ``adapter_dir`` joined to ``model`` (``model.gasp_pointmap``), or None without one."""
-    import json
-    from pathlib import Path
-
     from safetensors.torch import load_file
 
     d = Path(adapter_dir)
@@ -305,7 +311,6 @@ def load_branch(model, adapter, adapter_dir) -> PointMapInput | None:
     dev = next(model.parameters()).device
     branch.to(dev).eval()
     fusion = PointMapInput.install(model, adapter, branch)
-    fusion.source = cfg["source"]
     model.gasp_pointmap = fusion
     return fusion
 

@@ -13,12 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from gasp.config import ConfigError
-    from gasp.rl.loop import RLError, check, load_rl_config, train_rl
+    from gasp.rl.loop import RLError, load_rl_config, train_rl
 
     try:
         cfg = load_rl_config(a.config, a.overrides)
-        check(cfg)
-    except (ConfigError, RLError) as e:
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -22,7 +22,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -31,20 +31,10 @@ log = logging.getLogger("probes.metric_qa")
 GREY = 128
 
 
-def _sequence(scene, idx: np.ndarray):
-    from tracks.types import TrackSequence
-
-    f = len(idx)
-    return TrackSequence(frames=scene.frames[idx], depth=None if scene.depth is None else scene.depth[idx],
-                         K=None if scene.K is None else scene.K[idx],
-                         cam_from_world=None if scene.cam_from_world is None else scene.cam_from_world[idx],
-                         frame_index=scene.frame_index[idx], tracks=np.zeros((f, 0, 2), np.float32),
-                         visible=np.zeros((f, 0), bool), track_depth=None, scene=scene.name, key=scene.name)
-
-
 def answer_loglik(model, processor, adapter, frames: np.ndarray, prompt: str, answer: str, settings: dict,
-                  pointmap: torch.Tensor | None, fusion) -> float:
-    """Summed log-likelihood of ``answer`` as the assistant's answer (its labelled tokens)."""
+                  pointmap: Callable | None, fusion) -> float:
+    """Summed log-likelihood of ``answer`` as the assistant's answer (its labelled tokens); ``pointmap(layout)``
+    gives the point map a model with a point-map branch (``fusion``) is fed."""
     inputs, layout = adapter.prepare_inputs(frames, processor_or_tokenizer=processor, prompt=prompt, answer=answer,
                                             **settings)
     dev = next(model.parameters()).device
@@ -52,7 +42,7 @@ def answer_loglik(model, processor, adapter, frames: np.ndarray, prompt: str, an
     n = int((inputs["labels"] != -100).sum())
     with torch.no_grad():
         if fusion is not None:
-            with fusion.feeding(pointmap(layout) if callable(pointmap) else pointmap, inputs):
+            with fusion.feeding(pointmap(layout), inputs):
                 loss = model(**inputs).loss
         else:
             loss = model(**inputs).loss
@@ -74,7 +64,7 @@ def evaluate(model, processor, adapter, scenes: list, settings: dict, num_frames
     items_all = []
     for i, scene in enumerate(scenes):
         idx = sample_indices(len(scene.frame_index), num_frames)
-        seq = _sequence(scene, idx)
+        seq = scene.without_points(idx)
         for it in metric_qa.metric_questions_for_scene(scene.metadata, np.random.default_rng([seed, i, 1]),
                                                        frames=idx.tolist()):
             items_all.append((scene, seq, it))
@@ -180,18 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from gasp.models import load_model
     from gasp.models.loading import ModelNotFoundError, UnknownModelError, check_model
-    from gasp.pointmap import saved_source
+    from gasp.pointmap import pairing_error
 
     try:
         check_model(a.model, adapter=a.adapter)
     except (ModelNotFoundError, UnknownModelError) as e:
         p.error(str(e))
-    saved = saved_source(a.adapter) if a.adapter else None
-    if saved is not None and a.pointmap is None:
-        p.error(f"--adapter {a.adapter} was trained with a {saved} point map; pass --pointmap gt|reldepth|noisy|none")
-    if a.pointmap is not None and saved is None:
-        p.error(f"--pointmap {a.pointmap}: the model has no point-map branch (only an adapter trained with "
-                "model.pointmap takes one)")
+    if (why := pairing_error(a.adapter, a.pointmap)) is not None:
+        p.error(why)
     try:
         tracks, scenes = held_out_scenes(a.tracks, a.out, a.scenes, 20_000 + a.seed)
     except ValueError as e:

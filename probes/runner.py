@@ -324,15 +324,10 @@ def _check_resume(cfg: ProbeConfig, out: Path, write: bool = True) -> None:
 
 def check_pointmap(cfg: ProbeConfig) -> None:
     """An adapter trained with a point map is probed with one, and only such an adapter (one line, before work)."""
-    from gasp.pointmap import saved_source
+    from gasp.pointmap import pairing_error
 
-    saved = saved_source(cfg.adapter) if cfg.adapter else None
-    if saved is not None and cfg.pointmap is None:
-        raise ProbeError(f"--adapter {cfg.adapter} was trained with a {saved} point map (HiSpatial's input, "
-                         "model.pointmap); pass --pointmap gt|reldepth|noisy|none (none: every pixel invalid)")
-    if cfg.pointmap is not None and saved is None:
-        raise ProbeError(f"--pointmap {cfg.pointmap}: {'--adapter ' + cfg.adapter if cfg.adapter else 'the model'} "
-                         "has no point-map branch; only an adapter trained with model.pointmap takes one")
+    if (why := pairing_error(cfg.adapter, cfg.pointmap)) is not None:
+        raise ProbeError(why)
 
 
 def run_probe(cfg: ProbeConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any] | None:

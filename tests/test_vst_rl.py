@@ -209,7 +209,7 @@ def test_flat_groups_are_dropped_and_nothing_updates(sft, tmp_path, monkeypatch)
 
 
 def test_bad_rl_settings_are_refused_in_one_line_before_any_work(sft, tmp_path, capsys):
-    from gasp.rl.loop import Prompt, RLError, check, load_rl_config
+    from gasp.rl.loop import Prompt, RLError, check_data, load_rl_config
     from gasp_cli.rl import main
 
     out = tmp_path / "rl"
@@ -221,7 +221,7 @@ def test_bad_rl_settings_are_refused_in_one_line_before_any_work(sft, tmp_path, 
     assert "no reward scores task kind 'caption'" in capsys.readouterr().err and not out.exists()
     cfg = load_rl_config(None, [f"sft_adapter={sft}", "kinds=[choice, box3d]"])
     with pytest.raises(RLError, match=r"the data has no question scored by \['box3d'\]"):
-        check(cfg, [Prompt(np.zeros((2, 8, 8, 3), np.uint8), "q", "relative_depth", "choice", {})])
+        check_data(cfg, [Prompt(np.zeros((2, 8, 8, 3), np.uint8), "q", "relative_depth", "choice", {})])
 
 
 def test_vst_questions_read_the_cameras(tmp_path):

@@ -60,6 +60,20 @@ class Scene:
     def has_cameras(self) -> bool:
         return self.K is not None and self.cam_from_world is not None
 
+    def without_points(self, frames: np.ndarray | None = None, key: str = "") -> "TrackSequence":
+        """Frames ``frames`` (stored positions; default all) as a sequence with no points: their depth and cameras,
+        for what reads those alone (per-token depth, point maps, structure targets)."""
+        ids = np.arange(self.num_frames) if frames is None else np.asarray(frames, dtype=np.int64)
+
+        def pick(x):
+            return None if x is None else x[ids]
+
+        f = len(ids)
+        return TrackSequence(frames=self.frames[ids], depth=pick(self.depth), K=pick(self.K),
+                             cam_from_world=pick(self.cam_from_world), frame_index=self.frame_index[ids],
+                             tracks=np.zeros((f, 0, 2), np.float32), visible=np.zeros((f, 0), bool),
+                             track_depth=None, scene=self.name, key=key or self.name)
+
 
 @dataclass
 class TrackSequence:

@@ -76,14 +76,16 @@ class Objective:
         self.head_kind = self.head if spec.head == "default" else spec.head
 
     # ---- what the run checks before any work ----------------------------------------------
+    def check_spec(self) -> None:
+        """Refuse a site or head this objective does not have (one line; the config's own check)."""
+        if self.site_name not in self.sites:
+            raise ObjectiveError(f"{self.name} reads {', '.join(self.sites)}, not site {self.spec.site!r}")
+        if self.head_kind not in self.heads:
+            raise ObjectiveError(f"{self.name} takes heads {', '.join(self.heads)}, not {self.spec.head!r}")
+
     def check(self, adapter) -> None:
         """Refuse a site or head this objective, or the model family, does not have (one line)."""
-        if self.site_name not in self.sites:
-            raise ObjectiveError(f"objective {self.name}: site {self.site_name!r} is not one it reads; it reads "
-                                 f"{', '.join(self.sites)}")
-        if self.head_kind not in self.heads:
-            raise ObjectiveError(f"objective {self.name}: head {self.head_kind!r} is not one it takes; it takes "
-                                 f"{', '.join(self.heads)}")
+        self.check_spec()
         if self.site_name not in adapter.objective_sites():
             raise ObjectiveError(f"objective {self.name} reads {SITES[self.site_name]} ({self.site_name}), which the "
                                  f"{adapter.model_type} adapter does not expose; families that do: "

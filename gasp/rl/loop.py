@@ -104,8 +104,8 @@ def scene_prompts(scenes, num_frames: int, seed: int) -> list[Prompt]:
     return out
 
 
-def check(cfg: RLConfig, prompts: list[Prompt] | None = None) -> None:
-    """Refuse, in one line, a run without its SFT adapter, or a reward kind nobody scores or the data lacks."""
+def check(cfg: RLConfig) -> None:
+    """Refuse, in one line, a run without its SFT adapter, or a reward kind nobody scores."""
     from gasp.rl import rewards
 
     if cfg.rollouts < 2 or cfg.iterations < 2:
@@ -122,12 +122,15 @@ def check(cfg: RLConfig, prompts: list[Prompt] | None = None) -> None:
             rewards.get(k)
         except rewards.RewardError as e:
             raise RLError(f"kinds: {e}") from None
-    if prompts is not None:
-        have = {p.reward for p in prompts}
-        missing = [k for k in cfg.kinds if k not in have]
-        if missing:
-            raise RLError(f"kinds: the data has no question scored by {missing} (it has {sorted(have)}); drop them "
-                          "from kinds or bring scenes that give such questions")
+
+
+def check_data(cfg: RLConfig, prompts: list[Prompt]) -> None:
+    """Refuse, in one line, a reward kind the data gives no question for."""
+    have = {p.reward for p in prompts}
+    missing = [k for k in cfg.kinds if k not in have]
+    if missing:
+        raise RLError(f"kinds: the data has no question scored by {missing} (it has {sorted(have)}); drop them "
+                      "from kinds or bring scenes that give such questions")
 
 
 def sft_dir(path: str) -> Path:
@@ -173,6 +176,11 @@ def rollout(model, adapter, tok, inputs: dict, n: int, cfg: RLConfig, stop: list
     return outs
 
 
+def _padded(rows: list[torch.Tensor], T: int) -> torch.Tensor:
+    """(B, T) the (len_b,) rows, zero after their end."""
+    return torch.stack([torch.cat([x, x.new_zeros(T - len(x))]) for x in rows])
+
+
 # ---- the loop ---------------------------------------------------------------------------------------------
 def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any]:
     from peft import PeftModel
@@ -208,7 +216,7 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
         with TrackReader(made or tracks) as reader:
             scenes = [reader.scene(n) for n in reader.scene_names]
         every = scene_prompts(scenes, cfg.num_frames, cfg.seed)
-        check(cfg, every)                                 # a kind the data lacks: refused, nothing written
+        check_data(cfg, every)                            # a kind the data lacks: refused, nothing written
         if made is not None:
             tracks.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(made), tracks)
@@ -250,7 +258,8 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
             inputs, _ = adapter.prepare_inputs(p.frames, processor_or_tokenizer=tok, prompt=p.text, **settings)
             comps = rollout(model, adapter, tok, inputs, cfg.rollouts, cfg, stop)
             texts = [tok.decode(c, skip_special_tokens=True) for c in comps]
-            scored = [rewards.get(p.reward)().score(t, p.target) for t in texts]
+            reward = rewards.get(p.reward)()
+            scored = [reward.score(t, p.target) for t in texts]
             groups.append((p, inputs, comps, scored))
         t_gen = time.perf_counter() - t0
         r = torch.tensor([s["acc"] + s["format"] for _, _, _, sc in groups for s in sc])
@@ -261,21 +270,17 @@ def train_rl(cfg: RLConfig, progress: Callable[..., Any] | None = None) -> dict[
         for kind in cfg.kinds:
             vals = [s["acc"] + s["format"] for p, _, _, sc in groups if p.reward == kind for s in sc]
             rec[f"reward_{kind}"] = float(np.mean(vals)) if vals else None
-        kept = [(gi, j) for gi, k in enumerate(keep.tolist()) if k for j in range(cfg.rollouts)]
-        if kept:
-            advk = torch.stack([adv[gi * cfg.rollouts + j] for gi, j in kept])
-            kept = [(groups[gi], j) for gi, j in kept]
+        rows = [gi * cfg.rollouts + j for gi, k in enumerate(keep.tolist()) if k for j in range(cfg.rollouts)]
+        if rows:                                      # completions of the kept groups, as (prompt inputs, tokens)
+            flat = [(inputs, c) for _, inputs, comps, _ in groups for c in comps]
+            kept, advk = [flat[i] for i in rows], adv[rows]
+            T = max(len(c) for _, c in kept)                                          # (B, T) padded
+            mask = torch.stack([torch.arange(T) < len(c) for _, c in kept])
             with torch.no_grad():
-                old = [completion_logp(model, adapter, g[1], g[2][j]) for g, j in kept]
+                lpo = _padded([completion_logp(model, adapter, i, c) for i, c in kept], T)
             model.train()
             for it in range(cfg.iterations):
-                new = [completion_logp(model, adapter, g[1], g[2][j]) for g, j in kept]
-                T = max(len(x) for x in new)                                           # (B, T) padded
-                lp = torch.stack([torch.cat([x, x.new_zeros(T - len(x))]) for x in new])
-                lpo, mask = torch.zeros(len(new), T), torch.zeros(len(new), T, dtype=torch.bool)
-                for b, (x, o) in enumerate(zip(new, old)):
-                    lpo[b, :len(o)] = o
-                    mask[b, :len(x)] = True
+                lp = _padded([completion_logp(model, adapter, i, c) for i, c in kept], T)
                 loss, stats = dapo_loss(lp, lpo, advk, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -203,15 +203,12 @@ def _check_objectives(cfg: TrainConfig, specs: list[ObjectiveConfig]) -> None:
         where = f"objectives[{i}]"
         try:
             obj = objectives.get(spec.name)(spec, cfg)
+            obj.check_spec()
         except objectives.ObjectiveError as e:
             raise ConfigError(f"{where}: {e}") from None
         if spec.name in seen:
             raise ConfigError(f"{where}: objective {spec.name} is listed twice")
         seen.add(spec.name)
-        if obj.site_name not in obj.sites:
-            raise ConfigError(f"{where}: {spec.name} reads {', '.join(obj.sites)}, not site {spec.site!r}")
-        if obj.head_kind not in obj.heads:
-            raise ConfigError(f"{where}: {spec.name} takes heads {', '.join(obj.heads)}, not {spec.head!r}")
         if spec.weight < 0:
             raise ConfigError(f"{where}: weight must be >= 0, got {spec.weight}")
         if spec.teacher is not None and "structure" not in obj.needs:

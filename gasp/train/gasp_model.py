@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gasp.objectives.gasp_heads import qk_embedding  # noqa: F401  (arm D's embedding, where tests have read it)
 from gasp.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,6 @@ class GaspModel(nn.Module):
         self.heads = heads
         self.adapter = adapter
         self.loss_cfg = cfg.loss
-        self.checkpoint_heads = cfg.heads.checkpoint
         self.decoder_layers = adapter.decoder_layers(model)
         self.objectives = objectives if objectives is not None else make_objectives(cfg)
         self.objective_heads = nn.ModuleDict(objective_heads or {})
@@ -148,13 +148,6 @@ def make_objectives(cfg: TrainConfig) -> list:
     from gasp.train.config import objective_specs
 
     return [objectives.get(spec.name)(spec, cfg) for spec in objective_specs(cfg)]
-
-
-def qk_embedding(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
-    """(heads, N, D) Q or K -> (N, H*D); see ``gasp.objectives.gasp_heads.qk_embedding``."""
-    from gasp.objectives.gasp_heads import qk_embedding as embed
-
-    return embed(x, num_heads)
 
 
 def build_heads(peft_model, adapter, cfg: TrainConfig, objectives: list | None = None):

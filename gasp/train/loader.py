@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
 from gasp.train.geo_batch import geo_targets
@@ -84,12 +83,7 @@ class BatchMaker:
     def _scene_sequence(self, ex) -> TrackSequence:
         """An instruction example's frames as a sequence of its scene (depth, cameras; no points), read from the
         training tracks file its record was made from (``ex.geometry``)."""
-        name = ex.geometry["scene"]
-        scene = self.geo.reader.scene(name, frames=ex.source_frames)
-        f = len(scene.frame_index)
-        return TrackSequence(frames=scene.frames, depth=scene.depth, K=scene.K, cam_from_world=scene.cam_from_world,
-                             frame_index=scene.frame_index, tracks=np.zeros((f, 0, 2), np.float32),
-                             visible=np.zeros((f, 0), bool), track_depth=None, scene=name, key=f"{ex.id}")
+        return self.geo.reader.scene(ex.geometry["scene"], frames=ex.source_frames).without_points(key=ex.id)
 
 
 @dataclass

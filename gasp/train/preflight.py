@@ -104,7 +104,7 @@ def _check_objectives(cfg: TrainConfig) -> None:
     with TrackReader(tracks) as reader:
         for obj in objectives:
             if "depth_maps" in obj.needs:
-                lacking = [s for s in reader.scene_names if not reader.scene_has(s)["depth"]]
+                lacking = scenes_lacking(reader, "depth")
                 if lacking:
                     raise InputError(f"objective {obj.name} needs depth maps, but {len(lacking)} of "
                                      f"{len(reader.scene_names)} scene(s) of data.tracks={tracks} have none (e.g. "
@@ -117,35 +117,38 @@ def _check_objectives(cfg: TrainConfig) -> None:
                     raise InputError(f"objective {obj.name}: {e}") from None
 
 
+def scenes_lacking(reader, *what: str) -> list[str]:
+    """The scenes of an open TrackReader that lack any of ``what`` ("depth", "cameras": ``scene_has``'s keys)."""
+    return [s for s in reader.scene_names if not all(reader.scene_has(s)[w] for w in what)]
+
+
 def _check_pointmap(cfg: TrainConfig, adapter) -> None:
     """model.pointmap: a family with the input, gasp's own instruction data (its records name their scene, whose
     depth and cameras make the point map), depth in the tracks, one process engine."""
-    import os
-
     source = cfg.model.pointmap
     if source is None:
         return
-    from gasp.pointmap import families_with_pointmap
+    from gasp.pointmap import unsupported
 
-    if adapter.pointmap_first_linear is None:
-        raise InputError(f"model.pointmap={source}: the {adapter.model_type} adapter has no point-map input; families "
-                         f"with one: {', '.join(families_with_pointmap())}")
+    if (why := unsupported(adapter)) is not None:
+        raise InputError(f"model.pointmap={source}: {why}")
     if lm_on(cfg) and cfg.data.instruct:
         raise InputError(f"model.pointmap={source} with data.instruct={cfg.data.instruct}: its records carry no "
                          "depth or cameras for a point map; leave data.instruct unset (gasp makes instruction data from "
                          "the training tracks, each record naming its scene) or loss.lm=false")
-    if cfg.run.fsdp or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+    from gasp.train import zero
+
+    if cfg.run.fsdp or zero.requested():
         raise InputError(f"model.pointmap={source} is not wired for sharded training (run.fsdp, DeepSpeed) yet; "
                          "train on one process or DDP")
     if source != "none" and cfg.data.tracks:
         from tracks.io import TrackReader
 
         with TrackReader(cfg.data.tracks) as reader:
-            names = list(reader.scene_names)
-            lacking = [s for s in names if not (reader.scene_has(s)["depth"] and reader.scene_has(s)["cameras"])]
+            total, lacking = len(reader.scene_names), scenes_lacking(reader, "depth", "cameras")
         if lacking:
             raise InputError(f"model.pointmap={source} needs depth and cameras, but {len(lacking)} of "
-                             f"{len(names)} scene(s) of data.tracks={cfg.data.tracks} lack them (e.g. "
+                             f"{total} scene(s) of data.tracks={cfg.data.tracks} lack them (e.g. "
                              f"{lacking[0]!r}); use tracks with depth, or model.pointmap=none")
 
 

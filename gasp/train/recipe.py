@@ -161,9 +161,7 @@ class EngineError(RuntimeError):
     """A launch whose engine is not what it asked for; one line, before training."""
 
 
-def deepspeed_requested() -> bool:
-    """Whether `accelerate launch` was given a DeepSpeed config (it says so in the environment)."""
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+deepspeed_requested = zero.requested
 
 
 def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict]:
@@ -207,7 +205,6 @@ def setup(cfg: TrainConfig, resume: str | Path | None = None) -> tuple[Run, dict
         from gasp.pointmap import PointMapInput, branch_for
 
         fusion = PointMapInput.install(peft_model, adapter, branch_for(peft_model, adapter))
-        fusion.source = cfg.model.pointmap
         peft_model.gasp_pointmap = fusion                 # the in-training probe feeds it as the probe does
     gm = GaspModel(peft_model, heads, adapter, cfg, objectives, objective_heads, fusion)
     if resume is not None:
@@ -471,13 +468,14 @@ def save(run: Run, step: int) -> None:
     rng_states = gather_object([ckpt.rng_state()])        # every rank's, in rank order (one process: its own)
     extra: dict[str, Any] = {}
     heads = run.heads
+    full = None                                        # ZeRO-3: every trained weight, gathered, by parameter name
     if run.sharded:
         extra["adapter_state"] = fsdp.full_state_dict(run.peft_model)
         extra["optimizer_state"] = fsdp.full_optimizer_state(run.gm, run.optimizer)
         if run.heads is not None:
-            full = fsdp.full_state_dict(run.heads)
+            head_state = fsdp.full_state_dict(run.heads)
             if acc.is_main_process:
-                run.heads_copy.load_state_dict(full)
+                run.heads_copy.load_state_dict(head_state)
             heads = run.heads_copy
     if run.deepspeed:
         extra["optimizer_state"] = zero.optimizer_state(acc, run.optimizer)   # every process's partition
@@ -487,13 +485,11 @@ def save(run: Run, step: int) -> None:
         with gathered(trained.values()):
             full = {n: p.detach().cpu().clone() for n, p in trained.items()} if acc.is_main_process else {}
         extra["adapter_state"] = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
-        extra["_gathered"] = full
         if run.heads is not None and acc.is_main_process:
             run.heads_copy.load_state_dict({k.removeprefix("heads."): v for k, v in full.items()
                                             if k.startswith("heads.")})
             heads = run.heads_copy
-    extra["objective_heads"] = _objective_heads_state(run, extra.get("_gathered"))
-    extra.pop("_gathered", None)
+    extra["objective_heads"] = _objective_heads_state(run, full)
     if run.cfg.model.pointmap is not None:             # the point-map branch: peft's adapter does not carry it
         extra["pointmap"] = (acc.unwrap_model(run.gm).pointmap, run.cfg.model.pointmap)
     if not run.cfg.model.freeze_vision:                # trained in full: peft's adapter does not carry it

@@ -25,6 +25,13 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 
+def requested() -> bool:
+    """Whether `accelerate launch` was given a DeepSpeed config (it says so in the environment)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 class ZeroConfigError(ValueError):
     """A DeepSpeed setting that cannot work with this run; said in one line before training."""
 
