@@ -141,3 +141,19 @@ def test_writer_rejects_bad_scenes(tmp_path):
         with TrackWriter(tmp_path / "t.h5") as w:
             w.add_scene(bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scene_frame_index_is_the_source_video_numbers_without_reading_frames(tmp_path):
+    """Frames stored at positions 0..3 that are source frames 10, 25, 40, 55: scene_frame_index gives the source
+    numbers (what a teacher folder's file names use), the same as a read scene's, and without_points keeps them."""
+    rng = np.random.default_rng(0)
+    scene = Scene(name="clip", frames=rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8),
+                  depth=rng.uniform(1, 2, (4, 8, 8)).astype(np.float32), K=np.tile(np.eye(3), (4, 1, 1)),
+                  cam_from_world=np.tile(np.eye(4), (4, 1, 1)), frame_index=np.array([10, 25, 40, 55]))
+    with TrackWriter(tmp_path / "t.h5") as w:
+        w.add_scene(scene)
+    with TrackReader(tmp_path / "t.h5") as r:
+        assert r.scene_frame_index("clip").tolist() == [10, 25, 40, 55]
+        seq = r.scene("clip").without_points([1, 3])
+    assert seq.frame_index.tolist() == [25, 55] and seq.num_points == 0 and seq.depth.shape == (2, 8, 8)
+    np.testing.assert_array_equal(seq.frames, scene.frames[[1, 3]])
