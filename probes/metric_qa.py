@@ -27,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from gasp.data.metric_qa import THRESHOLDS
+
 log = logging.getLogger("probes.metric_qa")
 GREY = 128
 
@@ -88,7 +90,9 @@ def evaluate(model, processor, adapter, scenes: list, settings: dict, num_frames
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
     """Per condition and kind: n, success@0.25 / @0.5 (numbers) or accuracy with its chance 0.5 (choices), and the
-    standard error of each rate."""
+    standard error of each rate. A numeric kind also gets its model-free reference, ``constant``: the success rates
+    of answering every question of the kind with the median of their true values (an oracle constant: the best a
+    model that ignores the input can hope for, roughly)."""
     out: dict[str, Any] = {}
     for r in rows:
         cond = r["view"] + ("" if r["pointmap"] is None else f"+pointmap:{r['pointmap']}")
@@ -105,6 +109,11 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
                 entry[k + "_se"] = float(np.sqrt(p * (1 - p) / len(rs)))
             if "exact" in keys:
                 entry["chance"] = 0.5
+            else:
+                truths = [float(r["truth"]) for r in rs]
+                const = float(np.median(truths))
+                entry["constant"] = {f"@{t:g}": float(np.mean([abs(const - v) <= t * abs(v) for v in truths]))
+                                     for t in THRESHOLDS}
             summary[cond][kind] = entry
     return summary
 
@@ -117,7 +126,9 @@ def lines(summary: dict[str, Any]) -> list[str]:
             if "exact" in e:
                 parts.append(f"{kind} {e['exact']:.2f} (chance 0.5, n {e['n']})")
             else:
-                parts.append(f"{kind} {e['@0.25']:.2f}@25% {e['@0.5']:.2f}@50% (n {e['n']})")
+                c = e["constant"]
+                parts.append(f"{kind} {e['@0.25']:.2f}@25% {e['@0.5']:.2f}@50% (constant answer "
+                             f"{c['@0.25']:.2f}/{c['@0.5']:.2f}, n {e['n']})")
         out.append(f"{cond}: " + "; ".join(parts))
     return out
 

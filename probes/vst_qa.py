@@ -7,7 +7,8 @@ relative depth, a box's depth, distance and height, depth order, appearance orde
 (``model.generate``, at most ``--max-new-tokens``), scored by its task kind's reward's R_acc (``gasp.rl.rewards``:
 exact match, within 25 %, 0.5 R_IoU + 0.5 R_F1). Each question is asked with its frames and with constant grey
 frames of the same size. Per question kind: the mean R_acc, its standard error, and chance (1/#options for a
-choice; 0 for numbers and boxes, where guessing has no floor), so that a stage's gain can be read against chance
+choice; for a number, the R_acc of answering every question of the kind with the median of their true values, a
+model-free constant; 0 for boxes), so that a stage's gain can be read against chance
 ± 2 SE (a gain inside it is no gain). OUT/vst_qa.json holds every answer.
 """
 from __future__ import annotations
@@ -45,18 +46,31 @@ def evaluate(model, tok, adapter, prompts: list, settings: dict, max_new_tokens:
             text = greedy(model, adapter, tok, inputs, max_new_tokens)
             score = rewards.get(p.reward)().score(text, p.target)
             rows.append({"kind": p.kind, "reward": p.reward, "view": view, "question": p.text, "answer": text,
-                         "acc": score["acc"], "format": score["format"],
+                         "acc": score["acc"], "format": score["format"], "target": p.target,
                          "chance": 1 / len(p.target["options"]) if p.reward == "choice" else 0.0})
+    return {"rows": rows, "summary": summarize(rows)}
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    """Per view and question kind: n, the mean R_acc, its SE, chance (or a number's constant reference), format."""
+    from gasp.rl import rewards
+
     summary: dict[str, Any] = {}
     for view in ("frames", "grey"):
         for kind in sorted({r["kind"] for r in rows}):
             rs = [r for r in rows if r["view"] == view and r["kind"] == kind]
+            if not rs:
+                continue
             acc = np.array([r["acc"] for r in rs])
+            if rs[0]["reward"] == "numeric":          # the reference: every question answered with the median truth
+                const = float(np.median([r["target"]["value"] for r in rs]))
+                for r in rs:
+                    r["chance"] = rewards.get("numeric")().score(f"{const:.1f}", r["target"])["acc"]
             summary.setdefault(view, {})[kind] = {
                 "n": len(rs), "acc": float(acc.mean()), "se": float(acc.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1
                 else None, "chance": float(np.mean([r["chance"] for r in rs])),
                 "format": float(np.mean([r["format"] for r in rs]))}
-    return {"rows": rows, "summary": summary}
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

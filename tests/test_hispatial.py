@@ -231,3 +231,15 @@ def test_export_refuses_a_point_map_adapter(tracks, tmp_path, capsys):
         out = tmp_path / ("o" + "".join(extra))
         assert export([str(tmp_path / "run" / "checkpoint-1"), "--out", str(out), *extra]) == 2
         assert "point-map branch" in capsys.readouterr().err and not out.exists()
+
+
+def test_metric_qa_reports_a_constant_answer_reference_beside_each_number():
+    """Truths 1.0, 2.0, 4.0 (median 2.0): the constant 2.0 succeeds within 25 % only on 2.0, within 50 % also on
+    4.0 (|2 - 4| = 0.5 x 4) and not on 1.0 (|2 - 1| = 1.0 x 1)."""
+    from probes.metric_qa import lines, summarize
+
+    rows = [{"view": "frames", "pointmap": None, "kind": "point_depth", "truth": t, "answer": "9.0",
+             "@0.25": False, "@0.5": False} for t in ("1.0", "2.0", "4.0")]
+    entry = summarize(rows)["frames"]["point_depth"]
+    assert entry["constant"] == {"@0.25": pytest.approx(1 / 3), "@0.5": pytest.approx(2 / 3)}
+    assert "constant answer 0.33/0.67" in lines(summarize(rows))[0]

@@ -251,3 +251,17 @@ def test_vst_questions_read_the_cameras(tmp_path):
     assert {r["qa"]["reward"] for r in recs} == {"choice", "numeric", "box3d"}
     corr = kinds["correspondence"]
     assert len(list((tmp_path / corr["video"]).glob("*.png"))) == 2 and len(corr["geometry"]["frames"]) == 2
+
+
+def test_vst_qa_summary_reads_numbers_against_a_constant_answer():
+    """Truths 1.0, 2.0, 4.0: the median 2.0 answered to all succeeds (within 25 %) on one of three; choices keep
+    1/#options as chance."""
+    from probes.vst_qa import summarize
+
+    rows = [{"kind": "point_depth", "reward": "numeric", "view": "frames", "acc": a, "format": 1.0,
+             "target": {"value": v}, "chance": 0.0} for v, a in ((1.0, 1.0), (2.0, 0.0), (4.0, 0.0))]
+    rows += [{"kind": "relative_depth", "reward": "choice", "view": "frames", "acc": 1.0, "format": 1.0,
+              "target": {"options": ["a", "b"], "answer_index": 0}, "chance": 0.5}]
+    s = summarize(rows)["frames"]
+    assert s["point_depth"]["chance"] == pytest.approx(1 / 3) and s["point_depth"]["acc"] == pytest.approx(1 / 3)
+    assert s["relative_depth"]["chance"] == 0.5 and s["relative_depth"]["se"] is None
